@@ -1,0 +1,171 @@
+"""The ingestion pipeline: read → tag → split → embed → store, deduplicated by a Redis docstore.
+
+A LlamaIndex ``IngestionPipeline`` with a ``RedisDocumentStore`` (``UPSERTS``) and an
+``IngestionCache`` on Redis.  The order of writes makes a killed ingest safe to re-run:
+
+1. classify each post against the docstore hash: new, updated or unchanged (unchanged is skipped);
+2. tag, split and embed the new and updated posts;
+3. upsert their chunks into Qdrant under deterministic point ids, then delete the chunks each post
+   no longer has (``PostStore.add``): an edited post never leaves stale points, and its old vectors
+   stay searchable until the new ones exist;
+4. only then record the post's hash in the docstore, the commit point.
+
+A crash before 4 leaves the post unrecorded, so the next run redoes it and overwrites the same
+points: exactly one set of points per post, none lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index.core.extractors import BaseExtractor
+from llama_index.core.ingestion import DocstoreStrategy, IngestionCache, IngestionPipeline
+from llama_index.core.schema import BaseNode
+from pydantic import PrivateAttr
+
+from ingest.documents import Post
+from ingest.readers.base import ReadItem, SkippedRecord
+from ingest.splitting import PostSplitter
+from ingest.tagging import KeywordTagger
+from rag.index import Index
+from rag.redis_backend import kvstore
+
+log = logging.getLogger("tgrag.ingest")
+
+
+class SafeUpsertPipeline(IngestionPipeline):
+    """``UPSERTS`` that classifies but never deletes up front (see module docstring, step 3)."""
+
+    _plan: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def _handle_upserts(self, nodes: Sequence[BaseNode]) -> Sequence[BaseNode]:
+        assert self.docstore is not None
+        self._plan = {}
+        to_run: list[BaseNode] = []
+        for node in nodes:
+            doc_id = node.ref_doc_id or node.node_id
+            existing = self.docstore.get_document_hash(doc_id)
+            if existing == node.hash:
+                continue
+            self._plan[doc_id] = "updated" if existing else "new"
+            to_run.append(node)
+        return to_run
+
+    @property
+    def plan(self) -> dict[str, str]:
+        """doc id → ``new``/``updated`` for the last run (unchanged posts are absent)."""
+        return dict(self._plan)
+
+
+@dataclass
+class IngestReport:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    embedded_nodes: int = 0
+    seconds: float = 0.0
+    skipped_records: list[SkippedRecord] = field(default_factory=list)
+
+    @property
+    def posts(self) -> int:
+        return self.new + self.updated + self.unchanged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new, "updated": self.updated, "unchanged": self.unchanged,
+            "skipped": self.skipped, "embedded_nodes": self.embedded_nodes,
+            "seconds": round(self.seconds, 3),
+            "skipped_records": [str(s) for s in self.skipped_records],
+        }
+
+
+ProgressCallback = Callable[[int, IngestReport], None]
+
+
+class PostPipeline:
+    """Ingests posts into an opened :class:`Index`."""
+
+    def __init__(
+        self,
+        index: Index,
+        tagger: BaseExtractor | None = None,
+        batch_size: int | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        settings = index.settings
+        self.index = index
+        self.batch_size = batch_size or settings.ingest_batch_size
+        emb = index.embedding
+        self.splitter = PostSplitter(
+            emb.count_tokens, chunk_tokens=min(settings.chunk_tokens, emb.max_tokens - 16)
+        )
+        self.tagger = tagger or KeywordTagger()
+        cache = None
+        if use_cache:
+            cache = IngestionCache(
+                cache=kvstore(index.redis),
+                collection=f"{index.namespace}:ingestion_cache",
+            )
+        self.pipeline = SafeUpsertPipeline(
+            transformations=[self.tagger, self.splitter, emb.model],
+            vector_store=index.store,
+            docstore=index.docstore,
+            docstore_strategy=DocstoreStrategy.UPSERTS,
+            cache=cache,
+            disable_cache=cache is None,
+        )
+
+    def ingest(
+        self, items: Iterable[ReadItem], on_progress: ProgressCallback | None = None
+    ) -> IngestReport:
+        """Ingest posts in batches; ``SkippedRecord`` items are counted and reported."""
+        report = IngestReport()
+        started = time.perf_counter()
+        seen: set[str] = set()
+        batch: list[Post] = []
+        done = 0
+        for item in items:
+            if isinstance(item, SkippedRecord):
+                report.skipped_records.append(item)
+                report.skipped += 1
+                continue
+            if item.doc_id in seen:
+                report.skipped_records.append(SkippedRecord(
+                    "", item.doc_id, "duplicate of a post read earlier in this run; kept the first"
+                ))
+                report.skipped += 1
+                continue
+            seen.add(item.doc_id)
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                done += self._run_batch(batch, report)
+                batch = []
+                if on_progress:
+                    on_progress(done, report)
+        if batch:
+            done += self._run_batch(batch, report)
+            if on_progress:
+                on_progress(done, report)
+        report.seconds = time.perf_counter() - started
+        log.info("ingest done", extra={"report": report.to_dict()})
+        return report
+
+    def _run_batch(self, posts: list[Post], report: IngestReport) -> int:
+        docs = [p.to_document() for p in posts]
+        nodes = self.pipeline.run(documents=docs)
+        plan = self.pipeline.plan
+        report.new += sum(1 for v in plan.values() if v == "new")
+        report.updated += sum(1 for v in plan.values() if v == "updated")
+        report.unchanged += len(docs) - len(plan)
+        report.embedded_nodes += sum(1 for n in nodes if n.embedding is not None)
+        # Idempotent, and done for unchanged posts too, so a crash between the docstore commit
+        # and this line heals on the next run.
+        self.index.catalog.record_posts(
+            [(p.channel_id, p.channel, p.channel_title, p.message_id, p.date) for p in posts]
+        )
+        return len(posts)

