@@ -29,7 +29,9 @@ demo: install
 
 test: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	@# pytest exits 5 when it collected no test: that is a failure here.
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest ran no tests"; exit 1; fi; exit $$rc
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

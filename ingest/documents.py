@@ -21,10 +21,11 @@ VOLATILE_KEYS = frozenset({"views", "forwards", "reactions", "edited", "tags", "
 # What the embedding model and the LLM never see.
 NOT_EMBEDDED_KEYS = [
     "channel_id", "channel", "channel_title", "message_id", "date", "date_iso", "link", "tags",
-    "tag_source", "edited", "forwarded_from", "grouped_id", "views", "forwards", "reactions",
+    "tag_source", "edited", "forwarded_from", "grouped_id", "links", "views", "forwards",
+    "reactions",
 ]
 NOT_FOR_LLM_KEYS = [
-    "channel_id", "message_id", "date", "link", "tag_source", "edited", "grouped_id",
+    "channel_id", "message_id", "date", "link", "tag_source", "edited", "grouped_id", "links",
     "views", "forwards", "reactions",
 ]
 
@@ -70,6 +71,7 @@ class Post:
     views: int | None = None
     forwards: int | None = None
     reactions: dict[str, int] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)  # link targets found in the text entities
 
     @property
     def doc_id(self) -> str:
@@ -93,6 +95,7 @@ class Post:
             "edited": self.edited,
             "forwarded_from": self.forwarded_from,
             "grouped_id": self.grouped_id,
+            "links": list(self.links),
             "views": self.views,
             "forwards": self.forwards,
             "reactions": dict(self.reactions),
