@@ -1,0 +1,59 @@
+"""Shared fixtures: an isolated data folder and an opened index per test, and the shared data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.index import Index
+from rag.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TGRAG_SHARED_DIR", REPO.parent / "shared")) / "data"
+SAMPLE_EXPORT = REPO / "ingest" / "samples" / "telegram_export"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's .env or TGRAG_* variables, or writes to ./data."""
+    for key in list(os.environ):
+        if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def index(settings: Settings) -> Iterator[Index]:
+    idx = Index.open(settings, purpose="pytest")
+    try:
+        yield idx
+    finally:
+        idx.close()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED} (set TGRAG_SHARED_DIR); CI has it")
+    return SHARED
+
+
+@pytest.fixture
+def news_dir(shared_data: Path) -> Path:
+    path = shared_data / "telegram" / "nktkln_telegram_news" / "raw"
+    if not path.is_dir():
+        pytest.skip(f"needs {path}")
+    return path
+
+
+@pytest.fixture
+def sample_export() -> Path:
+    return SAMPLE_EXPORT
