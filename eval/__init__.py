@@ -1,0 +1,1 @@
+"""Relevance evaluation (BEIR-format datasets through the real pipeline)."""
