@@ -63,6 +63,28 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
+    gigachat_temperature: float | None = Field(
+        0.2, ge=0, le=2, description="Sampling temperature; unset = the model's default."
+    )
+    gigachat_max_tokens: int = Field(1024, ge=1, description="Max tokens the LLM may generate.")
+    gigachat_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
+    gigachat_ca_bundle: Path | None = Field(
+        None, description="CA bundle for GigaChat TLS (e.g. the Russian Trusted Root CA)."
+    )
+    llm_max_retries: int = Field(3, ge=0, description="Retries on HTTP 429/5xx, with backoff.")
+    llm_retry_backoff: float = Field(
+        1.0, ge=0, description="First retry delay in seconds; doubles on each retry."
+    )
+    llm_concurrency: int = Field(
+        1, ge=1, description="Concurrent LLM requests (GigaChat personal keys allow 1)."
+    )
+    llm_tagging: bool = Field(
+        True, description="Tag posts with the LLM when one is configured; false = keywords."
+    )
+    qa_top_k: int = Field(5, ge=1, le=20, description="Posts given to the LLM as sources.")
+    qa_min_score: float = Field(
+        0.0, description="Below this best-hit score `ask` answers that nothing relevant was found."
+    )
 
     # Telegram
     tg_api_id: int | None = None
