@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     tg_api_id: int | None = None
     tg_api_hash: SecretStr | None = None
     tg_session: SecretStr | None = None
+    sync_interval: float = Field(
+        900, ge=0, description="Seconds between scheduled syncs of all channels; 0 = off."
+    )
+    sync_rescan_posts: int = Field(
+        200, ge=0, description="Re-scan window for edits/deletions: the last N indexed posts..."
+    )
+    sync_rescan_days: float = Field(3, ge=0, description="...and every post of the last N days.")
+    sync_lock_ttl: float = Field(
+        60, gt=0, description="Seconds a worker's per-channel sync lock lives unless renewed."
+    )
+    sync_retries: int = Field(5, ge=0, description="Retries (with backoff) on a dropped connection.")
 
     # API
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -1,0 +1,287 @@
+"""Our own async reader over ``telethon.TelegramClient``: messages → :class:`Post`.
+
+Not ``llama-index-readers-telegram``, which drops ids and metadata.  The Posts carry the same ids
+(``tg:<channel_id>:<message_id>``) and metadata as the export reader's, so an export and a live sync
+of one channel deduplicate against each other in the docstore.
+
+* Albums (messages sharing ``grouped_id``) become ONE post: the id of the album's first message and
+  the caption that exists (Telegram puts it on one of the messages).
+* Entity offsets are UTF-16 code units, so link slicing is done on the surrogate-expanded text.
+* Service messages and media-only posts without a caption are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from telethon import TelegramClient, types
+from telethon.helpers import add_surrogate, del_surrogate
+from telethon.sessions import StringSession
+
+from ingest.documents import Post, normalize_channel_id
+from rag.errors import InputError
+from rag.settings import Settings
+
+SESSION_FILE = "telegram.session"
+
+
+@dataclass
+class ReadStats:
+    """What one ``iter_posts`` call consumed (reset per call)."""
+
+    messages: int = 0
+    posts: int = 0
+    service: int = 0  # joins, pins, title changes…
+    empty: int = 0  # media-only posts without a caption
+    # The highest raw message id belonging to a post already yielded (or skipped before it): a
+    # cursor saved from this never splits an album or skips an unread message.
+    consumed_upto: int = 0
+    max_seen: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """A resolved channel: what a Post needs besides the message."""
+
+    channel_id: int
+    username: str
+    title: str
+    entity: Any  # the telethon Channel, reusable as an input peer
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> ChannelRef:
+        return cls(
+            channel_id=normalize_channel_id(entity.id),
+            username=getattr(entity, "username", None) or "",
+            title=getattr(entity, "title", None) or "",
+            entity=entity,
+        )
+
+
+def _unix(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def extract_links(text: str, entities: Sequence[Any] | None) -> list[str]:
+    """Link targets of a message: ``TextUrl`` hrefs and the visible text of ``Url`` entities.
+
+    Offsets count UTF-16 code units (an emoji is two), so slice the surrogate-expanded text.
+    """
+    if not entities:
+        return []
+    wide = add_surrogate(text)
+    links: list[str] = []
+    for ent in entities:
+        if isinstance(ent, types.MessageEntityTextUrl):
+            url = ent.url
+        elif isinstance(ent, types.MessageEntityUrl):
+            url = del_surrogate(wide[ent.offset:ent.offset + ent.length])
+        else:
+            continue
+        if url and url not in links:
+            links.append(url)
+    return links
+
+
+def _reactions(message: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    results = getattr(getattr(message, "reactions", None), "results", None) or []
+    for rc in results:
+        reaction = rc.reaction
+        if isinstance(reaction, types.ReactionEmoji):
+            key = reaction.emoticon
+        elif isinstance(reaction, types.ReactionCustomEmoji):
+            key = f"custom:{reaction.document_id}"
+        else:
+            key = "paid" if isinstance(reaction, types.ReactionPaid) else type(reaction).__name__
+        out[key] = out.get(key, 0) + int(rc.count)
+    return out
+
+
+def _forwarded_from(message: Any) -> str | None:
+    fwd = getattr(message, "fwd_from", None)
+    if fwd is None:
+        return None
+    if fwd.from_name:
+        return str(fwd.from_name)
+    forward = getattr(message, "forward", None)  # telethon's wrapper, resolved from the entities
+    for who in (getattr(forward, "chat", None), getattr(forward, "sender", None)):
+        if who is not None:
+            name = getattr(who, "title", None) or " ".join(
+                x for x in (getattr(who, "first_name", None), getattr(who, "last_name", None)) if x
+            )
+            if name:
+                return str(name)
+    peer = fwd.from_id
+    if isinstance(peer, types.PeerChannel):
+        return f"channel{peer.channel_id}"
+    if isinstance(peer, types.PeerUser):
+        return f"user{peer.user_id}"
+    return "unknown"
+
+
+def post_from_messages(channel: ChannelRef, messages: Sequence[Any]) -> Post | None:
+    """One post from a message or an album's messages; None when there is no text at all."""
+    group = sorted(messages, key=lambda m: m.id)
+    first = group[0]
+    texts = [m.message for m in group if (m.message or "").strip()]
+    if not texts:
+        return None
+    links: list[str] = []
+    for m in group:
+        for url in extract_links(m.message or "", m.entities):
+            if url not in links:
+                links.append(url)
+    edits = [d for d in (_unix(m.edit_date) for m in group) if d is not None]
+    views = [m.views for m in group if m.views is not None]
+    forwards = [m.forwards for m in group if m.forwards is not None]
+    return Post(
+        channel_id=channel.channel_id,
+        message_id=first.id,
+        date=int(first.date.timestamp()),
+        # An album usually has one caption; if several messages carry text, keep them all in order.
+        text="\n\n".join(texts),
+        channel=channel.username,
+        channel_title=channel.title,
+        edited=max(edits) if edits else None,
+        forwarded_from=_forwarded_from(first),
+        grouped_id=first.grouped_id,
+        views=max(views) if views else None,
+        forwards=max(forwards) if forwards else None,
+        reactions=_reactions(first),
+        links=links,
+    )
+
+
+class TelegramReader:
+    """Reads a channel's posts through an already connected :class:`TelegramClient`."""
+
+    def __init__(self, client: TelegramClient) -> None:
+        self.client = client
+        self.stats = ReadStats()
+
+    async def resolve(self, channel: str | int | ChannelRef) -> ChannelRef:
+        """A channel from ``@username``, ``username``, a t.me link or a known id."""
+        if isinstance(channel, ChannelRef):
+            return channel
+        ref: Any = channel
+        if isinstance(channel, str):
+            text = channel.strip().removeprefix("https://").removeprefix("t.me/")
+            ref = int(text) if text.lstrip("-").isdigit() else text.removeprefix("@")
+        entity = await self.client.get_entity(ref)
+        if not isinstance(entity, types.Channel):
+            raise InputError(f"{channel!r} is not a channel", hint="add a channel username")
+        return ChannelRef.from_entity(entity)
+
+    async def iter_posts(
+        self,
+        channel: str | int | ChannelRef,
+        min_id: int = 0,
+        limit: int | None = None,
+        offset_date: datetime | None = None,
+        reverse: bool = True,
+        max_id: int = 0,
+    ) -> AsyncIterator[Post]:
+        """Posts of a channel, oldest first by default (``iter_messages(min_id=…, reverse=True)``).
+
+        ``limit`` counts messages, as Telethon does (an album of 3 is 3).  ``self.stats`` tells what
+        was consumed; with ``reverse=True`` its ``consumed_upto`` is a resumable cursor.
+        """
+        ref = await self.resolve(channel)
+        self.stats = stats = ReadStats()
+        group: list[Any] = []  # the album being collected
+
+        def done(post: Post | None, ids: list[int]) -> Post | None:
+            # Set before yielding: the consumer reads the cursor right after receiving the post.
+            stats.consumed_upto = max(stats.consumed_upto, *ids)
+            if post is None:
+                stats.empty += 1
+            else:
+                stats.posts += 1
+            return post
+
+        async for message in self.client.iter_messages(
+            ref.entity, limit=limit, min_id=min_id, max_id=max_id, offset_date=offset_date,
+            reverse=reverse,
+        ):
+            stats.messages += 1
+            stats.max_seen = max(stats.max_seen, message.id)
+            grouped_id = getattr(message, "grouped_id", None)
+            if group and grouped_id != group[0].grouped_id:
+                post = done(post_from_messages(ref, group), [m.id for m in group])
+                group = []
+                if post is not None:
+                    yield post
+            if not isinstance(message, types.Message):  # MessageService, MessageEmpty
+                stats.service += 1
+                stats.consumed_upto = max(stats.consumed_upto, message.id)
+                continue
+            if grouped_id is not None:
+                group.append(message)
+                continue
+            post = done(post_from_messages(ref, [message]), [message.id])
+            if post is not None:
+                yield post
+        if group:
+            post = done(post_from_messages(ref, group), [m.id for m in group])
+            if post is not None:
+                yield post
+        stats.consumed_upto = max(stats.consumed_upto, stats.max_seen)
+
+    async def fetch_post(self, channel: ChannelRef, message: Any) -> Post | None:
+        """The post a (live) message belongs to; for an album, its sibling messages are fetched."""
+        if message.grouped_id is None:
+            return post_from_messages(channel, [message])
+        # Albums hold at most 10 items, so the siblings are within 9 ids either side.
+        ids = [i for i in range(message.id - 9, message.id + 10) if i > 0]
+        fetched = await self.client.get_messages(channel.entity, ids=ids)
+        group = [
+            m for m in fetched
+            if isinstance(m, types.Message) and m.grouped_id == message.grouped_id
+        ]
+        if not any(m.id == message.id for m in group):
+            group.append(message)
+        return post_from_messages(channel, group)
+
+
+def make_client(
+    settings: Settings, *, receive_updates: bool = True, for_login: bool = False
+) -> TelegramClient:
+    """A client from ``TGRAG_TG_API_ID`` / ``TGRAG_TG_API_HASH`` and a session.
+
+    The session is ``TGRAG_TG_SESSION`` (a ``StringSession``) or ``<data_dir>/telegram.session``;
+    ``for_login`` allows starting without one (``tgrag login`` creates it).
+    """
+    if not settings.tg_api_id or not settings.tg_api_hash:
+        raise InputError(
+            "Telegram API credentials are not set",
+            hint="set TGRAG_TG_API_ID and TGRAG_TG_API_HASH (from https://my.telegram.org)",
+        )
+    session: Any
+    session_file = settings.data_dir / SESSION_FILE
+    if settings.tg_session is not None and settings.tg_session.get_secret_value():
+        try:
+            session = StringSession(settings.tg_session.get_secret_value())
+        except ValueError as exc:
+            raise InputError(f"TGRAG_TG_SESSION is not a valid session string: {exc}",
+                             hint="run `tgrag login` again") from exc
+    elif for_login:
+        session = StringSession()
+    elif session_file.exists():
+        session = str(session_file)
+    else:
+        raise InputError(
+            "no Telegram session: neither TGRAG_TG_SESSION nor "
+            f"{session_file} exists",
+            hint="run `tgrag login` and set TGRAG_TG_SESSION to the printed string",
+        )
+    client = TelegramClient(
+        session, settings.tg_api_id, settings.tg_api_hash.get_secret_value(),
+        receive_updates=receive_updates,
+    )
+    # Flood waits are ours to handle: ChannelSync reports them, sleeps and resumes from the cursor.
+    client.flood_sleep_threshold = 0
+    return client

@@ -1,0 +1,160 @@
+"""Sync jobs and the periodic scheduler, both plain asyncio tasks on the caller's running loop.
+
+A job is one run over some channels, with progress in Redis (any process can answer
+``GET /sync/{id}``).  The scheduler starts a job every ``sync_interval`` seconds; it runs inside
+the API's event loop or in ``tgrag worker`` — never in a loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from ingest.telegram.sync import ChannelSync, SyncResult
+from rag.errors import NotFoundError
+
+log = logging.getLogger("tgrag.scheduler")
+JOB_TTL = 7 * 86400  # finished jobs are kept a week
+
+
+@dataclass
+class SyncJob:
+    id: str
+    status: str = "queued"  # queued | running | done | failed
+    channels_total: int = 0
+    channels_done: int = 0
+    channels_failed: int = 0
+    posts: int = 0  # new + updated posts
+    deleted: int = 0
+    embedded_nodes: int = 0
+    created: int = 0
+    started: int | None = None
+    finished: int | None = None
+    error: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobRegistry:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._r = client
+        self._prefix = f"{namespace}:tg:job:"
+
+    def create(self, channels_total: int) -> SyncJob:
+        job = SyncJob(id=secrets.token_hex(8), channels_total=channels_total,
+                      created=int(time.time()))
+        self.save(job)
+        return job
+
+    def save(self, job: SyncJob) -> None:
+        self._r.set(self._prefix + job.id, json.dumps(job.to_dict(), ensure_ascii=False),
+                    ex=JOB_TTL)
+
+    def get(self, job_id: str) -> SyncJob:
+        raw = self._r.get(self._prefix + job_id)
+        if raw is None:
+            raise NotFoundError(f"sync job {job_id!r} does not exist (or expired)")
+        data = json.loads(raw)
+        known = {f.name for f in fields(SyncJob)}
+        return SyncJob(**{k: v for k, v in data.items() if k in known})
+
+
+class SyncScheduler:
+    """Starts sync jobs on demand (``trigger``) and every ``interval`` seconds (``start``)."""
+
+    def __init__(self, sync: ChannelSync, interval: float | None = None) -> None:
+        self.sync = sync
+        self.interval = sync.settings.sync_interval if interval is None else interval
+        self.jobs = JobRegistry(sync.index.redis, sync.index.namespace)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+
+    def trigger(
+        self,
+        channels: list[str] | None = None,
+        *,
+        backfill: int | None = None,
+        since: datetime | None = None,
+    ) -> SyncJob:
+        """Start a job in the background on the running loop; returns it at once (``queued``)."""
+        refs = channels if channels is not None else [s.ref for s in self.sync.registry.list()]
+        job = self.jobs.create(len(refs))
+        task = asyncio.get_running_loop().create_task(
+            self.run_job(job, refs, backfill=backfill, since=since)
+        )
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+        return job
+
+    async def run_job(
+        self, job: SyncJob, refs: list[str], *, backfill: int | None = None,
+        since: datetime | None = None,
+    ) -> SyncJob:
+        job.status, job.started = "running", int(time.time())
+        self.jobs.save(job)
+
+        def progress(result: SyncResult) -> None:
+            job.channels_done += 1
+            job.channels_failed += result.status == "failed"
+            job.posts += result.new + result.updated
+            job.deleted += result.deleted
+            job.embedded_nodes += result.embedded_nodes
+            job.results.append(result.to_dict())
+            self.jobs.save(job)
+
+        try:
+            await self.sync.sync_all(refs, backfill=backfill, since=since, on_result=progress)
+        except Exception as exc:  # sync_all isolates channels; this is Redis or a bug
+            log.exception("sync job %s failed", job.id)
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            job.status = "done"
+        job.finished = int(time.time())
+        self.jobs.save(job)
+        return job
+
+    async def run_once(self) -> SyncJob:
+        refs = [s.ref for s in self.sync.registry.list()]
+        return await self.run_job(self.jobs.create(len(refs)), refs)
+
+    async def run_forever(self) -> None:
+        """A job now, then one every ``interval`` seconds until ``stop()``."""
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # keep the schedule alive (e.g. Redis briefly down)
+                log.exception("scheduled sync failed")
+            if self.interval <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the schedule as a task of the running loop (e.g. from a FastAPI lifespan)."""
+        self._stop.clear()
+        self._task = asyncio.get_running_loop().create_task(self.run_forever())
+        return self._task
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_jobs(self) -> None:
+        """Wait for the triggered jobs (tests, graceful shutdown)."""
+        while self._job_tasks:
+            await asyncio.gather(*list(self._job_tasks), return_exceptions=True)

@@ -1,0 +1,381 @@
+"""Channel sync: incremental reads from a saved cursor, a re-scan window for edits and deletions.
+
+``ChannelSync.sync_channel`` for one channel, under a per-channel Redis lock so that several
+workers never sync the same channel at once:
+
+1. read new messages after the cursor (``iter_messages(min_id=cursor, reverse=True)``), or the last
+   N posts (``backfill``) or everything since a date (``since``), and ingest them in batches; the
+   cursor is saved only after a batch is committed, so a restart re-reads at most one batch and the
+   pipeline's hashes make that re-read free (nothing is embedded twice);
+2. re-scan the recent window (the last ``sync_rescan_posts`` indexed posts and all posts of the last
+   ``sync_rescan_days``): edited posts are re-ingested (re-embedded only if their text changed) and
+   window posts Telegram no longer returns are deleted from Qdrant, the docstore and the catalog.
+
+The ingestion pipeline is synchronous (embedding is CPU work), so it runs in a thread via
+``asyncio.to_thread``; Telethon, this code, the scheduler and FastAPI share one event loop and
+nothing here calls ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from telethon import TelegramClient, errors
+
+from ingest.documents import Post, doc_id_for
+from ingest.pipeline import IngestReport, PostPipeline
+from ingest.telegram.reader import ChannelRef, TelegramReader
+from ingest.telegram.state import ChannelRegistry, ChannelState, RedisLock
+from rag.errors import TgragError
+from rag.index import Index
+
+log = logging.getLogger("tgrag.sync")
+
+# (channel ref, event, details): "flood_wait", "retry", "batch", "deleted", "failed", "done"
+SyncListener = Callable[[str, str, dict[str, Any]], None]
+
+# Errors that are about the channel, not the connection: mark it failed and go on with the others.
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (
+    errors.ChannelPrivateError, errors.UsernameInvalidError, errors.UsernameNotOccupiedError,
+    errors.ChannelInvalidError, errors.ChannelPublicGroupNaError,
+)
+MAX_FLOOD_WAITS = 10  # per channel and run; Telegram keeps asking to wait → give up, retry next run
+
+
+@dataclass
+class SyncResult:
+    ref: str
+    channel_id: int | None = None
+    channel: str = ""
+    status: str = "ok"  # ok | failed | busy (another worker holds the channel's lock)
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0  # service messages and media-only posts
+    deleted: int = 0
+    embedded_nodes: int = 0
+    flood_waits: list[int] = field(default_factory=list)
+    retries: int = 0
+    error: str | None = None
+
+    def add(self, report: IngestReport) -> None:
+        self.new += report.new
+        self.updated += report.updated
+        self.unchanged += report.unchanged
+        self.skipped += report.skipped
+        self.embedded_nodes += report.embedded_nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ChannelFailed(Exception):
+    """This channel cannot be synced now (private, unknown, gave up); the reason is user-facing."""
+
+
+class ChannelSync:
+    """Syncs registered channels into an opened :class:`Index` through a connected client."""
+
+    def __init__(
+        self,
+        index: Index,
+        client: TelegramClient,
+        *,
+        pipeline: PostPipeline | None = None,
+        listener: SyncListener | None = None,
+    ) -> None:
+        self.index = index
+        self.client = client
+        self.settings = index.settings
+        self.pipeline = pipeline or PostPipeline(index)
+        self.registry = ChannelRegistry(index.redis, index.namespace)
+        self.listener = listener
+        # Flood waits must reach us (to be reported and resumed from the cursor), not be slept
+        # through silently inside Telethon.
+        client.flood_sleep_threshold = 0
+        # One pipeline run at a time: live handlers and a sync may both want to write.
+        self._write_lock = asyncio.Lock()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    async def sync_all(
+        self,
+        refs: Iterable[str] | None = None,
+        *,
+        backfill: int | None = None,
+        since: datetime | None = None,
+        on_result: Callable[[SyncResult], None] | None = None,
+    ) -> list[SyncResult]:
+        """Sync the given (or all registered) channels one after another; failures are isolated.
+
+        Sequential on purpose: one account's requests share one flood budget; sync scales out by
+        running more workers, which split the channels through the per-channel locks.
+        """
+        targets = list(refs) if refs is not None else [s.ref for s in self.registry.list()]
+        results = []
+        for ref in targets:
+            result = await self.sync_channel(ref, backfill=backfill, since=since)
+            results.append(result)
+            if on_result:
+                on_result(result)
+        return results
+
+    async def sync_channel(
+        self,
+        ref: str | int,
+        backfill: int | None = None,
+        since: datetime | None = None,
+        *,
+        rescan: bool = True,
+    ) -> SyncResult:
+        """Sync one channel (registering it if needed). Never raises for channel-level errors."""
+        state = self.registry.get(ref) or self.registry.add(ref)
+        result = SyncResult(ref=state.ref, channel_id=state.channel_id, channel=state.channel)
+        async with self._locked(state.ref) as held:
+            if not held:
+                result.status = "busy"
+                return result
+            state = self.registry.get(state.ref) or state  # fresh cursor, read under the lock
+            state.status = "syncing"
+            self._save(state)
+            try:
+                await self._with_retries(state, result, backfill, since, rescan)
+            except asyncio.CancelledError:
+                state.status = "pending"  # cursor is already safe; next run resumes from it
+                self._save(state)
+                raise
+            except (ChannelFailed, TgragError, ValueError, *CHANNEL_ERRORS) as exc:
+                self._fail(state, result, _reason(exc))
+            except Exception as exc:  # isolate the channel: the others must go on
+                log.exception("sync of %s failed", state.ref)
+                self._fail(state, result, f"{type(exc).__name__}: {exc}")
+            else:
+                state.status = "ok"
+                state.last_error = None
+                state.last_sync = int(time.time())
+                if state.channel_id is not None:
+                    state.posts_indexed = self._indexed_count(state.channel_id)
+                self._save(state)
+                self._emit(state.ref, "done", result.to_dict())
+        result.channel_id, result.channel = state.channel_id, state.channel
+        return result
+
+    async def ingest_posts(self, posts: Sequence[Post]) -> IngestReport:
+        """Run the (sync) pipeline in a worker thread; one write at a time."""
+        async with self._write_lock:
+            return await asyncio.to_thread(self.pipeline.ingest, list(posts))
+
+    async def delete_posts(self, channel_id: int, message_ids: Sequence[int]) -> int:
+        """Remove posts from Qdrant, the docstore and the catalog (idempotent)."""
+        ids = sorted(set(message_ids))
+        if not ids:
+            return 0
+        async with self._write_lock:
+            await asyncio.to_thread(self._delete_sync, channel_id, ids)
+        return len(ids)
+
+    # -- one channel ----------------------------------------------------------------------------
+
+    async def _with_retries(
+        self, state: ChannelState, result: SyncResult, backfill: int | None,
+        since: datetime | None, rescan: bool,
+    ) -> None:
+        floods = 0
+        while True:
+            try:
+                await self._sync_once(state, result, backfill, since, rescan)
+                return
+            except errors.FloodWaitError as exc:
+                floods += 1
+                if floods > MAX_FLOOD_WAITS:
+                    raise ChannelFailed(f"Telegram keeps asking to wait ({exc.seconds}s)") from exc
+                result.flood_waits.append(exc.seconds)
+                self._emit(state.ref, "flood_wait", {"seconds": exc.seconds})
+                log.warning("flood wait: sleeping %ss before resuming %s", exc.seconds, state.ref)
+                await asyncio.sleep(exc.seconds)
+            except (ConnectionError, OSError) as exc:  # includes TimeoutError
+                result.retries += 1
+                if result.retries > self.settings.sync_retries:
+                    raise ChannelFailed(f"connection failed {result.retries} times: {exc}") from exc
+                delay = min(60.0, 2.0 ** (result.retries - 1))
+                self._emit(state.ref, "retry", {"attempt": result.retries, "delay": delay,
+                                                "error": str(exc)})
+                await asyncio.sleep(delay)
+                if not self.client.is_connected():
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await self.client.connect()
+
+    async def _sync_once(
+        self, state: ChannelState, result: SyncResult, backfill: int | None,
+        since: datetime | None, rescan: bool,
+    ) -> None:
+        reader = TelegramReader(self.client)
+        channel = await reader.resolve(state.ref)
+        state.channel_id, state.channel = channel.channel_id, channel.username
+        state.channel_title = channel.title
+        self._save(state)
+        if backfill:
+            # Newest first is the only way to ask for "the last N"; ingest them oldest first.
+            posts = [p async for p in reader.iter_posts(channel, limit=backfill, reverse=False)]
+            posts.reverse()
+            await self._ingest_batches(state, result, posts)
+            result.skipped += reader.stats.service + reader.stats.empty
+            self._advance(state, reader.stats.max_seen)
+        else:
+            stream = reader.iter_posts(
+                channel, min_id=0 if since else state.last_message_id, offset_date=since,
+                reverse=True,
+            )
+            await self._stream(state, result, reader, stream)
+        if rescan:
+            await self._rescan(state, result, channel)
+
+    async def _stream(
+        self, state: ChannelState, result: SyncResult, reader: TelegramReader,
+        stream: AsyncIterator[Post],
+    ) -> None:
+        batch: list[Post] = []
+        async for post in stream:
+            batch.append(post)
+            if len(batch) >= self.pipeline.batch_size:
+                upto = reader.stats.consumed_upto  # read before the generator moves on
+                await self._commit(result, batch)
+                self._advance(state, upto)
+                batch = []
+        await self._commit(result, batch)
+        result.skipped += reader.stats.service + reader.stats.empty
+        self._advance(state, reader.stats.consumed_upto)
+
+    async def _ingest_batches(
+        self, state: ChannelState, result: SyncResult, posts: Sequence[Post]
+    ) -> None:
+        size = self.pipeline.batch_size
+        for start in range(0, len(posts), size):
+            await self._commit(result, posts[start:start + size])
+
+    async def _commit(self, result: SyncResult, posts: Sequence[Post]) -> None:
+        if not posts:
+            return
+        report = await self.ingest_posts(posts)
+        result.add(report)
+        self._emit(result.ref, "batch", {"posts": len(posts), "new": report.new,
+                                         "updated": report.updated})
+
+    async def _rescan(self, state: ChannelState, result: SyncResult, channel: ChannelRef) -> None:
+        """Re-read the recent window: ingest edits (hash decides), delete what is gone."""
+        window = self._window_ids(channel.channel_id)
+        window = [i for i in window if i <= state.last_message_id]
+        if not window:
+            return
+        reader = TelegramReader(self.client)
+        # The window's lowest id is a post's first message (the catalog holds post ids), so
+        # starting there never cuts an album.
+        posts = [
+            p async for p in reader.iter_posts(
+                channel, min_id=min(window) - 1, max_id=state.last_message_id + 1, reverse=True
+            )
+        ]
+        await self._ingest_batches(state, result, posts)
+        seen = {p.message_id for p in posts}
+        gone = [i for i in window if i not in seen]
+        if gone:
+            result.deleted += await self.delete_posts(channel.channel_id, gone)
+            self._emit(state.ref, "deleted", {"message_ids": gone})
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _window_ids(self, channel_id: int) -> list[int]:
+        # The catalog's per-channel sorted set (message id scored by date) is the list of what is
+        # indexed; no public accessor exists for a range of it yet.
+        key = self.index.catalog._posts_key(channel_id)
+        r = self.index.redis
+        ids = set(r.zrevrange(key, 0, self.settings.sync_rescan_posts - 1)) \
+            if self.settings.sync_rescan_posts else set()
+        if self.settings.sync_rescan_days:
+            since = time.time() - self.settings.sync_rescan_days * 86400
+            ids |= set(r.zrangebyscore(key, since, "+inf"))
+        return sorted(int(i) for i in ids)
+
+    def _indexed_count(self, channel_id: int) -> int:
+        return int(self.index.redis.zcard(self.index.catalog._posts_key(channel_id)))
+
+    def _delete_sync(self, channel_id: int, ids: list[int]) -> None:
+        # Qdrant first, the docstore after, the catalog last: a crash in between leaves the id in
+        # the catalog, so the next re-scan finds it missing and deletes it again.
+        for message_id in ids:
+            doc_id = doc_id_for(channel_id, message_id)
+            self.index.store.delete(doc_id)
+            self.index.docstore.delete_ref_doc(doc_id, raise_error=False)
+            self.index.docstore.delete_document(doc_id, raise_error=False)
+        self.index.catalog.forget_posts(channel_id, ids)
+
+    def _advance(self, state: ChannelState, upto: int) -> None:
+        if upto > state.last_message_id:
+            state.last_message_id = upto
+            self._save(state)
+
+    def _save(self, state: ChannelState) -> None:
+        # A channel removed while it was syncing stays removed.
+        if self.registry.get(state.ref) is not None:
+            self.registry.save(state)
+
+    def _fail(self, state: ChannelState, result: SyncResult, reason: str) -> None:
+        state.status = "failed"
+        state.last_error = reason
+        self._save(state)
+        result.status, result.error = "failed", reason
+        log.warning("channel %s failed: %s", state.ref, reason)
+        self._emit(state.ref, "failed", {"error": reason})
+
+    def _emit(self, ref: str, event: str, data: dict[str, Any]) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(ref, event, data)
+            except Exception:  # a broken progress callback must not break the sync
+                log.exception("sync listener failed")
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, ref: str) -> AsyncIterator[bool]:
+        """Hold ``<ns>:tg:lock:<ref>`` while syncing, renewed every third of its expiry."""
+        ttl = self.settings.sync_lock_ttl
+        lock = RedisLock(self.index.redis, f"{self.index.namespace}:tg:lock:{ref}", ttl)
+        if not lock.acquire():
+            yield False
+            return
+        stop = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                # wait_for on an event, not asyncio.sleep: stops at once when the sync ends.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ttl / 3)
+                if stop.is_set():
+                    return
+                if not lock.renew():
+                    log.warning("lost the sync lock of %s", ref)
+                    return
+
+        task = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            stop.set()
+            await task
+            lock.release()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, errors.ChannelPrivateError):
+        return "channel is private or you were banned from it (ChannelPrivateError)"
+    if isinstance(exc, errors.UsernameInvalidError | errors.UsernameNotOccupiedError):
+        return f"unknown or invalid username ({type(exc).__name__})"
+    if isinstance(exc, ValueError):  # telethon's get_entity: "No user has "x" as username"
+        return f"cannot resolve channel: {exc}"
+    return str(exc)
