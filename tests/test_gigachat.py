@@ -10,8 +10,8 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from rag.errors import LLMError
-from rag.llm import build_llm
-from rag.llm.gigachat import GigaChatLLM, finish_reason
+from rag.llm import build_llm, finish_reason
+from rag.llm.gigachat import GigaChatLLM
 from rag.settings import Settings
 from tests.fake_gigachat import CREDENTIALS, FakeGigaChat, Reply, gigachat_llm
 

@@ -9,10 +9,20 @@
 
 from __future__ import annotations
 
+from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
 from llama_index.core.llms import LLM
 
 from rag.errors import LLMError
 from rag.settings import Settings
+
+
+def finish_reason(response: ChatResponse | CompletionResponse) -> str | None:
+    """The finish reason an LLM reported (GigaChat's ``"blacklist"`` = refused), if any."""
+    reason = response.additional_kwargs.get("finish_reason")
+    if reason is None and isinstance(response.raw, dict):
+        choices = response.raw.get("choices") or [{}]
+        reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+    return reason
 
 
 def build_llm(settings: Settings) -> LLM | None:
@@ -70,4 +80,4 @@ def _openai_like(settings: Settings) -> LLM:
     )
 
 
-__all__ = ["build_llm"]
+__all__ = ["build_llm", "finish_reason"]

@@ -68,15 +68,6 @@ _ROLES = {
 _END = object()
 
 
-def finish_reason(response: ChatResponse | CompletionResponse) -> str | None:
-    """The finish reason an LLM reported (``"blacklist"`` = refused), if it reports one."""
-    reason = response.additional_kwargs.get("finish_reason")
-    if reason is None and isinstance(response.raw, dict):
-        choices = response.raw.get("choices") or [{}]
-        reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
-    return reason
-
-
 class GigaChatLLM(CustomLLM):
     """A LlamaIndex chat LLM over GigaChat: one client, cached token, retries, a concurrency cap."""
 
