@@ -1,0 +1,283 @@
+"""The ``tgrag`` command line: a thin surface over ``rag`` and ``ingest``.
+
+Every command loads the settings, opens the :class:`~rag.index.Index` (``purpose="tgrag <cmd>"``,
+so a locked data folder names its owner), calls the core and prints the result: human text by
+default, the contract's JSON shapes with ``--json``.  Expected errors (:class:`TgragError`) become
+one ``error:`` line plus a ``hint:`` line on stderr and the error's exit code, in exactly one
+place (:class:`TgragGroup`), so the console script and ``CliRunner`` behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from api.logging import configure_logging
+from rag.errors import InputError, TgragError
+from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestReport
+    from rag.index import Index
+    from rag.search import PostHit
+
+MAX_SKIPPED_SHOWN = 10
+
+
+class TgragGroup(TyperGroup):
+    """Maps :class:`TgragError` to one line on stderr and its exit code (the only such place)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TgragError as err:
+            click.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                click.echo(f"hint: {err.hint}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
+app = typer.Typer(
+    cls=TgragGroup,
+    name="tgrag",
+    help="Search Telegram channels: ingest exports, search posts, serve the HTTP API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold credentials
+)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and ``.env``; a bad value is an input error, not a trace."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"invalid setting TGRAG_{field.upper()}: {first['msg']}",
+            hint="fix the TGRAG_* environment variable or the .env file",
+        ) from None
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+@contextmanager
+def open_index(ctx: typer.Context, command: str) -> Iterator[Index]:
+    from rag.index import Index
+
+    with Index.open(ctx.obj, purpose=f"tgrag {command}") as index:
+        yield index
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Telegram exports (folders) or JSON/JSONL dumps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Ingest Telegram exports and dumps; unchanged posts are not embedded again."""
+    from ingest.pipeline import PostPipeline
+    from ingest.readers import read_paths
+    from ingest.readers.base import SkippedRecord
+
+    settings: Settings = ctx.obj
+    # Read everything first: bad paths fail before the data folder is taken, and the progress bar
+    # knows its total.
+    items = list(read_paths(paths, settings.max_post_chars))
+    total = sum(1 for item in items if not isinstance(item, SkippedRecord))
+    with open_index(ctx, "ingest") as index:
+        pipeline = PostPipeline(index)
+        if as_json:
+            report = pipeline.ingest(items)
+        else:
+            report = _ingest_with_progress(pipeline, items, total)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
+
+
+def _ingest_with_progress(pipeline: Any, items: list[Any], total: int) -> IngestReport:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            if speed is None and task.elapsed and task.completed:
+                speed = task.completed / task.elapsed
+            return Text("… posts/s" if speed is None else f"{speed:.1f} posts/s", style="cyan")
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("ingest", total=total)
+        return pipeline.ingest(
+            items, on_progress=lambda done, _report: progress.update(task, completed=done)
+        )
+
+
+def _print_report(report: IngestReport) -> None:
+    rate = report.posts / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{report.posts} posts in {report.seconds:.1f}s ({rate:.1f} posts/s): "
+        f"{report.new} new, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.skipped} skipped"
+    )
+    shown = report.skipped_records[:MAX_SKIPPED_SHOWN]
+    for record in shown:
+        click.echo(f"  skipped {record}")
+    if len(report.skipped_records) > len(shown):
+        click.echo(f"  … and {len(report.skipped_records) - len(shown)} more")
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="What to look for, in any words."),
+    k: int = typer.Option(10, "-k", "--k", help="How many posts to return (1..100)."),
+    channel: list[str] = typer.Option(
+        [], "--channel", "-c", help="Channel id, username or exact title (repeatable)."
+    ),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Tag, any of (repeatable)."),
+    since: str | None = typer.Option(None, help="From this date: YYYY-MM-DD[THH:MM] or unix."),
+    until: str | None = typer.Option(None, help="Up to this date (inclusive)."),
+    mode: str = typer.Option("dense", help="dense | sparse | hybrid (only dense for now)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Search posts; results are posts (not chunks), best first."""
+    from rag.search import PostSearcher, SearchFilters, parse_date, validate_query
+
+    validate_query(query, k, mode)  # fail before loading the model
+    filters = SearchFilters(
+        tags=list(tag),
+        since=parse_date(since) if since else None,
+        until=parse_date(until, end_of_day=True) if until else None,
+    )
+    filters.validate()
+    with open_index(ctx, "search") as index:
+        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
+        hits = PostSearcher(index).search(query, filters, k=k, mode=mode)
+    if as_json:
+        _print_json({"results": [h.to_dict() for h in hits]})
+    else:
+        _print_hits(hits)
+
+
+def _print_hits(hits: list[PostHit]) -> None:
+    if not hits:
+        click.echo("no results")
+        return
+    for n, hit in enumerate(hits, 1):
+        when = hit.date_iso[:16].replace("T", " ")
+        title = hit.channel_title or hit.channel or str(hit.channel_id)
+        click.echo(f"{n:>2}. " + click.style(f"{hit.score:.3f}", fg="cyan")
+                   + "  " + click.style(title, bold=True) + f"  {when} UTC")
+        tags = " ".join(f"#{t}" for t in hit.tags)
+        click.echo(f"    {hit.link}" + (f"  {tags}" if tags else ""))
+        click.echo(f"    {hit.snippet}")
+        click.echo()
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print stats as JSON."),
+) -> None:
+    """What is indexed: posts, vectors, model, and per-channel counts and date ranges."""
+    with open_index(ctx, "stats") as index:
+        data = index.stats()
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"posts: {data['posts']}  points: {data['points']}  "
+               f"embedding model: {data['embedding_model']}")
+    channels = data["channels"]
+    if not channels:
+        click.echo("no channels yet: run `tgrag ingest PATH`")
+        return
+    click.echo(f"{'channel_id':>12}  {'posts':>6}  {'first':10}  {'last':10}  channel")
+    for c in channels:
+        name = c["channel_title"] + (f" (@{c['channel']})" if c["channel"] else "")
+        click.echo(f"{c['channel_id']:>12}  {c['posts']:>6}  {_day(c['first_date']):10}  "
+                   f"{_day(c['last_date']):10}  {name}")
+
+
+def _day(ts: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).date().isoformat() if ts is not None else "-"
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Bind address [default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Port [default: 8000]."),
+) -> None:
+    """Run the HTTP API (this process owns the data folder while it runs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings: Settings = ctx.obj
+    host = host or settings.host
+    port = port or settings.port
+    # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
+    with open_index(ctx, "serve") as index:
+        click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)
+        uvicorn.run(
+            create_app(settings, index=index), host=host, port=port, log_config=None,
+            log_level=settings.log_level.lower(), access_log=settings.log_level.upper() == "DEBUG",
+        )
+
+
+def main() -> None:
+    """Console-script entry point (``tgrag = "api.cli:main"``)."""
+    app(prog_name="tgrag")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,236 @@
+"""Search: a query and filters → posts (not chunks), best first.
+
+The query is embedded with the index's model and matched against the chunks in Qdrant, filtered by
+channel, tags and date in Qdrant itself.  Several chunks of one long post may match; they are
+collapsed into one hit per post, scored by its best chunk, whose text becomes the snippet.
+
+Only the ``dense`` mode exists for now; ``sparse`` and ``hybrid`` are part of the contract and come
+with the sparse encoder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from qdrant_client import models
+
+from rag.errors import InputError
+from rag.index import Index
+from rag.store import DOC_ID_KEY, TEXT_KEY
+
+MODES = ("dense", "sparse", "hybrid")
+AVAILABLE_MODES = ("dense",)
+MAX_K = 100
+MAX_QUERY_CHARS = 2000
+SNIPPET_CHARS = 300
+# Chunks fetched per wanted post: long posts contribute several chunks, which collapse into one.
+OVERFETCH = 4
+MAX_FETCH = 1000
+
+_DATE_HINT = "use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC unless an offset is given) or unix seconds"
+
+
+def normalize_tag(tag: str) -> str:
+    """The one tag spelling: lowercase, ``ё``→``е``, spaces→``_``, no ``#``.
+
+    Mirrors ``ingest.tagging.normalize_tag`` (``rag`` may not import ``ingest``), so that
+    ``--tag "#Ключевая Ставка"`` finds posts tagged ``ключевая_ставка``.
+    """
+    tag = tag.strip().lstrip("#").lower().replace("ё", "е")
+    return re.sub(r"\s+", "_", tag)[:40]
+
+
+def parse_date(value: str | int, *, end_of_day: bool = False) -> int:
+    """Unix seconds (UTC) from ``2024-05-01``, ``2024-05-01T10:00[:SS][+03:00]`` or unix seconds.
+
+    With ``end_of_day`` a bare date means its last second, so ``--until 2024-05-01`` includes
+    posts of May 1st.
+    """
+    if isinstance(value, bool):
+        raise InputError(f"invalid date {value!r}", hint=_DATE_HINT)
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not text:
+        raise InputError("empty date", hint=_DATE_HINT)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
+            return int(moment.timestamp())
+        moment = datetime.fromisoformat(text.replace(" ", "T", 1))
+    except ValueError:
+        raise InputError(f"invalid date {text!r}", hint=_DATE_HINT) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+@dataclass(slots=True)
+class SearchFilters:
+    """What to restrict a search to.  Empty lists and ``None`` mean no restriction."""
+
+    channel_ids: list[int] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # any of them
+    since: int | None = None  # unix seconds, inclusive
+    until: int | None = None  # unix seconds, inclusive
+    min_score: float | None = None
+
+    def validate(self) -> None:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise InputError(
+                f"since ({_iso(self.since)}) is after until ({_iso(self.until)})",
+                hint="swap the dates or drop one of them",
+            )
+
+    def to_qdrant(self) -> models.Filter | None:
+        must: list[Any] = []
+        if self.channel_ids:
+            must.append(models.FieldCondition(
+                key="channel_id", match=models.MatchAny(any=[int(c) for c in self.channel_ids])
+            ))
+        tags = [t for t in (normalize_tag(t) for t in self.tags) if t]
+        if tags:
+            must.append(models.FieldCondition(key="tags", match=models.MatchAny(any=tags)))
+        if self.since is not None or self.until is not None:
+            must.append(models.FieldCondition(
+                key="date", range=models.Range(gte=self.since, lte=self.until)
+            ))
+        return models.Filter(must=must) if must else None
+
+
+@dataclass(slots=True)
+class PostHit:
+    """One post in the results (the contract's search JSON shape, see ``to_dict``)."""
+
+    id: str
+    channel_id: int
+    channel: str
+    channel_title: str
+    message_id: int
+    date: int  # unix seconds; ISO 8601 in to_dict()
+    link: str
+    score: float
+    snippet: str
+    tags: list[str]
+
+    @property
+    def date_iso(self) -> str:
+        return _iso(self.date)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel_id": self.channel_id,
+            "channel": self.channel,
+            "channel_title": self.channel_title,
+            "message_id": self.message_id,
+            "date": self.date_iso,
+            "link": self.link,
+            "score": round(self.score, 4),
+            "snippet": self.snippet,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_point(cls, point: models.ScoredPoint) -> PostHit:
+        p = point.payload or {}
+        return cls(
+            id=str(p.get(DOC_ID_KEY) or point.id),
+            channel_id=int(p.get("channel_id", 0)),
+            channel=p.get("channel") or "",
+            channel_title=p.get("channel_title") or "",
+            message_id=int(p.get("message_id", 0)),
+            date=int(p.get("date", 0)),
+            link=p.get("link") or "",
+            score=float(point.score),
+            snippet=make_snippet(p.get(TEXT_KEY) or ""),
+            tags=list(p.get("tags") or []),
+        )
+
+
+def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The start of a chunk, whitespace collapsed, cut at a word boundary near ``limit``."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:—-") + "…"
+
+
+def validate_query(query: str, k: int, mode: str) -> str:
+    text = (query or "").strip()
+    if not text:
+        raise InputError("empty query", hint="pass the words to search for")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InputError(
+            f"query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}",
+            hint="shorten the query",
+        )
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 10")
+    if mode not in MODES:
+        raise InputError(f"unknown search mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if mode not in AVAILABLE_MODES:
+        raise InputError(
+            f"search mode {mode!r} is not available yet",
+            hint=f"use {' or '.join(AVAILABLE_MODES)}",
+        )
+    return text
+
+
+class PostSearcher:
+    """Searches an opened :class:`Index` and returns posts."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def search(
+        self,
+        query: str,
+        filters: SearchFilters | None = None,
+        k: int = 10,
+        mode: str = "dense",
+    ) -> list[PostHit]:
+        text = validate_query(query, k, mode)
+        filters = filters or SearchFilters()
+        filters.validate()
+        vector = self.index.embedding.model.get_query_embedding(text)
+        return self._dense(vector, filters, k)
+
+    def _dense(self, vector: list[float], filters: SearchFilters, k: int) -> list[PostHit]:
+        flt = filters.to_qdrant()
+        limit = min(k * OVERFETCH, MAX_FETCH)
+        while True:
+            points = self.index.store.search_dense(vector, flt, limit)
+            hits = collapse(points, filters.min_score)
+            # Fewer posts than asked although Qdrant returned all we asked for: long posts ate the
+            # budget, so fetch more.
+            if len(hits) >= k or len(points) < limit or limit >= MAX_FETCH:
+                return hits[:k]
+            limit = min(limit * 2, MAX_FETCH)
+
+
+def collapse(points: list[models.ScoredPoint], min_score: float | None = None) -> list[PostHit]:
+    """One hit per post, keeping each post's best chunk; best posts first."""
+    best: dict[str, models.ScoredPoint] = {}
+    for point in points:
+        if min_score is not None and point.score < min_score:
+            continue
+        doc_id = str((point.payload or {}).get(DOC_ID_KEY) or point.id)
+        if doc_id not in best or point.score > best[doc_id].score:
+            best[doc_id] = point
+    ranked = sorted(best.values(), key=lambda p: p.score, reverse=True)
+    return [PostHit.from_point(p) for p in ranked]
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
