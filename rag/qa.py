@@ -1,0 +1,273 @@
+"""Question answering over the index: search → numbered sources → an answer citing [1], [2] …
+
+* Retrieval is :class:`rag.search.PostSearcher` with the same filters as ``search``.
+* Nothing at or above ``qa_min_score`` → ``mode="not_found"``: we say so instead of letting the LLM
+  guess.
+* With an LLM (``mode="generative"``) the prompt gives the posts as numbered sources; every ``[n]``
+  in the answer that is not one of them is removed (``Answer.removed_citations`` keeps them), also
+  while streaming, so a client never shows a citation that leads nowhere.
+* Without an LLM, or when GigaChat refuses (``finish_reason="blacklist"``), the answer is
+  extractive (``mode="extractive"``): the sentences of the top posts that share the most words
+  with the question, each followed by its post's citation.
+
+``Answer.to_dict()`` is the contract's ask JSON: ``{"answer", "mode", "sources": [{"n", "id",
+"channel", "message_id", "link", "date", "snippet", "score"}]}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.llms import LLM
+
+from rag.errors import LLMError, TgragError
+from rag.index import Index
+from rag.llm import finish_reason
+from rag.search import PostHit, PostSearcher, SearchFilters
+
+Mode = Literal["generative", "extractive", "not_found"]
+
+NOT_FOUND = "В проиндексированных каналах не нашлось ничего по этому вопросу."
+SOURCE_CHARS = 1500  # per source in the prompt: 5 sources stay far below the context window
+SYSTEM_PROMPT = (
+    "Ты отвечаешь на вопросы по постам из Telegram-каналов. Используй только приведённые "
+    "источники. После каждого утверждения ставь номер источника в квадратных скобках, например "
+    "[1] или [2][3]. Ссылайся только на номера из списка источников. Если в источниках нет "
+    "ответа, так и скажи: «В источниках нет ответа на этот вопрос». Отвечай кратко, по-русски."
+)
+CITATION = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+WORD = re.compile(r"\w+")
+
+
+@dataclass(slots=True)
+class Source:
+    n: int
+    hit: PostHit
+    text: str  # the full post text given to the LLM (not in the JSON)
+
+    def to_dict(self) -> dict[str, Any]:
+        h = self.hit
+        return {
+            "n": self.n, "id": h.id, "channel": h.channel or h.channel_title,
+            "message_id": h.message_id, "link": h.link, "date": h.date_iso,
+            "snippet": h.snippet, "score": round(h.score, 4),
+        }
+
+
+@dataclass(slots=True)
+class Answer:
+    answer: str
+    mode: Mode
+    sources: list[Source]
+    removed_citations: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "mode": self.mode,
+                "sources": [s.to_dict() for s in self.sources]}
+
+
+@dataclass(slots=True)
+class QAEvent:
+    """One streaming event: ``token`` (text), then ``sources`` (list of dicts), then ``done``."""
+
+    type: Literal["token", "sources", "done"]
+    data: Any
+
+
+def clean_citations(text: str, valid: int) -> tuple[str, list[int]]:
+    """Remove every ``[n]`` with n outside 1..valid; returns the text and the removed numbers."""
+    removed: list[int] = []
+
+    def fix(match: re.Match[str]) -> str:
+        nums = [int(x) for x in re.findall(r"\d+", match.group(1))]
+        keep = [n for n in nums if 1 <= n <= valid]
+        removed.extend(n for n in nums if not 1 <= n <= valid)
+        return "".join(f"[{n}]" for n in keep)
+
+    cleaned = CITATION.sub(fix, text)
+    if removed:
+        cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned))
+    return cleaned, removed
+
+
+class CitationFilter:
+    """Streaming :func:`clean_citations`: holds back text from ``[`` until the bracket closes."""
+
+    def __init__(self, valid: int) -> None:
+        self.valid = valid
+        self.pending = ""
+        self.removed: list[int] = []
+
+    def feed(self, delta: str) -> str:
+        self.pending += delta
+        out = ""
+        while self.pending:
+            start = self.pending.find("[")
+            if start < 0:
+                out, self.pending = out + self.pending, ""
+                break
+            out, self.pending = out + self.pending[:start], self.pending[start:]
+            end = self.pending.find("]")
+            if end < 0:
+                if len(self.pending) > 24 or re.search(r"[^\[\d\s,;]", self.pending):
+                    out, self.pending = out + self.pending[0], self.pending[1:]
+                    continue
+                break  # maybe a citation: wait for more text
+            piece, self.pending = self.pending[: end + 1], self.pending[end + 1:]
+            cleaned, removed = clean_citations(piece, self.valid)
+            self.removed += removed
+            out += cleaned
+        return out
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
+
+
+class QAEngine:
+    """Answers questions over an opened :class:`Index`, with or without an LLM."""
+
+    def __init__(self, index: Index, llm: LLM | None = None, *, searcher: Any = None) -> None:
+        self.index = index
+        self.llm = llm
+        self.searcher = searcher or PostSearcher(index)
+        self.top_k = index.settings.qa_top_k
+        self.min_score = index.settings.qa_min_score
+
+    # -- retrieval ------------------------------------------------------------------------------
+
+    def sources(self, question: str, filters: SearchFilters | None = None,
+                k: int | None = None) -> list[Source]:
+        hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k)
+        hits = [h for h in hits if h.score >= self.min_score]
+        return [Source(n=i, hit=h, text=self._full_text(h)) for i, h in enumerate(hits, 1)]
+
+    def _full_text(self, hit: PostHit) -> str:
+        try:
+            doc = self.index.docstore.get_document(hit.id, raise_error=False)
+        except Exception:  # a docstore hiccup costs context, not the answer
+            doc = None
+        text = doc.get_content() if doc is not None else hit.snippet
+        return text[:SOURCE_CHARS]
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def ask(self, question: str, filters: SearchFilters | None = None,
+            k: int | None = None) -> Answer:
+        sources = self.sources(question, filters, k)
+        if not sources:
+            return Answer(NOT_FOUND, "not_found", [])
+        if self.llm is None:
+            return extractive_answer(question, sources)
+        try:
+            response = self.llm.chat(self._messages(question, sources))
+        except TgragError:
+            raise
+        except Exception as exc:  # other LLM backends raise their own errors
+            raise _llm_failed(exc) from exc
+        if finish_reason(response) == "blacklist":
+            return extractive_answer(question, sources)
+        text, removed = clean_citations(response.message.content or "", len(sources))
+        return Answer(text.strip(), "generative", sources, removed)
+
+    def stream(self, question: str, filters: SearchFilters | None = None,
+               k: int | None = None) -> Iterator[QAEvent]:
+        """Tokens as they come, then the sources, then the whole answer (``done``)."""
+        sources = self.sources(question, filters, k)
+        if not sources or self.llm is None:
+            answer = (extractive_answer(question, sources) if sources
+                      else Answer(NOT_FOUND, "not_found", []))
+            yield QAEvent("token", answer.answer)
+            yield QAEvent("sources", [s.to_dict() for s in answer.sources])
+            yield QAEvent("done", answer.to_dict())
+            return
+        filt = CitationFilter(len(sources))
+        text = ""
+        refused = False
+        try:
+            for chunk in self.llm.stream_chat(self._messages(question, sources)):
+                if finish_reason(chunk) == "blacklist":
+                    refused = True
+                    break
+                out = filt.feed(chunk.delta or "")
+                if out:
+                    text += out
+                    yield QAEvent("token", out)
+        except TgragError:
+            raise
+        except Exception as exc:
+            raise _llm_failed(exc) from exc
+        if refused:
+            answer = extractive_answer(question, sources)
+            # The refusal text may already be partly out; say plainly what follows.
+            yield QAEvent("token", ("\n\n" if text else "") + answer.answer)
+        else:
+            rest = filt.flush()
+            if rest:
+                text += rest
+                yield QAEvent("token", rest)
+            answer = Answer(text.strip(), "generative", sources, filt.removed)
+        yield QAEvent("sources", [s.to_dict() for s in sources])
+        yield QAEvent("done", answer.to_dict())
+
+    def _messages(self, question: str, sources: list[Source]) -> list[ChatMessage]:
+        blocks = []
+        for s in sources:
+            h = s.hit
+            who = h.channel_title or h.channel or str(h.channel_id)
+            if h.channel:
+                who += f" (@{h.channel})"
+            blocks.append(f"[{s.n}] {who}, {h.date_iso[:10]}\n{s.text}")
+        user = "Источники:\n\n" + "\n\n".join(blocks) + f"\n\nВопрос: {question}"
+        return [ChatMessage(role=MessageRole.SYSTEM, content=SYSTEM_PROMPT),
+                ChatMessage(role=MessageRole.USER, content=user)]
+
+
+# -- extractive mode ------------------------------------------------------------------------------
+
+
+def _llm_failed(exc: Exception) -> LLMError:
+    return LLMError(f"the LLM failed: {exc}", hint="check TGRAG_LLM and its settings")
+
+
+def _stems(text: str) -> set[str]:
+    # A five-letter prefix is a crude but dependable Russian stem: "ставку"/"ставки" → "ставк".
+    return {w[:5] for w in (m.group(0).lower().replace("ё", "е") for m in WORD.finditer(text))
+            if len(w) > 2}
+
+
+def extractive_answer(question: str, sources: list[Source], max_sentences: int = 3) -> Answer:
+    """The sentences of the sources that share the most words with the question, cited."""
+    wanted = _stems(question)
+    scored: list[tuple[float, int, int, str]] = []
+    for s in sources:
+        for pos, sentence in enumerate(p.strip() for p in SENTENCE_END.split(s.text)):
+            if len(sentence) < 15:
+                continue
+            overlap = len(wanted & _stems(sentence))
+            # Better-ranked posts and earlier sentences win ties: news leads with the fact.
+            scored.append((overlap - 0.1 * s.n - 0.01 * pos, s.n, pos, sentence))
+    scored.sort(key=lambda x: x[0], reverse=True)
+    picked: list[tuple[int, int, str]] = []
+    used: set[int] = set()
+    for _, n, pos, sentence in scored:
+        if n in used:  # one sentence per post: several posts say more than one post twice
+            continue
+        picked.append((n, pos, sentence))
+        used.add(n)
+        if len(picked) >= max_sentences:
+            break
+    picked.sort()
+    parts = [f"{_trim(sentence)} [{n}]" for n, _, sentence in picked]
+    text = "По найденным постам: " + " ".join(parts) if parts else NOT_FOUND
+    return Answer(text, "extractive", sources)
+
+
+def _trim(sentence: str, limit: int = 300) -> str:
+    sentence = " ".join(sentence.split())
+    return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + "…"
