@@ -1,0 +1,105 @@
+"""``tgrag ask`` and ``tgrag tags``, added to the CLI by ``register(app)`` in ``api/cli.py``.
+
+``ask`` streams the answer to the terminal as it is written, then lists the sources; with
+``--json`` it prints the contract's ask JSON once the answer is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ask)
+    app.command()(tags)
+
+
+def ask(
+    ctx: typer.Context,
+    question: str = typer.Argument(..., help="The question, in any words."),
+    k: int | None = typer.Option(None, "-k", "--k", help="Posts to use as sources (1..20)."),
+    channel: list[str] = typer.Option(
+        [], "--channel", "-c", help="Channel id, username or exact title (repeatable)."
+    ),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Tag, any of (repeatable)."),
+    since: str | None = typer.Option(None, help="From this date: YYYY-MM-DD[THH:MM] or unix."),
+    until: str | None = typer.Option(None, help="Up to this date (inclusive)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+) -> None:
+    """Answer a question from the indexed posts, citing them as [1], [2] …"""
+    from api.cli import _print_json, open_index
+    from rag.llm import build_llm
+    from rag.qa import QAEngine
+    from rag.search import SearchFilters, parse_date, validate_query
+
+    validate_query(question, k or 1, "dense")  # fail before loading the model
+    filters = SearchFilters(
+        tags=list(tag),
+        since=parse_date(since) if since else None,
+        until=parse_date(until, end_of_day=True) if until else None,
+    )
+    filters.validate()
+    llm = build_llm(ctx.obj)  # a credentials problem shows before the index is opened
+    with open_index(ctx, "ask") as index:
+        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
+        engine = QAEngine(index, llm)
+        if as_json:
+            _print_json(engine.ask(question, filters, k=k).to_dict())
+            return
+        for event in engine.stream(question, filters, k=k):
+            if event.type == "token":
+                click.echo(event.data, nl=False)
+            elif event.type == "sources":
+                click.echo("\n")
+                _print_sources(event.data)
+            elif event.type == "done" and event.data["mode"] != "generative":
+                click.secho(f"({_MODE_NOTE[event.data['mode']]})", dim=True)
+
+
+_MODE_NOTE = {
+    "extractive": "extractive answer: sentences quoted from the posts; set TGRAG_LLM for a "
+                  "written one",
+    "not_found": "nothing relevant found; try other words or fewer filters",
+}
+
+
+def _print_sources(sources: list[dict[str, Any]]) -> None:
+    for s in sources:
+        click.echo(click.style(f"[{s['n']}]", fg="cyan") + f" {s['channel']}  "
+                   f"{s['date'][:10]}  {s['link']}  " + click.style(f"{s['score']:.3f}", dim=True))
+
+
+def tags(
+    ctx: typer.Context,
+    channel: list[str] = typer.Option(
+        [], "--channel", "-c", help="Channel id, username or exact title (repeatable)."
+    ),
+    since: str | None = typer.Option(None, help="From this date: YYYY-MM-DD[THH:MM] or unix."),
+    until: str | None = typer.Option(None, help="Up to this date (inclusive)."),
+    limit: int = typer.Option(30, "--limit", "-n", help="How many tags to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print tags as JSON."),
+) -> None:
+    """The most frequent tags, with the number of posts carrying each."""
+    from api.cli import _print_json, open_index
+    from rag.search import SearchFilters, parse_date
+    from rag.tag_stats import top_tags
+
+    filters = SearchFilters(
+        since=parse_date(since) if since else None,
+        until=parse_date(until, end_of_day=True) if until else None,
+    )
+    with open_index(ctx, "tags") as index:
+        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
+        data = top_tags(index, filters, limit=limit)
+    if as_json:
+        _print_json(data)
+        return
+    if not data["tags"]:
+        click.echo("no tags yet: run `tgrag ingest PATH`")
+        return
+    click.echo(f"{data['posts']} posts")
+    for row in data["tags"]:
+        click.echo(f"{row['posts']:>7}  #{row['tag']}")

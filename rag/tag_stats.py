@@ -1,0 +1,42 @@
+"""Top tags with post counts, straight from the Qdrant payloads.
+
+Counted per post, not per chunk: a long post split into three chunks carries its tags three times
+but counts once.  Computed on demand by scrolling the filtered points (payload ``doc_id`` and
+``tags`` only) rather than kept in Redis counters, so it is always consistent with the index —
+edits, re-tags and deletions included — and needs no bookkeeping in the pipeline.  A scroll over
+the 22k-post corpus reads ~30k small payloads, well under a second on a server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rag.index import Index
+from rag.search import SearchFilters
+from rag.store import DOC_ID_KEY
+
+PAGE = 2048
+
+
+def top_tags(index: Index, filters: SearchFilters | None = None, limit: int = 50) -> dict[str, Any]:
+    """``{"posts": N, "tags": [{"tag", "posts"}]}`` for the posts matching ``filters``."""
+    filters = filters or SearchFilters()
+    filters.validate()
+    flt = filters.to_qdrant()
+    tags_of: dict[str, list[str]] = {}
+    offset: Any = None
+    while True:
+        records, offset = index.qdrant.scroll(
+            index.store.collection_name, scroll_filter=flt, limit=PAGE, offset=offset,
+            with_payload=[DOC_ID_KEY, "tags"], with_vectors=False,
+        )
+        for rec in records:
+            payload = rec.payload or {}
+            doc_id = str(payload.get(DOC_ID_KEY) or rec.id)
+            tags_of.setdefault(doc_id, list(payload.get("tags") or []))
+        if offset is None:
+            break
+    counts = Counter(tag for tags in tags_of.values() for tag in set(tags))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, limit)]
+    return {"posts": len(tags_of), "tags": [{"tag": t, "posts": n} for t, n in ranked]}
