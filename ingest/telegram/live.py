@@ -78,9 +78,16 @@ class LiveSync:
             return
         self._running.add(ref)
         try:
+            busy_tries = 0
             while True:
                 self._again.discard(ref)
-                await self.sync.sync_channel(ref, rescan=False)
+                result = await self.sync.sync_channel(ref, rescan=False)
+                if result.status == "busy" and busy_tries < 5:
+                    # Another worker is syncing it and may already be past this message: retry
+                    # once its run had time to finish rather than drop the message until later.
+                    busy_tries += 1
+                    await asyncio.sleep(self.sync.settings.sync_lock_ttl / 6)
+                    self._again.add(ref)
                 if ref not in self._again:
                     return
         finally:

@@ -131,12 +131,12 @@ class SyncScheduler:
 
     async def run_forever(self) -> None:
         """A job now, then one every ``interval`` seconds until ``stop()``."""
-        while not self._stop.is_set():
+        while True:
             try:
                 await self.run_once()
             except Exception:  # keep the schedule alive (e.g. Redis briefly down)
                 log.exception("scheduled sync failed")
-            if self.interval <= 0:
+            if self.interval <= 0 or self._stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)

@@ -1,0 +1,510 @@
+"""Telegram sync against the real ``telethon.TelegramClient``, with no network.
+
+How: a ``TelegramClient(StringSession(), api_id=1, api_hash="x", receive_updates=False)`` is
+created inside the test's event loop and its ``_sender`` (the ``MTProtoSender``) is replaced by
+:class:`FakeTelegram`.  Every request the client makes goes ``client(request)`` → ``_call`` →
+``self._sender.send(request)``, which must return an awaitable future: the fake unwraps
+``InvokeWithoutUpdatesRequest`` (added because ``receive_updates=False``), answers with real TL
+objects (``contacts.ResolvedPeer``, ``messages.ChannelMessages`` with real ``types.Message``
+objects and entities, ``users`` for ``get_me``) or fails the future with a real RPC error
+(``FloodWaitError``, ``ChannelPrivateError``, ``UsernameNotOccupiedError``) or ``ConnectionError``.
+``client.connect()`` is never called: ``is_connected()`` asks the sender, which says yes, and
+``client._loop`` stays ``None`` so Telethon's "event loop must not change" check is not armed.
+Paging follows Telegram's ``messages.getHistory`` semantics (``offset_id``, ``offset_date``,
+``add_offset``, ``limit``; newest first), which is what ``iter_messages(reverse=True)`` relies on.
+Live updates are fed through ``client._dispatch_update`` — Telethon's own dispatch path.
+
+Each test runs its coroutine on a fresh loop with ``loop.run_until_complete`` (no ``asyncio.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from telethon import TelegramClient, errors, functions, types, utils
+from telethon.sessions import StringSession
+
+from ingest.pipeline import PostPipeline
+from ingest.telegram.live import register_live_handlers
+from ingest.telegram.reader import TelegramReader, extract_links, make_client
+from ingest.telegram.scheduler import SyncScheduler
+from ingest.telegram.state import ChannelRegistry, RedisLock
+from ingest.telegram.sync import ChannelSync
+from rag.errors import InputError
+from rag.settings import Settings
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+class FakeChannel:
+    def __init__(self, channel_id: int, username: str, title: str, private: bool = False):
+        self.id, self.username, self.title, self.private = channel_id, username, title, private
+        self.access_hash = channel_id * 7
+        self.messages: dict[int, Any] = {}
+        self.next_id = 1
+
+    @property
+    def tl(self) -> types.Channel:
+        return types.Channel(
+            id=self.id, title=self.title, photo=types.ChatPhotoEmpty(), date=NOW,
+            broadcast=True, access_hash=self.access_hash, username=self.username,
+        )
+
+    def post(self, text: str, *, entities: list[Any] | None = None, grouped_id: int | None = None,
+             age: timedelta = timedelta(hours=1), views: int = 10, **kw: Any) -> types.Message:
+        mid = self.next_id
+        self.next_id += 1
+        msg = types.Message(
+            id=mid, peer_id=types.PeerChannel(self.id), date=NOW - age, message=text,
+            entities=entities, grouped_id=grouped_id, views=views, forwards=0, post=True, **kw,
+        )
+        self.messages[mid] = msg
+        return msg
+
+    def service(self) -> types.MessageService:
+        mid = self.next_id
+        self.next_id += 1
+        msg = types.MessageService(id=mid, peer_id=types.PeerChannel(self.id), date=NOW,
+                                   action=types.MessageActionPinMessage())
+        self.messages[mid] = msg
+        return msg
+
+    def edit(self, mid: int, text: str) -> types.Message:
+        old = self.messages[mid]
+        msg = types.Message(id=mid, peer_id=old.peer_id, date=old.date, message=text,
+                            grouped_id=old.grouped_id, views=old.views, forwards=0, post=True,
+                            edit_date=NOW)
+        self.messages[mid] = msg
+        return msg
+
+
+class FakeTelegram:
+    """Stands in for ``MTProtoSender``: answers requests with real TL objects."""
+
+    def __init__(self) -> None:
+        self.channels: dict[int, FakeChannel] = {}
+        self.requests: list[Any] = []
+        self.fail_next: list[tuple[type, BaseException]] = []  # (request type, error) once each
+        self.loops: list[asyncio.AbstractEventLoop] = []
+
+    def add(self, channel: FakeChannel) -> FakeChannel:
+        self.channels[channel.id] = channel
+        return channel
+
+    # what TelegramClient uses of its sender
+    def is_connected(self) -> bool:
+        return True
+
+    async def connect(self, *args: Any) -> bool:
+        return False
+
+    def send(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        self.loops.append(loop)
+        future = loop.create_future()
+        if isinstance(request, functions.InvokeWithoutUpdatesRequest):
+            request = request.query
+        self.requests.append(request)
+        try:
+            for i, (kind, exc) in enumerate(self.fail_next):
+                if isinstance(request, kind):
+                    del self.fail_next[i]
+                    raise exc
+            future.set_result(self._answer(request))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def _channel(self, peer: Any, request: Any) -> FakeChannel:
+        ch = self.channels.get(peer.channel_id)
+        if ch is None or ch.access_hash != peer.access_hash:
+            raise errors.ChannelInvalidError(request)
+        if ch.private:
+            raise errors.ChannelPrivateError(request)
+        return ch
+
+    def _answer(self, request: Any) -> Any:
+        if isinstance(request, functions.contacts.ResolveUsernameRequest):
+            for ch in self.channels.values():
+                if ch.username.lower() == request.username.lower():
+                    return types.contacts.ResolvedPeer(peer=types.PeerChannel(ch.id),
+                                                       chats=[ch.tl], users=[])
+            raise errors.UsernameNotOccupiedError(request)
+        if isinstance(request, functions.messages.GetHistoryRequest):
+            ch = self._channel(request.peer, request)
+            return self._history(ch, request)
+        if isinstance(request, functions.channels.GetMessagesRequest):
+            ch = self._channel(request.channel, request)
+            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
+            return types.messages.ChannelMessages(pts=1, count=len(msgs), messages=msgs,
+                                                  topics=[], chats=[ch.tl], users=[])
+        if isinstance(request, functions.users.GetUsersRequest):
+            return [types.User(id=4242, is_self=True, access_hash=1, first_name="me")]
+        raise NotImplementedError(type(request).__name__)
+
+    @staticmethod
+    def _history(ch: FakeChannel, req: Any) -> types.messages.ChannelMessages:
+        """``messages.getHistory``: newest first; start at the first message older than the
+        offset (``offset_id`` wins over ``offset_date``), shifted by ``add_offset``."""
+        desc = [ch.messages[i] for i in sorted(ch.messages, reverse=True)]
+        if req.offset_id:
+            start = next((k for k, m in enumerate(desc) if m.id < req.offset_id), len(desc))
+        elif req.offset_date:
+            start = next((k for k, m in enumerate(desc) if m.date < req.offset_date), len(desc))
+        else:
+            start = 0
+        start += req.add_offset
+        end = start + req.limit
+        page = desc[max(start, 0):max(end, 0)]
+        if req.min_id:
+            page = [m for m in page if m.id > req.min_id]
+        if req.max_id:
+            page = [m for m in page if m.id < req.max_id]
+        return types.messages.ChannelMessages(pts=1, count=len(desc), messages=page, topics=[],
+                                              chats=[ch.tl], users=[])
+
+
+async def dispatch(client: TelegramClient, channel: FakeChannel, update: Any) -> None:
+    """Feed an update the way Telethon's update loop does (it attaches the entities first)."""
+    update._entities = {utils.get_peer_id(channel.tl): channel.tl}
+    await client._dispatch_update(update)
+
+
+def new_client(fake: FakeTelegram) -> TelegramClient:
+    client = TelegramClient(StringSession(), 1, "x", receive_updates=False)
+    client._sender = fake  # type: ignore[assignment]
+    return client
+
+
+@pytest.fixture
+def fake() -> FakeTelegram:
+    return FakeTelegram()
+
+
+@pytest.fixture
+def news(fake: FakeTelegram) -> FakeChannel:
+    ch = fake.add(FakeChannel(1500000001, "technews", "Тех новости"))
+    ch.post("Запущен новый спутник связи", age=timedelta(days=10))
+    ch.post("Курс рубля стабилен", age=timedelta(days=9))
+    ch.service()
+    ch.post("", media=types.MessageMediaPhoto())  # media-only: skipped
+    ch.post("Открылась выставка роботов", age=timedelta(days=1))
+    return ch
+
+
+@pytest.fixture
+def pipeline(index: Any) -> PostPipeline:
+    return PostPipeline(index, batch_size=2)
+
+
+def doc_ids(index: Any) -> set[str]:
+    return set(index.docstore.get_all_document_hashes().values())
+
+
+def points(index: Any, doc_id: str) -> list[Any]:
+    return index.store.points_of(doc_id)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """asyncio.sleep records the wait instead of sleeping."""
+    recorded: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float, result: Any = None) -> Any:
+        recorded.append(delay)
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    return recorded
+
+
+# -- reader --------------------------------------------------------------------------------------
+
+
+def test_utf16_links_after_emoji() -> None:
+    text = "🔥🚀 Читайте https://example.com/a и 👉 подробнее"
+    url_off = len("🔥🚀 Читайте ".encode("utf-16-le")) // 2
+    more_off = len("🔥🚀 Читайте https://example.com/a и 👉 ".encode("utf-16-le")) // 2
+    entities = [
+        types.MessageEntityUrl(offset=url_off, length=len("https://example.com/a")),
+        types.MessageEntityTextUrl(offset=more_off, length=len("подробнее"),
+                                   url="https://example.org/more"),
+        types.MessageEntityBold(offset=0, length=2),
+    ]
+    assert extract_links(text, entities) == ["https://example.com/a", "https://example.org/more"]
+
+
+def test_reader_posts_match_export_ids_and_albums(fake: FakeTelegram, news: FakeChannel) -> None:
+    album = 777
+    news.post("", grouped_id=album, media=types.MessageMediaPhoto())
+    news.post("Фоторепортаж 📷 с https://t.me/x", grouped_id=album, media=types.MessageMediaPhoto(),
+              entities=[types.MessageEntityUrl(offset=18, length=14)])  # 📷 is 2 units
+    news.post("", grouped_id=album, media=types.MessageMediaPhoto())
+    news.post("После альбома", fwd_from=types.MessageFwdHeader(date=NOW, from_name="Другой канал"))
+
+    async def main() -> Any:
+        reader = TelegramReader(new_client(fake))
+        return [p async for p in reader.iter_posts("@technews")], reader.stats
+
+    posts, stats = run(main())
+    assert [p.message_id for p in posts] == [1, 2, 5, 6, 9]
+    assert all(p.doc_id == f"tg:1500000001:{p.message_id}" for p in posts)
+    first = posts[0]
+    assert (first.channel, first.channel_title) == ("technews", "Тех новости")
+    assert first.link == "https://t.me/technews/1"
+    assert first.date == int((NOW - timedelta(days=10)).timestamp())
+    alb = posts[3]
+    assert alb.grouped_id == album and alb.text.startswith("Фоторепортаж")
+    assert alb.links == ["https://t.me/x"]
+    assert posts[4].forwarded_from == "Другой канал"
+    assert (stats.service, stats.empty, stats.consumed_upto) == (1, 1, 9)
+
+
+# -- sync ----------------------------------------------------------------------------------------
+
+
+def test_first_then_incremental_sync(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
+                                     news: FakeChannel) -> None:
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        first = await sync.sync_channel("@technews")
+        news.post("Новая статья про нейросети")
+        second = await sync.sync_channel("technews")
+        return first, second, sync.registry.require("technews")
+
+    first, second, state = run(main())
+    assert (first.status, first.new, first.skipped) == ("ok", 3, 2)
+    assert first.embedded_nodes == 3
+    # unchanged: the re-scan window re-reads 1, 2, 5 and 6; hashes keep them from re-embedding
+    assert (second.new, second.unchanged, second.embedded_nodes) == (1, 4, 1)
+    assert state.last_message_id == 6 and state.posts_indexed == 4 and state.status == "ok"
+    assert state.channel_id == 1500000001 and state.last_error is None
+    assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 2, 5, 6)}
+
+
+def test_backfill_last_n(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
+                         news: FakeChannel) -> None:
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        return await sync.sync_channel("technews", backfill=2, rescan=False)
+
+    result = run(main())
+    # the last 2 messages are the media-only post (skipped) and post 5
+    assert (result.new, result.status) == (1, "ok")
+    assert doc_ids(index) == {"tg:1500000001:5"}
+    assert ChannelRegistry(index.redis, index.namespace).require("technews").last_message_id == 5
+
+
+def test_edit_and_deletion_in_rescan_window(index: Any, pipeline: PostPipeline,
+                                            fake: FakeTelegram, news: FakeChannel) -> None:
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        await sync.sync_channel("technews")
+        old_points = {p.id for p in points(index, "tg:1500000001:2")}
+        news.edit(2, "Курс рубля резко вырос после заседания ЦБ")
+        del news.messages[5]
+        result = await sync.sync_channel("technews")
+        return old_points, result
+
+    old_points, result = run(main())
+    assert (result.updated, result.deleted, result.embedded_nodes) == (1, 1, 1)
+    pts = points(index, "tg:1500000001:2")
+    assert len(pts) == 1 and "резко вырос" in pts[0].payload["text"]
+    assert pts[0].payload["edited"] is not None
+    assert {p.id for p in pts} <= old_points | {p.id for p in pts}
+    assert points(index, "tg:1500000001:5") == []
+    assert "tg:1500000001:5" not in doc_ids(index)
+    assert index.store.count() == 2
+    info = {c.channel_id: c for c in index.catalog.channels()}[1500000001]
+    assert info.posts == 2
+
+
+def test_flood_wait_and_dropped_connection_resume(index: Any, pipeline: PostPipeline,
+                                                  fake: FakeTelegram, news: FakeChannel,
+                                                  sleeps: list[float]) -> None:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    req = functions.messages.GetHistoryRequest
+    fake.fail_next = [(req, errors.FloodWaitError(None, capture=1)),
+                      (req, ConnectionError("connection reset"))]
+
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline,
+                           listener=lambda *e: events.append(e))
+        return await sync.sync_channel("technews")
+
+    result = run(main())
+    assert result.status == "ok" and result.new == 3
+    assert result.flood_waits == [1] and result.retries == 1
+    assert 1 in sleeps and 1.0 in sleeps
+    assert ("technews", "flood_wait", {"seconds": 1}) in events
+    assert any(kind == "retry" for _, kind, _ in events)
+
+
+def test_private_and_unknown_channels_fail_others_sync(index: Any, pipeline: PostPipeline,
+                                                       fake: FakeTelegram,
+                                                       news: FakeChannel) -> None:
+    fake.add(FakeChannel(1500000002, "secretchan", "Секрет", private=True))
+    other = fake.add(FakeChannel(1500000003, "sport", "Спорт"))
+    other.post("Футбольный матч закончился вничью")
+
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        for ref in ("secretchan", "nosuchchannel", "technews", "sport"):
+            sync.registry.add(ref)
+        return await sync.sync_all(), sync.registry
+
+    results, registry = run(main())
+    by_ref = {r.ref: r for r in results}
+    assert by_ref["secretchan"].status == "failed" and "private" in by_ref["secretchan"].error
+    assert by_ref["nosuchchannel"].status == "failed"
+    assert by_ref["technews"].status == "ok" and by_ref["sport"].status == "ok"
+    assert registry.require("secretchan").status == "failed"
+    assert "private" in registry.require("secretchan").last_error
+    assert "tg:1500000003:1" in doc_ids(index)
+
+
+def test_restart_after_crash_resumes_and_embeds_nothing_twice(
+    index: Any, fake: FakeTelegram, news: FakeChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    news.post("Пятый пост про экономику")
+    news.post("Шестой пост про науку")
+    crashing = PostPipeline(index, batch_size=2)
+    real_ingest = crashing.ingest
+    calls = {"n": 0}
+
+    def crash_on_second_batch(items: Any, *a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("killed")
+        return real_ingest(items, *a, **kw)
+
+    monkeypatch.setattr(crashing, "ingest", crash_on_second_batch)
+
+    async def main() -> Any:
+        first = await ChannelSync(index, new_client(fake), pipeline=crashing) \
+            .sync_channel("technews")
+        cursor = ChannelRegistry(index.redis, index.namespace).require("technews").last_message_id
+        # "restart": a new client, a new sync, a new pipeline
+        second = await ChannelSync(index, new_client(fake), pipeline=PostPipeline(
+            index, batch_size=2)).sync_channel("technews")
+        return first, cursor, second
+
+    first, cursor, second = run(main())
+    assert first.status == "failed" and "killed" in first.error
+    assert first.new == 2 and cursor == 2  # only the committed batch moved the cursor
+    assert second.status == "ok" and second.new == 3
+    assert first.embedded_nodes + second.embedded_nodes == 5  # every post embedded exactly once
+    assert len(doc_ids(index)) == 5 and index.store.count() == 5
+
+
+def test_lock_keeps_a_channel_to_one_worker(index: Any, pipeline: PostPipeline,
+                                            fake: FakeTelegram, news: FakeChannel) -> None:
+    other = RedisLock(index.redis, f"{index.namespace}:tg:lock:technews", ttl=30)
+    assert other.acquire()
+
+    async def main() -> Any:
+        return await ChannelSync(index, new_client(fake), pipeline=pipeline) \
+            .sync_channel("technews")
+
+    assert run(main()).status == "busy"
+    other.release()
+    assert run(main()).status == "ok"
+    assert index.redis.get(other.key) is None  # released after the sync
+
+
+def test_live_handlers(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
+                       news: FakeChannel) -> None:
+    async def main() -> Any:
+        client = new_client(fake)
+        sync = ChannelSync(index, client, pipeline=pipeline)
+        await sync.sync_channel("technews")
+        live = register_live_handlers(client, sync)
+
+        msg = news.post("Срочно: запуск ракеты перенесён")
+        await dispatch(client, news, types.UpdateNewChannelMessage(msg, pts=1, pts_count=1))
+        await live.drain()
+        new_ok = "tg:1500000001:6" in doc_ids(index)
+
+        edited = news.edit(1, "Спутник связи выведен на орбиту")
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+
+        del news.messages[2]
+        await dispatch(client, news, types.UpdateDeleteChannelMessages(
+            channel_id=news.id, messages=[2], pts=3, pts_count=1))
+        await live.drain()
+        return new_ok
+
+    assert run(main())
+    pts = points(index, "tg:1500000001:1")
+    assert len(pts) == 1 and "орбиту" in pts[0].payload["text"]
+    assert points(index, "tg:1500000001:2") == []
+    assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 5, 6)}
+
+
+def test_scheduler_jobs_and_reader_share_one_loop(index: Any, pipeline: PostPipeline,
+                                                  fake: FakeTelegram, news: FakeChannel,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_run = asyncio.run
+    loop_thread = threading.get_ident()
+
+    def no_nested_run(*a: Any, **kw: Any) -> Any:
+        # The loop's own thread must never start another loop.  The pipeline's worker thread
+        # (asyncio.to_thread) has no loop, and LlamaIndex's extractors start a private one there
+        # with asyncio.run: a separate loop in a separate thread, not a nested one.
+        if threading.get_ident() == loop_thread:
+            raise AssertionError("asyncio.run called on the event loop's thread")
+        return real_run(*a, **kw)
+
+    monkeypatch.setattr(asyncio, "run", no_nested_run)
+    seen: dict[str, Any] = {}
+
+    async def app_request(sync: ChannelSync, sched: SyncScheduler) -> str:
+        # what a FastAPI handler does: trigger a job on its own (the running) loop
+        seen["app"] = asyncio.get_running_loop()
+        return sched.trigger(["technews"]).id
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        sync = ChannelSync(
+            index, new_client(fake), pipeline=pipeline,
+            listener=lambda *e: seen.setdefault("listener", asyncio.get_running_loop()),
+        )
+        sync.registry.add("technews")
+        sched = SyncScheduler(sync, interval=3600)
+        job_id = await app_request(sync, sched)  # POST /sync → background job
+        await sched.wait_jobs()
+        news.post("Пост для планировщика")
+        task = sched.start()  # the periodic task: first run at once, then every hour
+        await sched.stop()  # lets the running job finish, cancels the wait
+        assert task.done()
+        return loop, sched.jobs.get(job_id)
+
+    loop, job = run(main())
+    assert job.status == "done" and job.channels_done == 1 and job.channels_total == 1
+    assert job.channels_failed == 0 and job.results[0]["status"] == "ok"
+    assert "tg:1500000001:6" in doc_ids(index)  # indexed by the scheduled run
+    assert seen["app"] is loop and seen["listener"] is loop
+    assert fake.loops and all(x is loop for x in fake.loops)
+
+
+def test_make_client_needs_credentials(settings: Settings) -> None:
+    with pytest.raises(InputError, match="TGRAG_TG_API_ID"):
+        make_client(settings)
+    with_creds = settings.model_copy(update={"tg_api_id": 1, "tg_api_hash": "x"})
+    with pytest.raises(InputError, match="tgrag login"):
+        make_client(with_creds)
