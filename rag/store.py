@@ -1,7 +1,7 @@
 """The Qdrant collection of post chunks: schema, model check, idempotent writes, filtered search.
 
 One collection holds every chunk as a point with a named dense vector (``dense``), a named sparse
-vector slot (``sparse``, filled by hybrid retrieval) and the post metadata as payload.  Point ids are
+vector slot (``sparse``, filled by hybrid retrieval) and the post metadata as payload. Point ids are
 ``uuid5`` of the node id, so writing the same chunk twice overwrites it instead of duplicating it.
 
 Writes are ordered so that a crash never loses a post (unlike LlamaIndex UPSERTS, which deletes a
@@ -163,22 +163,25 @@ class PostStore(BasePydanticVectorStore):
             points.append(models.PointStruct(id=pid, vector=vector, payload=payload))
         if points:
             self._client.upsert(self.collection_name, points=points, wait=True)
-        for doc_id, keep in ids_by_doc.items():
-            self._delete_points(doc_id, keep=keep)
+            # One delete for the whole batch: local mode scans every point per filter, so a
+            # delete per post would make an ingest quadratic.
+            self._delete_points(list(ids_by_doc), keep=[p for ids in ids_by_doc.values()
+                                                        for p in ids])
         return [p.id for p in points]  # type: ignore[misc]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every chunk of one post."""
-        self._delete_points(ref_doc_id, keep=[])
+        self._delete_points([ref_doc_id], keep=[])
 
-    def _delete_points(self, doc_id: str, keep: list[str]) -> None:
+    def _delete_points(self, doc_ids: list[str], keep: list[str]) -> None:
+        """Delete the chunks of ``doc_ids`` except the points ``keep``."""
         must_not: list[Any] = [models.HasIdCondition(has_id=keep)] if keep else []
         self._client.delete(
             self.collection_name,
             points_selector=models.FilterSelector(
                 filter=models.Filter(
                     must=[models.FieldCondition(key=DOC_ID_KEY,
-                                                match=models.MatchValue(value=doc_id))],
+                                                match=models.MatchAny(any=doc_ids))],
                     must_not=must_not,
                 )
             ),
