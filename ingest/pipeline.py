@@ -33,6 +33,7 @@ from ingest.splitting import PostSplitter
 from ingest.tagging import KeywordTagger
 from rag.index import Index
 from rag.redis_backend import kvstore
+from rag.sparse import SparseEncoder
 
 log = logging.getLogger("tgrag.ingest")
 
@@ -105,6 +106,7 @@ class PostPipeline:
             emb.count_tokens, chunk_tokens=min(settings.chunk_tokens, emb.max_tokens - 16)
         )
         self.tagger = tagger or KeywordTagger()
+        self.sparse = SparseEncoder()
         cache = None
         if use_cache:
             cache = IngestionCache(
@@ -112,7 +114,7 @@ class PostPipeline:
                 collection=f"{index.namespace}:ingestion_cache",
             )
         self.pipeline = SafeUpsertPipeline(
-            transformations=[self.tagger, self.splitter, emb.model],
+            transformations=[self.tagger, self.splitter, self.sparse, emb.model],
             vector_store=index.store,
             docstore=index.docstore,
             docstore_strategy=DocstoreStrategy.UPSERTS,
