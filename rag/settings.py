@@ -82,8 +82,9 @@ class Settings(BaseSettings):
         True, description="Tag posts with the LLM when one is configured; false = keywords."
     )
     qa_top_k: int = Field(5, ge=1, le=20, description="Posts given to the LLM as sources.")
+    # e5 cosine scores sit in a narrow band: ~0.85 for a relevant post, ~0.78-0.80 for none.
     qa_min_score: float = Field(
-        0.0, description="Below this best-hit score `ask` answers that nothing relevant was found."
+        0.81, description="Posts scoring below this are not sources; none left = 'not found'."
     )
 
     # Telegram

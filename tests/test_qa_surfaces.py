@@ -87,3 +87,8 @@ def test_cli_ask_and_tags(filled: Index, monkeypatch: pytest.MonkeyPatch) -> Non
     assert out.exit_code == 0 and "[1]" in out.output and "extractive" in out.output
     out = runner.invoke(cli.app, ["tags", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["posts"] == 5
+
+
+def test_unrelated_question_is_not_found_with_default_threshold(client: TestClient) -> None:
+    data = client.post("/ask", json={"question": "рецепт борща"}).json()
+    assert data["mode"] == "not_found" and data["sources"] == []
