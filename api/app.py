@@ -161,6 +161,9 @@ def create_app(settings: Settings | None = None, *, index: Index | None = None) 
         lifespan=lifespan,
     )
     app.include_router(router)
+    from api.qa_routes import router as qa_router
+
+    app.include_router(qa_router)
     app.add_exception_handler(TgragError, _tgrag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -107,7 +107,9 @@ def ingest(
     items = list(read_paths(paths, settings.max_post_chars))
     total = sum(1 for item in items if not isinstance(item, SkippedRecord))
     with open_index(ctx, "ingest") as index:
-        pipeline = PostPipeline(index)
+        from ingest.llm_tagging import build_tagger
+
+        pipeline = PostPipeline(index, tagger=build_tagger(settings, index.redis))
         if as_json:
             report = pipeline.ingest(items)
         else:
@@ -272,6 +274,12 @@ def serve(
             create_app(settings, index=index), host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), access_log=settings.log_level.upper() == "DEBUG",
         )
+
+
+# Command groups that live in their own modules (one job each).
+from api.qa_commands import register as _register_qa  # noqa: E402
+
+_register_qa(app)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Prints, from one run on a fresh data folder:
   * first ingest: posts/s through the whole pipeline (tag → split → embed → store)
   * embedding only: posts/s of the bare model on the same post texts (a random sample)
-  * pipeline overhead = 1 - pipeline posts/s ÷ embedding posts/s   (target ≤ 30 %)
+  * pipeline overhead = time outside the embedding model ÷ time inside it, both measured inside
+    the same ingest run, so load from other processes affects both sides alike   (target ≤ 30 %)
   * unchanged re-ingest: seconds, and speed-up over the first ingest (target ≥ 50×)
   * peak RSS of this process, and Redis memory
 
@@ -38,6 +39,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_embedding_calls(model: object) -> list[float]:
+    """Accumulate the seconds spent in the model's batch embedding method (returned list[0])."""
+    spent = [0.0]
+    inner = model._get_text_embeddings  # type: ignore[attr-defined]
+
+    def timed(texts: list[str]) -> list[list[float]]:
+        start = time.perf_counter()
+        try:
+            return inner(texts)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    # pydantic models refuse unknown attributes through __setattr__; this is a bench-only probe.
+    object.__setattr__(model, "_get_text_embeddings", timed)
+    return spent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--raw", type=Path, default=DEFAULT_RAW)
@@ -65,6 +83,7 @@ def main() -> None:
 
     index = Index.open(settings, purpose="bench")
     pipeline = PostPipeline(index)
+    embed_clock = time_embedding_calls(index.embedding.model)
 
     last = [time.perf_counter()]
 
@@ -79,6 +98,7 @@ def main() -> None:
     t1 = time.perf_counter()
     first = pipeline.ingest(posts, on_progress=progress)
     first_s = time.perf_counter() - t1
+    embed_in_pipeline_s = embed_clock[0]
     print(f"first ingest: {first.new} new, {first.embedded_nodes} chunks in {first_s:.1f}s",
           flush=True)
 
@@ -96,7 +116,7 @@ def main() -> None:
     bs = settings.embed_batch_size
     t3 = time.perf_counter()
     for i in range(0, len(sample), bs):
-        model.get_text_embedding_batch([p.text for p in sample[i:i + bs]])
+        model._get_text_embeddings([p.text for p in sample[i:i + bs]])  # type: ignore[attr-defined]
     embed_s = time.perf_counter() - t3
 
     redis_mb = index.redis.info("memory")["used_memory"] / 2**20
@@ -113,7 +133,8 @@ def main() -> None:
         "pipeline_posts_per_s": round(pipe_rate, 2),
         "embedding_only_posts_per_s": round(embed_rate, 2),
         "embedding_sample": len(sample),
-        "pipeline_overhead": round(1 - pipe_rate / embed_rate, 3),
+        "embedding_s_inside_ingest": round(embed_in_pipeline_s, 1),
+        "pipeline_overhead": round((first_s - embed_in_pipeline_s) / embed_in_pipeline_s, 3),
         "unchanged_reingest_s": round(again_s, 2),
         "reingest_speedup": round(first_s / again_s, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
