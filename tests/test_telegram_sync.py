@@ -20,6 +20,7 @@ Each test runs its coroutine on a fresh loop with ``loop.run_until_complete`` (n
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -508,3 +509,62 @@ def test_make_client_needs_credentials(settings: Settings) -> None:
     with_creds = settings.model_copy(update={"tg_api_id": 1, "tg_api_hash": "x"})
     with pytest.raises(InputError, match="tgrag login"):
         make_client(with_creds)
+
+
+# -- surfaces (api/sync_routes.py, api/sync_commands.py) ------------------------------------------
+
+
+def test_routes_channels_and_background_sync_job(index: Any, pipeline: PostPipeline,
+                                                 fake: FakeTelegram, news: FakeChannel) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.sync_routes import router
+
+    app = create_app(index.settings, index=index)
+    app.include_router(router)
+    with TestClient(app) as http:
+        assert http.post("/channels", json={"channel": "@TechNews"}).status_code == 201
+        assert [c["ref"] for c in http.get("/channels").json()["channels"]] == ["technews"]
+        # the client is created on the server's loop, as get_scheduler would do it
+        app.state.tg_sync = http.portal.call(_scheduler_on_loop, index, fake, pipeline)
+        started = http.post("/sync", json={})
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (job := http.get(f"/sync/{job_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["status"] == "done" and job["posts"] == 3, job
+        assert http.get("/sync/nope").status_code == 404
+        assert http.delete("/channels", params={"channel": "technews"}).status_code == 200
+        assert http.get("/channels").json()["channels"] == []
+        assert http.delete("/channels", params={"channel": "technews"}).status_code == 404
+
+
+async def _scheduler_on_loop(index: Any, fake: FakeTelegram, pipeline: PostPipeline) -> Any:
+    return SyncScheduler(ChannelSync(index, new_client(fake), pipeline=pipeline))
+
+
+def test_cli_channels_commands(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from api import cli
+    from api.sync_commands import register
+
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(settings.data_dir))
+    app = typer.Typer(cls=cli.TgragGroup)
+    app.callback()(cli._root)
+    register(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["channels", "add", "@technews", "t.me/Sport"]).exit_code == 0
+    listed = runner.invoke(app, ["channels", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [c["ref"] for c in json.loads(listed.output)["channels"]] == ["sport", "technews"]
+    removed = runner.invoke(app, ["channels", "remove", "sport"])
+    assert removed.exit_code == 0 and "removed sport" in removed.output
+    missing = runner.invoke(app, ["sync"])  # no Telegram credentials
+    assert missing.exit_code == 2 and "TGRAG_TG_API_ID" in missing.output
