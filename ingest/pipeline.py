@@ -8,10 +8,14 @@ A LlamaIndex ``IngestionPipeline`` with a ``RedisDocumentStore`` (``UPSERTS``) a
 3. upsert their chunks into Qdrant under deterministic point ids, then delete the chunks each post
    no longer has (``PostStore.add``): an edited post never leaves stale points, and its old vectors
    stay searchable until the new ones exist;
-4. only then record the post's hash in the docstore, the commit point.
+4. only then record the post's hash in the docstore, the commit point (the document body first,
+   the hash last, so a recorded hash always comes with its text).
 
 A crash before 4 leaves the post unrecorded, so the next run redoes it and overwrites the same
-points: exactly one set of points per post, none lost.
+points: exactly one set of points per post, none lost.  An *updated* post still has its old hash
+during 2-4, so before step 2 its id goes into a Redis "pending" set, cleared after step 4: if the
+next run brings the post back with its old, committed text (an older export, a reverted edit), the
+hash matches but Qdrant holds the uncommitted text, and the pending mark makes the run redo it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from llama_index.core.extractors import BaseExtractor
 from llama_index.core.ingestion import DocstoreStrategy, IngestionCache, IngestionPipeline
 from llama_index.core.schema import BaseNode
@@ -42,19 +47,46 @@ class SafeUpsertPipeline(IngestionPipeline):
     """``UPSERTS`` that classifies but never deletes up front (see module docstring, step 3)."""
 
     _plan: dict[str, str] = PrivateAttr(default_factory=dict)
+    _redis: Any = PrivateAttr(default=None)
+    _pending_key: str = PrivateAttr(default="")
+
+    def track_pending(self, client: redis.Redis, key: str) -> None:
+        """Keep the ids of posts written but not yet committed in the Redis set ``key``."""
+        self._redis, self._pending_key = client, key
 
     def _handle_upserts(self, nodes: Sequence[BaseNode]) -> Sequence[BaseNode]:
         assert self.docstore is not None
         self._plan = {}
+        pending = self._pending_ids()
         to_run: list[BaseNode] = []
         for node in nodes:
             doc_id = node.ref_doc_id or node.node_id
             existing = self.docstore.get_document_hash(doc_id)
-            if existing == node.hash:
+            if existing == node.hash and doc_id not in pending:
                 continue
             self._plan[doc_id] = "updated" if existing else "new"
             to_run.append(node)
+        if self._redis is not None and self._plan:
+            # Before any Qdrant write (see the module docstring).
+            self._redis.sadd(self._pending_key, *self._plan)
         return to_run
+
+    def _pending_ids(self) -> set[str]:
+        if self._redis is None:
+            return set()
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self._redis.smembers(self._pending_key)}
+
+    def _update_docstore(self, nodes: Sequence[BaseNode], *args: Any, **kwargs: Any) -> None:
+        """The commit: ``add_documents`` writes each body, then its hash (no separate hash write).
+
+        LlamaIndex writes all hashes first and the bodies after; a crash in between left a
+        committed hash whose body is missing or, for an edit, still the old text.
+        """
+        assert self.docstore is not None
+        self.docstore.add_documents(nodes, store_text=kwargs.get("store_doc_text", True))
+        if self._redis is not None and nodes:
+            self._redis.srem(self._pending_key, *[n.node_id for n in nodes])
 
     @property
     def plan(self) -> dict[str, str]:
@@ -121,6 +153,7 @@ class PostPipeline:
             cache=cache,
             disable_cache=cache is None,
         )
+        self.pipeline.track_pending(index.redis, f"{index.namespace}:pending")
 
     def ingest(
         self, items: Iterable[ReadItem], on_progress: ProgressCallback | None = None

@@ -45,14 +45,21 @@ class Index:
         if settings.embedded_qdrant or settings.embedded_redis:
             lock = DataDirLock(settings.data_dir)
             lock.acquire(purpose)
+        qdrant: QdrantClient | None = None
         try:
             r = open_redis(settings)
             qdrant = open_qdrant(settings)
             emb = embedding or build_embedding(settings)
             store = PostStore.open(qdrant, settings.collection, emb.name, emb.dim)
         except BaseException:
-            if lock:
-                lock.release()
+            # Close Qdrant too: local mode holds its own lock on the folder until closed, so a
+            # refused open (e.g. ModelMismatch) would otherwise block the next one in this process.
+            try:
+                if qdrant is not None:
+                    qdrant.close()
+            finally:
+                if lock:
+                    lock.release()
             raise
         namespace = f"tgrag:{settings.collection}"
         docstore = RedisDocumentStore(kvstore(r), namespace=f"{namespace}:docstore")

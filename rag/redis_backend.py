@@ -6,9 +6,10 @@ ingest loses no acknowledged write.  It outlives a killed client and is reused b
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 import redis.asyncio
-
 from llama_index.storage.kvstore.redis import RedisKVStore
 
 from rag.errors import BackendUnavailable
@@ -19,7 +20,7 @@ def open_redis(settings: Settings) -> redis.Redis:
     """Connect to Redis and check it answers; raise ``BackendUnavailable`` otherwise."""
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
-        where = settings.redis_url
+        where = _redact(settings.redis_url)
     else:
         client = _embedded(settings)
         where = f"embedded Redis in {settings.redis_dir}"
@@ -31,6 +32,16 @@ def open_redis(settings: Settings) -> redis.Redis:
             hint="start Redis (docker compose up redis) or unset TGRAG_REDIS_URL for embedded mode",
         ) from exc
     return client
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (error messages end up in logs and HTTP responses)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 def _embedded(settings: Settings) -> redis.Redis:
