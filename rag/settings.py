@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(64, ge=1, description="Posts per pipeline batch.")
 
+    # Search: hybrid retrieval (defaults measured in docs/eval.md)
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "hybrid", description="Default retrieval mode."
+    )
+    fusion: Literal["rrf", "minmax", "zscore"] = Field(
+        "rrf", description="Hybrid fusion: weighted RRF, or min-max / z-score score fusion."
+    )
+    fusion_dense_weight: float = Field(1.0, ge=0, description="Hybrid: weight of the dense list.")
+    fusion_sparse_weight: float = Field(1.0, ge=0, description="Hybrid: weight of the BM25 list.")
+    fusion_rrf_k: float = Field(60.0, ge=0, description="Hybrid RRF: the k in 1/(k + rank).")
+    fusion_depth: int = Field(
+        100, ge=1, le=1000, description="Hybrid: candidate posts fetched per list before fusion."
+    )
+
     # LLM (used by tagging and question answering)
     llm: Literal["none", "gigachat", "openai"] = Field("none", description="LLM backend.")
     gigachat_credentials: SecretStr | None = None
