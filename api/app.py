@@ -141,16 +141,21 @@ def create_app(settings: Settings | None = None, *, index: Index | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from api.sync_routes import sync_lifespan
+
         s = settings or Settings()
         configure_logging(s.log_level)
         if index is not None:  # owned by the caller (`tgrag serve`)
             app.state.index = index
-            yield
+            # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).
+            async with sync_lifespan(app):
+                yield
             return
         opened = Index.open(s, purpose="tgrag serve")
         app.state.index = opened
         try:
-            yield
+            async with sync_lifespan(app):
+                yield
         finally:
             opened.close()
 
@@ -161,9 +166,12 @@ def create_app(settings: Settings | None = None, *, index: Index | None = None) 
         lifespan=lifespan,
     )
     app.include_router(router)
+    # Imported here: these routers import get_index from this module.
     from api.qa_routes import router as qa_router
+    from api.sync_routes import router as sync_router
 
     app.include_router(qa_router)
+    app.include_router(sync_router)
     app.add_exception_handler(TgragError, _tgrag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

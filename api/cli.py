@@ -278,8 +278,10 @@ def serve(
 
 # Command groups that live in their own modules (one job each).
 from api.qa_commands import register as _register_qa  # noqa: E402
+from api.sync_commands import register as _register_sync  # noqa: E402
 
 _register_qa(app)
+_register_sync(app)
 
 
 def main() -> None:

@@ -112,6 +112,10 @@ class FakeTelegram:
     async def connect(self, *args: Any) -> bool:
         return False
 
+    async def disconnect(self) -> None:
+        """Like MTProtoSender.disconnect: the client calls it when the app shuts down."""
+        self.disconnected = True
+
     def send(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         self.loops.append(loop)
