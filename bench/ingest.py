@@ -8,7 +8,8 @@ Prints, from one run on a fresh data folder:
   * unchanged re-ingest: seconds, and speed-up over the first ingest (target ≥ 50×)
   * peak RSS of this process, and Redis memory
 
-Usage: python bench/ingest.py [--limit N] [--embed-sample N] [--data-dir DIR] [--json PATH]
+Usage: python bench/ingest.py [--sample N | --limit N] [--embed-sample N] [--data-dir DIR]
+                             [--json PATH]
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--raw", type=Path, default=DEFAULT_RAW)
     ap.add_argument("--limit", type=int, default=0, help="ingest only the first N posts")
+    ap.add_argument("--sample", type=int, default=0,
+                    help="ingest N posts drawn at random (seed 0) from all channels")
     ap.add_argument("--embed-sample", type=int, default=2000,
                     help="posts in the embedding-only sample (0 = all)")
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -75,6 +78,8 @@ def main() -> None:
     t0 = time.perf_counter()
     items = list(read_paths([args.raw], max_post_chars=settings.max_post_chars))
     posts = [i for i in items if isinstance(i, Post)]
+    if args.sample and args.sample < len(posts):
+        posts = random.Random(0).sample(posts, args.sample)
     if args.limit:
         posts = posts[: args.limit]
     read_s = time.perf_counter() - t0
