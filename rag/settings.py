@@ -68,15 +68,26 @@ class Settings(BaseSettings):
 
     # LLM (used by tagging and question answering)
     llm: Literal["none", "gigachat", "openai"] = Field("none", description="LLM backend.")
-    gigachat_credentials: SecretStr | None = None
-    gigachat_scope: str = "GIGACHAT_API_PERS"
-    gigachat_model: str = "GigaChat"
-    gigachat_base_url: str | None = None
-    gigachat_auth_url: str | None = None
-    gigachat_verify_ssl: bool = True
-    openai_base_url: str | None = None
-    openai_api_key: SecretStr | None = None
-    openai_model: str | None = None
+    gigachat_credentials: SecretStr | None = Field(
+        None, description="GigaChat authorization key (base64 client_id:secret)."
+    )
+    gigachat_scope: str = Field(
+        "GIGACHAT_API_PERS", description="GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP."
+    )
+    gigachat_model: str = Field("GigaChat", description="GigaChat model name.")
+    gigachat_base_url: str | None = Field(
+        None, description="GigaChat API URL; unset = the SDK default."
+    )
+    gigachat_auth_url: str | None = Field(
+        None, description="GigaChat OAuth URL; unset = the SDK default."
+    )
+    gigachat_verify_ssl: bool = Field(True, description="Verify GigaChat TLS certificates.")
+    openai_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (gpt2giga, Ollama, vLLM) for TGRAG_LLM=openai.",
+    )
+    openai_api_key: SecretStr | None = Field(None, description="API key for that endpoint.")
+    openai_model: str | None = Field(None, description="Model name at that endpoint.")
     gigachat_temperature: float | None = Field(
         0.2, ge=0, le=2, description="Sampling temperature; unset = the model's default."
     )
@@ -102,9 +113,12 @@ class Settings(BaseSettings):
     )
 
     # Telegram
-    tg_api_id: int | None = None
-    tg_api_hash: SecretStr | None = None
-    tg_session: SecretStr | None = None
+    tg_api_id: int | None = Field(None, description="Telegram API id (my.telegram.org).")
+    tg_api_hash: SecretStr | None = Field(None, description="Telegram API hash.")
+    tg_session: SecretStr | None = Field(
+        None,
+        description="Telethon StringSession from `tgrag login`; unset = data_dir session file.",
+    )
     sync_interval: float = Field(
         900, ge=0, description="Seconds between scheduled syncs of all channels; 0 = off."
     )
@@ -115,11 +129,14 @@ class Settings(BaseSettings):
     sync_lock_ttl: float = Field(
         60, gt=0, description="Seconds a worker's per-channel sync lock lives unless renewed."
     )
-    sync_retries: int = Field(5, ge=0, description="Retries (with backoff) on a dropped connection.")
+    sync_retries: int = Field(
+        5, ge=0, description="Retries (with backoff) on a dropped connection."
+    )
 
     # API
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated API keys; empty = no auth, loopback only."
+        default_factory=list,
+        description="Comma-separated API keys; empty = no auth, loopback only.",
     )
     host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
     port: int = Field(8000, description="`tgrag serve` port.")
