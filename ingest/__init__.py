@@ -1,1 +1,2 @@
-"""Ingestion: readers turn Telegram posts into Documents; the pipeline tags, splits, embeds, stores."""
+"""Ingestion: readers turn Telegram posts into Documents; the pipeline tags, splits, embeds,
+stores."""

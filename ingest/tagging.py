@@ -27,6 +27,8 @@ from llama_index.core.extractors import BaseExtractor
 from llama_index.core.schema import BaseNode
 from pydantic import PrivateAttr
 
+from rag.tags import normalize_tag  # re-exported: the taggers' public spelling rule
+
 HASHTAG = re.compile(r"#(\w{2,40})")
 WORD = re.compile(r"[A-Za-zА-Яа-яЁё][A-Za-zА-Яа-яЁё\-]{3,}")
 URL = re.compile(r"https?://\S+|t\.me/\S+")
@@ -48,13 +50,6 @@ GENERIC_ADJECTIVES = frozenset("""
 """.split())  # noqa: SIM905
 # Punctuation that ends a phrase: an adjective before it does not qualify the noun after it.
 PHRASE_BREAK = re.compile(r"[.,;:!?()«»\"\n—–]")
-
-
-def normalize_tag(tag: str) -> str:
-    """Lowercase, ``ё``→``е``, spaces→``_``, no ``#``: the one tag spelling used everywhere."""
-    tag = tag.strip().lstrip("#").lower().replace("ё", "е")
-    tag = re.sub(r"\s+", "_", tag)
-    return tag[:40]
 
 
 @lru_cache(maxsize=1)

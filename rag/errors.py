@@ -2,14 +2,15 @@
 
 Every error raised on purpose by the core is a :class:`TgragError`.  Each subclass says *what kind*
 of thing went wrong; the message says what exactly, and ``hint`` says what to do about it.  The
-surfaces map them once: the CLI to an exit code and one line, the API to ``application/problem+json``.
+surfaces map them once: the CLI to an exit code and one line, the API to
+``application/problem+json``.
 
     TgragError
     ├── InputError            bad input: a file, a record, a query or an option (exit 2, HTTP 400)
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
     ├── BackendUnavailable    Redis or Qdrant cannot be reached or opened (exit 3, HTTP 503)
     │   └── DataDirLocked     embedded mode: another process owns the data folder
-    ├── ModelMismatch         the collection was built with another embedding model (exit 4, HTTP 409)
+    ├── ModelMismatch         the collection was built with another model (exit 4, HTTP 409)
     └── LLMError              the LLM failed or refused (exit 5, HTTP 502)
 """
 
