@@ -12,83 +12,29 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import IndexDep, get_index
 from api.logging import configure_logging
+from api.observability import ApiMetrics, RequestContext, install_log_filter
+from api.security import Authenticator, authenticate, require_operator
 from rag.errors import TgragError
 from rag.index import Index
-from rag.search import MAX_K, PostSearcher, SearchFilters, parse_date
 from rag.settings import Settings
 
+__all__ = ["IndexDep", "app", "create_app", "get_index", "problem"]
 log = logging.getLogger("tgrag.api")
 PROBLEM = "application/problem+json"
-
-
-# -- dependencies ---------------------------------------------------------------------------------
-
-
-def get_index(request: Request) -> Index:
-    """The process's opened index (set by the lifespan)."""
-    return request.app.state.index
-
-
-IndexDep = Annotated[Index, Depends(get_index)]
-
-
-# -- routes ---------------------------------------------------------------------------------------
-
-router = APIRouter()
-
-
-@router.get("/search")
-def search(
-    index: IndexDep,
-    q: Annotated[str, Query(description="What to look for.")] = "",
-    k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.")] = 10,
-    channel: Annotated[list[str], Query(description="Channel id, username or title.")] = [],  # noqa: B006
-    tag: Annotated[list[str], Query(description="Tags, any of.")] = [],  # noqa: B006
-    since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM] or unix.")] = None,
-    until: Annotated[str | None, Query(description="Inclusive end date.")] = None,
-    mode: Annotated[str, Query(description="dense | sparse | hybrid.")] = "dense",
-) -> dict[str, Any]:
-    filters = SearchFilters(
-        channel_ids=[index.catalog.resolve(c) for c in channel],
-        tags=list(tag),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-    )
-    hits = PostSearcher(index).search(q, filters, k=k, mode=mode)
-    return {"results": [h.to_dict() for h in hits]}
-
-
-@router.get("/stats")
-def stats(index: IndexDep) -> dict[str, Any]:
-    return index.stats()
-
-
-@router.get("/health")
-def health(index: IndexDep) -> JSONResponse:
-    checks: dict[str, str] = {}
-    try:
-        index.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:  # any failure means "not healthy"; say which
-        checks["redis"] = f"error: {exc}"
-    try:
-        index.qdrant.get_collection(index.store.collection_name)
-        checks["qdrant"] = "ok"
-    except Exception as exc:
-        checks["qdrant"] = f"error: {exc}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                        status_code=200 if ok else 503)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -108,7 +54,10 @@ def _error_type(exc: Exception) -> str:
 
 async def _tgrag_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TgragError)
-    return problem(exc.http_status, exc.title, exc.message, type_=_error_type(exc), hint=exc.hint)
+    response = problem(exc.http_status, exc.title, exc.message, type_=_error_type(exc),
+                       hint=exc.hint)
+    response.headers.update(getattr(exc, "headers", None) or {})
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -124,8 +73,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    hint = "see /docs for the routes" if exc.status_code in (404, 405) else None
-    return problem(exc.status_code, str(exc.detail), str(exc.detail), hint=hint)
+    hints = {404: "see /docs for the routes", 405: "see /docs for the routes",
+             413: "send a smaller body (uploads: TGRAG_MAX_UPLOAD_MB)"}
+    response = problem(exc.status_code, str(exc.detail), str(exc.detail),
+                       hint=hints.get(exc.status_code))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -137,45 +90,77 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(settings: Settings | None = None, *, index: Index | None = None) -> FastAPI:
-    """The API app.  Its lifespan opens the index, unless an already opened one is given."""
+    """The API app.  Its lifespan opens the index, unless an already opened one is given.
+
+    Reading the settings (and the API keys) happens here; opening backends, in the lifespan.
+    """
+    s = settings or Settings()
+    authenticator = Authenticator(s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from api.sync_routes import sync_lifespan
 
-        s = settings or Settings()
         configure_logging(s.log_level)
-        if index is not None:  # owned by the caller (`tgrag serve`)
-            app.state.index = index
+        install_log_filter()
+        if not authenticator.enabled:
+            log.warning("authentication is off: TGRAG_API_KEYS is empty (loopback use only)")
+        app.state.write_lock = threading.Lock()
+        app.state.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="tgrag-ingest")
+        opened = None
+        if index is None:
+            opened = Index.open(s, purpose="tgrag serve")
+        app.state.index = index or opened
+        try:
             # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).
             async with sync_lifespan(app):
                 yield
-            return
-        opened = Index.open(s, purpose="tgrag serve")
-        app.state.index = opened
-        try:
-            async with sync_lifespan(app):
-                yield
         finally:
-            opened.close()
+            app.state.ingest_executor.shutdown(wait=True)
+            if opened is not None:
+                opened.close()
 
     app = FastAPI(
         title="tgrag",
         summary="Search over Telegram channels",
+        description="Search, question answering and ingestion over Telegram channel posts. "
+        "Every route but `/health` and the web page needs an API key "
+        "(`Authorization: Bearer <key>` or `X-API-Key`) when `TGRAG_API_KEYS` is set; "
+        "errors are `application/problem+json`. See docs/api.md.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(router)
+    app.state.authenticator = authenticator
+    app.state.metrics = ApiMetrics(app)
+
     # Imported here: these routers import get_index from this module.
     from api.qa_routes import router as qa_router
+    from api.routes import ingest, ops, posts, search
     from api.sync_routes import router as sync_router
 
-    app.include_router(qa_router)
-    app.include_router(sync_router)
+    auth = [Depends(authenticate)]
+    app.include_router(ops.public)
+    app.include_router(search.router, dependencies=auth)
+    app.include_router(posts.router, dependencies=auth)
+    app.include_router(qa_router, dependencies=auth, tags=["ask"])
+    app.include_router(ingest.make_router(s), dependencies=auth)
+    # Telegram sync is deployment-wide: keys of the default tenant only.
+    app.include_router(sync_router, dependencies=[Depends(require_operator)], tags=["sync"])
+    app.include_router(ops.router, dependencies=auth)
+
     app.add_exception_handler(TgragError, _tgrag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+    if s.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost: ids on all
     return app
 
 

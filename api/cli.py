@@ -264,9 +264,15 @@ def serve(
 
     from api.app import create_app
 
+    from api.security import check_bind
+
     settings: Settings = ctx.obj
     host = host or settings.host
     port = port or settings.port
+    check_bind(settings, host)  # no API keys → loopback only
+    if not settings.api_keys:
+        click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
+                   err=True)
     # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
     with open_index(ctx, "serve") as index:
         click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)

@@ -37,6 +37,7 @@ from ingest.readers.base import ReadItem, SkippedRecord
 from ingest.splitting import PostSplitter
 from ingest.tagging import KeywordTagger
 from rag.index import Index
+from rag.metrics import INGEST_POSTS
 from rag.redis_backend import kvstore
 from rag.sparse import SparseEncoder
 
@@ -187,6 +188,7 @@ class PostPipeline:
             if on_progress:
                 on_progress(done, report)
         report.seconds = time.perf_counter() - started
+        INGEST_POSTS.inc("skipped", amount=report.skipped)
         log.info("ingest done", extra={"report": report.to_dict()})
         return report
 
@@ -197,6 +199,10 @@ class PostPipeline:
         report.new += sum(1 for v in plan.values() if v == "new")
         report.updated += sum(1 for v in plan.values() if v == "updated")
         report.unchanged += len(docs) - len(plan)
+        new = sum(1 for v in plan.values() if v == "new")
+        INGEST_POSTS.inc("new", amount=new)
+        INGEST_POSTS.inc("updated", amount=len(plan) - new)
+        INGEST_POSTS.inc("unchanged", amount=len(docs) - len(plan))
         report.embedded_nodes += sum(1 for n in nodes if n.embedding is not None)
         # Idempotent, and done for unchanged posts too, so a crash between the docstore commit
         # and this line heals on the next run.

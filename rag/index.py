@@ -6,7 +6,7 @@ model *before* anything is written, so a misconfiguration fails fast with a clea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -18,7 +18,8 @@ from rag.datadir import DataDirLock
 from rag.embeddings import EmbeddingBackend, build_embedding
 from rag.redis_backend import kvstore, open_redis
 from rag.settings import Settings
-from rag.store import PostStore, open_qdrant
+from rag.store import DEFAULT_TENANT, PostStore, open_qdrant
+from rag.tenants import catalog_namespace
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Index:
     docstore: RedisDocumentStore
     catalog: ChannelCatalog
     lock: DataDirLock | None = None
+    tenant: str = DEFAULT_TENANT  # searches through this index see only this tenant's posts
 
     @classmethod
     def open(
@@ -67,6 +69,15 @@ class Index:
             settings=settings, redis=r, qdrant=qdrant, embedding=emb, store=store,
             docstore=docstore, catalog=ChannelCatalog(r, namespace), lock=lock,
         )
+
+    def for_tenant(self, tenant: str) -> Index:
+        """A view of this index for one tenant: same backends, the tenant's channel catalog, and
+        ``tenant`` set so searches and tag counts are filtered to its posts (``rag.tenants``).
+        The view does not own the data-folder lock; close the original, not the view."""
+        if tenant == self.tenant:
+            return self
+        catalog = ChannelCatalog(self.redis, catalog_namespace(self.namespace, tenant))
+        return replace(self, tenant=tenant, catalog=catalog, lock=None)
 
     @property
     def namespace(self) -> str:

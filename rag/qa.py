@@ -27,6 +27,7 @@ from llama_index.core.llms import LLM
 from rag.errors import LLMError, TgragError
 from rag.index import Index
 from rag.llm import finish_reason
+from rag.metrics import LLM_CALLS
 from rag.search import PostHit, PostSearcher, SearchFilters
 
 Mode = Literal["generative", "extractive", "not_found"]
@@ -167,11 +168,15 @@ class QAEngine:
         try:
             response = self.llm.chat(self._messages(question, sources))
         except TgragError:
+            LLM_CALLS.inc("chat", "error")
             raise
         except Exception as exc:  # other LLM backends raise their own errors
+            LLM_CALLS.inc("chat", "error")
             raise _llm_failed(exc) from exc
         if finish_reason(response) == "blacklist":
+            LLM_CALLS.inc("chat", "refused")
             return extractive_answer(question, sources)
+        LLM_CALLS.inc("chat", "ok")
         text, removed = clean_citations(response.message.content or "", len(sources))
         return Answer(text.strip(), "generative", sources, removed)
 
@@ -199,9 +204,12 @@ class QAEngine:
                     text += out
                     yield QAEvent("token", out)
         except TgragError:
+            LLM_CALLS.inc("stream", "error")
             raise
         except Exception as exc:
+            LLM_CALLS.inc("stream", "error")
             raise _llm_failed(exc) from exc
+        LLM_CALLS.inc("stream", "refused" if refused else "ok")
         if refused:
             answer = extractive_answer(question, sources)
             # The refusal text may already be partly out; say plainly what follows.

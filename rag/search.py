@@ -10,7 +10,6 @@ with the sparse encoder.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -20,6 +19,7 @@ from qdrant_client import models
 from rag.errors import InputError
 from rag.index import Index
 from rag.store import DOC_ID_KEY, TEXT_KEY
+from rag.tags import normalize_tag  # noqa: F401 - re-exported
 
 MODES = ("dense", "sparse", "hybrid")
 AVAILABLE_MODES = ("dense",)
@@ -31,16 +31,6 @@ OVERFETCH = 4
 MAX_FETCH = 1000
 
 _DATE_HINT = "use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC unless an offset is given) or unix seconds"
-
-
-def normalize_tag(tag: str) -> str:
-    """The one tag spelling: lowercase, ``ё``→``е``, spaces→``_``, no ``#``.
-
-    Mirrors ``ingest.tagging.normalize_tag`` (``rag`` may not import ``ingest``), so that
-    ``--tag "#Ключевая Ставка"`` finds posts tagged ``ключевая_ставка``.
-    """
-    tag = tag.strip().lstrip("#").lower().replace("ё", "е")
-    return re.sub(r"\s+", "_", tag)[:40]
 
 
 def parse_date(value: str | int, *, end_of_day: bool = False) -> int:
@@ -80,6 +70,7 @@ class SearchFilters:
     since: int | None = None  # unix seconds, inclusive
     until: int | None = None  # unix seconds, inclusive
     min_score: float | None = None
+    tenant: str | None = None  # the owner of the posts (rag.tenants); None = the index's tenant
 
     def validate(self) -> None:
         if self.since is not None and self.until is not None and self.since > self.until:
@@ -90,6 +81,9 @@ class SearchFilters:
 
     def to_qdrant(self) -> models.Filter | None:
         must: list[Any] = []
+        if self.tenant is not None:
+            must.append(models.FieldCondition(key="tenant",
+                                              match=models.MatchValue(value=self.tenant)))
         if self.channel_ids:
             must.append(models.FieldCondition(
                 key="channel_id", match=models.MatchAny(any=[int(c) for c in self.channel_ids])
@@ -203,6 +197,8 @@ class PostSearcher:
         text = validate_query(query, k, mode)
         filters = filters or SearchFilters()
         filters.validate()
+        if filters.tenant is None:  # a tenant's view of the index sees only its posts
+            filters.tenant = self.index.tenant
         vector = self.index.embedding.model.get_query_embedding(text)
         return self._dense(vector, filters, k)
 

@@ -136,14 +136,24 @@ class Settings(BaseSettings):
     # API
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated API keys; empty = no auth, loopback only.",
+        description="Comma-separated API keys, each `key` (tenant default) or `key:tenant`; "
+        "empty = no auth, loopback only.",
+    )
+    rate_limit: int = Field(
+        600, ge=0, description="Requests per minute per API key (token bucket); 0 = no limit."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; `*` = any."
+    )
+    max_upload_mb: float = Field(
+        50, gt=0, description="Largest file POST /ingest/export accepts, in MB."
     )
     host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
     port: int = Field(8000, description="`tgrag serve` port.")
 
     log_level: str = Field("WARNING", description="Log level (structured logs on stderr).")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -10,6 +10,7 @@ the 22k-post corpus reads ~30k small payloads, well under a second on a server.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from rag.index import Index
@@ -23,6 +24,8 @@ def top_tags(index: Index, filters: SearchFilters | None = None, limit: int = 50
     """``{"posts": N, "tags": [{"tag", "posts"}]}`` for the posts matching ``filters``."""
     filters = filters or SearchFilters()
     filters.validate()
+    if filters.tenant is None:  # a tenant's view of the index counts only its posts
+        filters = replace(filters, tenant=index.tenant)
     flt = filters.to_qdrant()
     tags_of: dict[str, list[str]] = {}
     offset: Any = None

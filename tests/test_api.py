@@ -125,7 +125,9 @@ def test_stats(client: TestClient) -> None:
 
 
 def test_health_ok(client: TestClient) -> None:
-    response = client.get("/health")
+    response = client.get("/health")  # liveness only
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    response = client.get("/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "redis": "ok", "qdrant": "ok"}
 
@@ -137,7 +139,8 @@ def test_health_reports_what_failed(client: TestClient, monkeypatch: pytest.Monk
         raise ConnectionError("connection refused")
 
     monkeypatch.setattr(index.redis, "ping", broken)
-    response = client.get("/health")
+    assert client.get("/health").status_code == 200  # liveness checks no backend
+    response = client.get("/ready")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and body["qdrant"] == "ok"

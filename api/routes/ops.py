@@ -1,0 +1,62 @@
+"""Operations: ``GET /health`` (liveness, public), ``GET /ready`` (Redis and Qdrant reachable),
+``GET /metrics`` (Prometheus text; operator keys), and the web page at ``/`` (public HTML; the
+page itself asks for a key when auth is on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import IndexDep
+from api.schemas import COMMON, Health, Ready, problems
+from api.security import require_operator
+
+WEB_PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
+
+public = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], responses=COMMON)
+
+
+@public.get("/health", response_model=Health)
+def health() -> dict[str, Any]:
+    """Liveness: the process answers.  Checks no backend (that is ``/ready``)."""
+    return {"status": "ok"}
+
+
+@public.get("/", include_in_schema=False)
+def web_page() -> FileResponse:
+    return FileResponse(WEB_PAGE, media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+def ready(index: IndexDep) -> JSONResponse:
+    """Readiness: Redis and Qdrant answer (503 and which one failed, otherwise)."""
+    checks: dict[str, str] = {}
+    try:
+        index.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # any failure means "not ready"; say which
+        checks["redis"] = f"error: {exc}"
+    try:
+        index.qdrant.get_collection(index.store.collection_name)
+        checks["qdrant"] = "ok"
+    except Exception as exc:
+        checks["qdrant"] = f"error: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics", dependencies=[Depends(require_operator)], responses={
+    **problems(403),
+    200: {"content": {CONTENT_TYPE_LATEST: {"example": "tgrag_index_posts 12.0\n"}},
+          "description": "Prometheus text exposition"}})
+def metrics(request: Request) -> Response:
+    """Request counts and latencies by route and status, index size, ingest and LLM counters."""
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

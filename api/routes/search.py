@@ -1,0 +1,54 @@
+"""``GET|POST /search``, ``GET /stats``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import IndexDep, build_filters
+from api.schemas import COMMON, SearchRequest, SearchResponse, StatsResponse, problems
+from rag.posts import tenant_stats
+from rag.search import MAX_K, MAX_QUERY_CHARS, PostSearcher
+
+router = APIRouter(tags=["search"], responses=COMMON)
+ERRORS = problems(400, 503)
+
+
+def _search(index: IndexDep, body: SearchRequest) -> dict[str, Any]:
+    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
+    hits = PostSearcher(index).search(body.q, filters, k=body.k, mode=body.mode)
+    return {"results": [h.to_dict() for h in hits]}
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERRORS)
+def search(
+    index: IndexDep,
+    q: Annotated[str, Query(description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
+                            json_schema_extra={"maxLength": MAX_QUERY_CHARS},
+                            examples=["повышение ключевой ставки"])] = "",
+    k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.",
+                            json_schema_extra={"minimum": 1, "maximum": MAX_K})] = 10,
+    channel: Annotated[list[str], Query(description="Channel id, username or title.")] = [],  # noqa: B006
+    tag: Annotated[list[str], Query(description="Tags, any of.")] = [],  # noqa: B006
+    since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM] or unix.",
+                                       examples=["2024-05-01"])] = None,
+    until: Annotated[str | None, Query(description="Inclusive end date.")] = None,
+    mode: Annotated[str, Query(description="dense | sparse | hybrid.")] = "dense",
+) -> dict[str, Any]:
+    """Posts matching the query, best first (one hit per post, its best chunk as snippet)."""
+    body = SearchRequest.model_construct(q=q, k=k, channel=channel, tag=tag, since=since,
+                                         until=until, mode=mode)
+    return _search(index, body)
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+def search_post(body: SearchRequest, index: IndexDep) -> dict[str, Any]:
+    """``GET /search`` with a JSON body (long queries, many filters)."""
+    return _search(index, body)
+
+
+@router.get("/stats", response_model=StatsResponse, responses=problems(503))
+def stats(index: IndexDep) -> dict[str, Any]:
+    """Your tenant's posts, vectors and channels."""
+    return tenant_stats(index)

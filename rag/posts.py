@@ -1,0 +1,136 @@
+"""One post and its neighbours: ``get_post`` (the full post) and ``similar_posts`` ("more like
+this"), plus ``tenant_stats`` (the contract's stats shape, for one tenant).
+
+All three work on a tenant's view of the index (:meth:`rag.index.Index.for_tenant`): the post is
+looked up under the tenant's document id and every Qdrant read carries the tenant filter, so a
+tenant can neither read nor be recommended another tenant's posts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from qdrant_client import models
+
+from rag.errors import InputError, NotFoundError
+from rag.index import Index
+from rag.search import MAX_K, PostHit, SearchFilters, collapse
+from rag.store import DENSE, DOC_ID_KEY, NODE_ID_KEY, TEXT_KEY
+from rag.tenants import tenant_doc_id, tenant_of_doc_id
+
+# Chunk vectors of the source post used as queries (a post rarely has more than a few chunks).
+MAX_QUERY_CHUNKS = 8
+PAYLOAD_HIDDEN = {TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, "tenant", "date_iso"}
+
+
+@dataclass(slots=True)
+class Post:
+    """A whole post as stored: text, metadata, tags and link."""
+
+    id: str
+    channel_id: int
+    channel: str
+    channel_title: str
+    message_id: int
+    date: int
+    link: str
+    text: str
+    tags: list[str]
+    chunks: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "channel_id": self.channel_id, "channel": self.channel,
+            "channel_title": self.channel_title, "message_id": self.message_id,
+            "date": datetime.fromtimestamp(self.date, UTC).isoformat(), "link": self.link,
+            "text": self.text, "tags": list(self.tags), "chunks": self.chunks,
+            "metadata": dict(self.metadata),
+        }
+
+
+def resolve_post_id(index: Index, channel: str, message_id: int) -> str:
+    """The tenant's document id of ``channel``/``message_id``; an unknown channel is not found."""
+    if message_id < 1:
+        raise InputError(f"message id must be positive, got {message_id}")
+    try:
+        channel_id = index.catalog.resolve(channel)
+    except InputError as err:
+        raise NotFoundError(err.message, hint=err.hint) from None
+    return tenant_doc_id(index.tenant, channel_id, message_id)
+
+
+def _points(index: Index, doc_id: str, *, with_vectors: bool) -> list[models.Record]:
+    records, _ = index.qdrant.scroll(
+        index.store.collection_name,
+        scroll_filter=models.Filter(must=[
+            models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id)),
+            models.FieldCondition(key="tenant", match=models.MatchValue(value=index.tenant)),
+        ]),
+        limit=1000, with_vectors=[DENSE] if with_vectors else False, with_payload=True,
+    )
+    return sorted(records, key=lambda r: str((r.payload or {}).get(NODE_ID_KEY, "")))
+
+
+def get_post(index: Index, channel: str, message_id: int) -> Post:
+    """The full post ``channel``/``message_id`` of the index's tenant."""
+    doc_id = resolve_post_id(index, channel, message_id)
+    records = _points(index, doc_id, with_vectors=False)
+    if not records or tenant_of_doc_id(doc_id) != index.tenant:
+        raise NotFoundError(f"no post {message_id} in channel {channel!r}",
+                            hint="search for it first: GET /search?q=...")
+    payload = dict(records[0].payload or {})
+    doc = index.docstore.get_document(doc_id, raise_error=False)
+    if doc is not None:
+        text = doc.get_content()
+    else:  # not committed yet (an ingest in flight): rebuild from the chunks
+        text = "\n\n".join(str((r.payload or {}).get(TEXT_KEY, "")) for r in records)
+    metadata = {k: v for k, v in payload.items() if k not in PAYLOAD_HIDDEN}
+    return Post(
+        id=doc_id, channel_id=int(payload.get("channel_id", 0)),
+        channel=payload.get("channel") or "", channel_title=payload.get("channel_title") or "",
+        message_id=int(payload.get("message_id", message_id)), date=int(payload.get("date", 0)),
+        link=payload.get("link") or "", text=text, tags=list(payload.get("tags") or []),
+        chunks=len(records), metadata=metadata,
+    )
+
+
+def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
+                  filters: SearchFilters | None = None) -> list[PostHit]:
+    """Posts closest to ``channel``/``message_id``, by its stored chunk vectors (not re-embedded);
+    the post itself is excluded.  A candidate's score is its best chunk against any source chunk.
+    """
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. k=10")
+    doc_id = resolve_post_id(index, channel, message_id)
+    records = _points(index, doc_id, with_vectors=True)
+    if not records:
+        raise NotFoundError(f"no post {message_id} in channel {channel!r}",
+                            hint="search for it first: GET /search?q=...")
+    filters = filters or SearchFilters()
+    filters.validate()
+    filters.tenant = index.tenant
+    flt = filters.to_qdrant() or models.Filter()
+    flt.must_not = [models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id))]
+    points: list[models.ScoredPoint] = []
+    for record in records[:MAX_QUERY_CHUNKS]:
+        vector = record.vector.get(DENSE) if isinstance(record.vector, dict) else record.vector
+        if vector:
+            points += index.store.search_dense(list(vector), flt, k * 4)  # type: ignore[arg-type]
+    return collapse(points)[:k]
+
+
+def tenant_stats(index: Index) -> dict[str, Any]:
+    """The contract's stats JSON for the index's tenant: its posts, points and channels."""
+    prefix_tenant = index.tenant
+    posts = sum(1 for doc_id in index.docstore.get_all_document_hashes().values()
+                if tenant_of_doc_id(str(doc_id)) == prefix_tenant)
+    points = index.store.count(SearchFilters(tenant=index.tenant).to_qdrant())
+    return {
+        "posts": posts,
+        "points": points,
+        "embedding_model": index.embedding.name,
+        "channels": [c.to_dict() for c in index.catalog.channels()],
+    }
