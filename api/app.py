@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None, *, index: Index | None = None) 
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(ingest.UploadLimit, limit=int(s.max_upload_mb * 1024 * 1024))
     app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost: ids on all
     return app
 

@@ -263,7 +263,6 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-
     from api.security import check_bind
 
     settings: Settings = ctx.obj

@@ -1,10 +1,10 @@
 """``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump) and ``GET /jobs/{id}``.
 
 The upload is streamed to a temporary file (never held in memory), refused with ``413`` past
-``TGRAG_MAX_UPLOAD_MB`` (the route's body limit stops reading at that size), and ingested by a
-background job on the app's single ingest thread, so ingest writes never run concurrently
-(Qdrant's local client is not safe for concurrent writers).  The posts belong to the uploader's
-tenant.
+``TGRAG_MAX_UPLOAD_MB`` (:class:`UploadLimit` stops reading the body at that size), and
+ingested by a background job on the app's single ingest thread, so ingest writes never run
+concurrently (Qdrant's local client is not safe for concurrent writers).  The posts belong to
+the uploader's tenant.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Path, Request, UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import IndexDep
 from api.schemas import COMMON, JobAccepted, JobOut, problems
@@ -25,6 +26,7 @@ from rag.index import Index
 from rag.settings import Settings
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file
+UPLOAD_PATH = "/ingest/export"
 
 
 def _jobs(index: Index) -> IngestJobs:
@@ -35,8 +37,8 @@ def make_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["ingest"], responses=COMMON)
     limit = int(settings.max_upload_mb * 1024 * 1024)
 
-    @router.post("/ingest/export", status_code=202, response_model=JobAccepted,
-                 responses=problems(400, 413), max_body_size=limit + MULTIPART_SLACK)
+    @router.post(UPLOAD_PATH, status_code=202, response_model=JobAccepted,
+                 responses=problems(400, 413))
     def ingest_export(
         request: Request,
         index: IndexDep,
@@ -84,3 +86,37 @@ class UploadTooLarge(InputError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"the upload is {size} bytes; the limit is {limit} bytes",
                          hint="split the export or raise TGRAG_MAX_UPLOAD_MB")
+
+
+class UploadLimit:
+    """ASGI middleware: the upload route reads at most ``limit`` bytes of body.
+
+    A larger ``Content-Length`` is refused before anything is read; a body that grows past the
+    limit while streaming (chunked uploads) stops with the same ``413`` as problem+json.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit + MULTIPART_SLACK
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != UPLOAD_PATH:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        too_large = HTTPException(413, "Upload too large")
+        if length.isdigit() and int(length) > self.limit:
+            scope["tgrag.body_too_large"] = True
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            if scope.get("tgrag.body_too_large"):
+                raise too_large
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_large
+            return message
+
+        await self.app(scope, limited, send)
