@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient
 from rag.catalog import ChannelCatalog
 from rag.datadir import DataDirLock
 from rag.embeddings import EmbeddingBackend, build_embedding
-from rag.redis_backend import kvstore, open_redis
+from rag.redis_backend import close_redis, kvstore, open_redis
 from rag.settings import Settings
 from rag.store import DEFAULT_TENANT, PostStore, open_qdrant
 from rag.tenants import catalog_namespace
@@ -98,6 +98,7 @@ class Index:
     def close(self) -> None:
         try:
             self.qdrant.close()
+            close_redis(self.redis, self.settings)
         finally:
             if self.lock:
                 self.lock.release()
