@@ -136,16 +136,19 @@ def create_app(settings: Settings | None = None, *, index: Index | None = None) 
     # Imported here: these routers import get_index from this module.
     from api.qa_routes import router as qa_router
     from api.routes import ingest, ops, posts, search
+    from api.schemas import COMMON, problems
     from api.sync_routes import router as sync_router
 
     auth = [Depends(authenticate)]
     app.include_router(ops.public)
     app.include_router(search.router, dependencies=auth)
     app.include_router(posts.router, dependencies=auth)
-    app.include_router(qa_router, dependencies=auth, tags=["ask"])
+    app.include_router(qa_router, dependencies=auth, tags=["ask"],
+                       responses={**COMMON, **problems(400, 502, 503)})
     app.include_router(ingest.make_router(s), dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.
-    app.include_router(sync_router, dependencies=[Depends(require_operator)], tags=["sync"])
+    app.include_router(sync_router, dependencies=[Depends(require_operator)], tags=["sync"],
+                       responses={**COMMON, **problems(400, 403, 404, 503)})
     app.include_router(ops.router, dependencies=auth)
 
     app.add_exception_handler(TgragError, _tgrag_error)

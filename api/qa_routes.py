@@ -68,7 +68,13 @@ def _sse(event: QAEvent) -> str:
     return f"event: {event.type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-@router.post("/ask/stream")
+@router.post("/ask/stream", response_class=StreamingResponse, responses={200: {
+    "description": "Server-Sent Events: token*, sources, done (or error)",
+    "content": {"text/event-stream": {"schema": {
+        "type": "object", "required": ["event", "data"],
+        "properties": {"event": {"enum": ["token", "sources", "done", "error"]},
+                       "data": {"type": "string", "description": "JSON"}}}, "example":
+                'event: token\ndata: {"text": "Банк России повысил ставку [1]"}\n\n'}}}})
 def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> StreamingResponse:
     filters = _filters(index, body.channel, body.tag, body.since, body.until)
     events = _engine(request, index).stream(body.question, filters, k=body.k)

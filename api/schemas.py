@@ -76,7 +76,8 @@ class SearchRequest(BaseModel):
         "q": "повышение ключевой ставки", "k": 5, "channel": ["econ_daily"], "tag": [],
         "since": "2024-05-01", "until": None, "mode": "dense"}]})
     q: str = Field("", description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
-                   json_schema_extra={"maxLength": MAX_QUERY_CHARS})
+                   json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS,
+                                      "pattern": r"\S"})
     k: int = Field(10, description=f"Posts to return, 1..{MAX_K}.",
                    json_schema_extra={"minimum": 1, "maximum": MAX_K})
     channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "

@@ -25,7 +25,8 @@ def _search(index: IndexDep, body: SearchRequest) -> dict[str, Any]:
 def search(
     index: IndexDep,
     q: Annotated[str, Query(description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
-                            json_schema_extra={"maxLength": MAX_QUERY_CHARS},
+                            json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS,
+                                               "pattern": r"\S"},
                             examples=["повышение ключевой ставки"])] = "",
     k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.",
                             json_schema_extra={"minimum": 1, "maximum": MAX_K})] = 10,
