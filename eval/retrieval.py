@@ -250,11 +250,7 @@ def evaluate_retrieval(
     """Index (or reuse) the dataset, retrieve with every mode and score the runs."""
     ds = load_beir(dataset).limited(limit)
     modes = parse_modes(modes)
-    fusion = fusion or FusionConfig(
-        method=settings.fusion, dense_weight=settings.fusion_dense_weight,
-        sparse_weight=settings.fusion_sparse_weight, rrf_k=settings.fusion_rrf_k,
-        depth=settings.fusion_depth,
-    )
+    fusion = fusion or FusionConfig.from_settings(settings)
     started = time.perf_counter()
     index = index_dataset(ds, settings, (lambda d, t: on_progress("index", d, t))
                           if on_progress else None)

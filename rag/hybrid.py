@@ -24,6 +24,7 @@ from typing import Literal, TypeVar
 from qdrant_client import models
 
 from rag.errors import InputError
+from rag.settings import Settings
 from rag.sparse import SparseEncoder
 from rag.store import DOC_ID_KEY, SPARSE, PostStore
 
@@ -51,6 +52,12 @@ class FusionConfig:
             raise InputError("fusion weights must be ≥ 0")
         if self.depth < 1 or self.rrf_k < 0:
             raise InputError("fusion depth must be ≥ 1 and rrf_k ≥ 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FusionConfig:
+        return cls(method=settings.fusion, dense_weight=settings.fusion_dense_weight,
+                   sparse_weight=settings.fusion_sparse_weight, rrf_k=settings.fusion_rrf_k,
+                   depth=settings.fusion_depth)
 
 
 Ranked = list[tuple[K, float]]

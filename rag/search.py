@@ -4,8 +4,10 @@ The query is embedded with the index's model and matched against the chunks in Q
 channel, tags and date in Qdrant itself.  Several chunks of one long post may match; they are
 collapsed into one hit per post, scored by its best chunk, whose text becomes the snippet.
 
-Only the ``dense`` mode exists for now; ``sparse`` and ``hybrid`` are part of the contract and come
-with the sparse encoder.
+Modes: ``dense`` (above), ``sparse`` (BM25 over the ``sparse`` vector, ``rag.sparse``) and
+``hybrid`` (both lists fused, ``rag.hybrid``; the default, ``TGRAG_SEARCH_MODE``, chosen on the
+eval sets in docs/eval.md).  In sparse and hybrid mode a hit's score is the BM25 or fused score,
+so ``min_score`` is on that scale.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Any
 from qdrant_client import models
 
 from rag.errors import InputError
+from rag.hybrid import FusionConfig, HybridRetriever
 from rag.index import Index
 from rag.store import DOC_ID_KEY, TEXT_KEY
 from rag.tags import normalize_tag  # noqa: F401 - re-exported
 
 MODES = ("dense", "sparse", "hybrid")
-AVAILABLE_MODES = ("dense",)
+AVAILABLE_MODES = MODES
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
 SNIPPET_CHARS = 300
@@ -192,15 +195,33 @@ class PostSearcher:
         query: str,
         filters: SearchFilters | None = None,
         k: int = 10,
-        mode: str = "dense",
+        mode: str | None = None,
     ) -> list[PostHit]:
+        mode = mode or self.index.settings.search_mode
         text = validate_query(query, k, mode)
         filters = filters or SearchFilters()
         filters.validate()
         if filters.tenant is None:  # a tenant's view of the index sees only its posts
             filters.tenant = self.index.tenant
+        if mode != "dense":
+            return self._lexical_or_hybrid(text, filters, k, mode)
         vector = self.index.embedding.model.get_query_embedding(text)
         return self._dense(vector, filters, k)
+
+    def _lexical_or_hybrid(self, text: str, filters: SearchFilters, k: int,
+                           mode: str) -> list[PostHit]:
+        retriever = HybridRetriever(
+            self.index.store, self.index.embedding.model.get_query_embedding,
+            fusion=FusionConfig.from_settings(self.index.settings),
+        )
+        hits: list[PostHit] = []
+        for cand in retriever.retrieve(text, mode, filters.to_qdrant(), k):  # type: ignore[arg-type]
+            if filters.min_score is not None and cand.score < filters.min_score:
+                continue
+            hit = PostHit.from_point(cand.point)  # the post's best chunk gives the snippet
+            hit.score = cand.score
+            hits.append(hit)
+        return hits
 
     def _dense(self, vector: list[float], filters: SearchFilters, k: int) -> list[PostHit]:
         flt = filters.to_qdrant()

@@ -93,7 +93,7 @@ def test_search_filters(client: TestClient) -> None:
         ({"q": "ставка", "k": "many"}, 422, "k: "),
         ({"q": "ставка", "since": "2024-05-10", "until": "2024-05-01"}, 400, "is after"),
         ({"q": "ставка", "since": "вчера"}, 400, "invalid date"),
-        ({"q": "ставка", "mode": "hybrid"}, 400, "not available yet"),
+        ({"q": "ставка", "mode": "bm25"}, 400, "unknown search mode"),
         ({"q": "ставка", "channel": "nosuchchannel"}, 400, "unknown channel"),
     ],
 )

@@ -120,7 +120,7 @@ def test_search_without_results(runner: CliRunner, data_dir: Path) -> None:
         (["search", "ставка", "-k", "500"], "k must be between 1 and 100"),
         (["search", "ставка", "--since", "вчера"], "invalid date"),
         (["search", "ставка", "--since", "2024-05-10", "--until", "2024-05-01"], "is after"),
-        (["search", "ставка", "--mode", "hybrid"], "not available yet"),
+        (["search", "ставка", "--mode", "bm25"], "unknown search mode"),
         (["search", "ставка", "--channel", "nosuchchannel"], "unknown channel"),
         (["ingest", "no/such/dump.json"], "no such file or folder"),
     ],

@@ -20,6 +20,7 @@ from rag.hybrid import (
     search_sparse,
 )
 from rag.index import Index
+from rag.search import PostSearcher, SearchFilters
 from rag.sparse import HASH_SPACE, SPARSE_KEY, Analyzer, SparseEncoder, term_id
 
 # -- analysis -------------------------------------------------------------------------------------
@@ -174,3 +175,15 @@ def test_hybrid_retriever_modes(filled: Index) -> None:
         assert len({h.doc_id for h in hits}) == len(hits)
     with pytest.raises(InputError):
         r.retrieve("x", mode="bm25")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_post_searcher_modes_with_filters(filled: Index) -> None:
+    searcher = PostSearcher(filled)
+    assert filled.settings.search_mode == "hybrid"
+    for mode in ("sparse", "hybrid", None):
+        hits = searcher.search("станция метро", k=3, mode=mode)
+        assert hits[0].id == "tg:7:3" and hits[0].snippet.startswith("В Москве"), mode
+        assert searcher.search("станция метро", SearchFilters(channel_ids=[8]), mode=mode) == []
+    late = SearchFilters(since=1_700_000_004)
+    assert {h.id for h in searcher.search("Москва", late, mode="sparse")} <= {"tg:7:4", "tg:7:5"}
