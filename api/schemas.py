@@ -74,7 +74,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "q": "повышение ключевой ставки", "k": 5, "channel": ["econ_daily"], "tag": [],
-        "since": "2024-05-01", "until": None, "mode": "dense"}]})
+        "since": "2024-05-01", "until": None, "mode": "hybrid"}]})
     q: str = Field("", description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
                    json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS,
                                       "pattern": r"\S"})
@@ -85,7 +85,8 @@ class SearchRequest(BaseModel):
     tag: list[str] = Field(default_factory=list, description="Tags, any of.")
     since: str | None = Field(None, description="YYYY-MM-DD[THH:MM] or unix seconds.")
     until: str | None = Field(None, description="Inclusive end date.")
-    mode: Literal["dense", "sparse", "hybrid"] = Field("dense", description="Retrieval mode.")
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None, description="Retrieval mode; default TGRAG_SEARCH_MODE.")
 
 
 class PostOut(BaseModel):

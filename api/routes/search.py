@@ -17,7 +17,8 @@ ERRORS = problems(400, 503)
 
 def _search(index: IndexDep, body: SearchRequest) -> dict[str, Any]:
     filters = build_filters(index, body.channel, body.tag, body.since, body.until)
-    hits = PostSearcher(index).search(body.q, filters, k=body.k, mode=body.mode)
+    mode = {"mode": body.mode} if body.mode else {}  # unset: TGRAG_SEARCH_MODE
+    hits = PostSearcher(index).search(body.q, filters, k=body.k, **mode)
     return {"results": [h.to_dict() for h in hits]}
 
 
@@ -35,7 +36,8 @@ def search(
     since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM] or unix.",
                                        examples=["2024-05-01"])] = None,
     until: Annotated[str | None, Query(description="Inclusive end date.")] = None,
-    mode: Annotated[str, Query(description="dense | sparse | hybrid.")] = "dense",
+    mode: Annotated[str | None, Query(description="dense | sparse | hybrid; default "
+                                      "TGRAG_SEARCH_MODE.")] = None,
 ) -> dict[str, Any]:
     """Posts matching the query, best first (one hit per post, its best chunk as snippet)."""
     body = SearchRequest.model_construct(q=q, k=k, channel=channel, tag=tag, since=since,
