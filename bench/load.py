@@ -1,0 +1,223 @@
+"""API load benchmark: search requests/s and latency percentiles against uvicorn on 127.0.0.1.
+
+Starts ``uvicorn api.app:app`` (one process, auth off, rate limit off) over an index, then runs
+``--clients`` concurrent async httpx clients sending ``GET /search`` for ``--duration`` seconds
+(at most ``--max-requests``), and prints requests/s and p50/p95/p99 latency.
+
+The index is real — the posts are embedded by the real pipeline, never faked:
+
+* ``--data-dir DIR`` with an index in it (e.g. built by ``bench/ingest.py --data-dir DIR`` over
+  the 22k posts): reused as is;
+* otherwise a small index of ``--posts`` posts (default 2,000) from the news data set is built
+  first in a temporary folder (or in an empty ``--data-dir``), which takes minutes.
+
+The number of indexed posts is always printed (and written with ``--json``): figures at 2k posts
+and at 22k posts are different figures.
+
+Queries are word windows cut from indexed posts (seeded), so every query has real matches.
+
+Usage: python bench/load.py [--data-dir DIR] [--posts N] [--clients 16] [--duration 30]
+                            [--max-requests 20000] [--mode dense|sparse|hybrid] [--k 10]
+                            [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ingest.documents import Post  # noqa: E402
+from ingest.pipeline import PostPipeline  # noqa: E402
+from ingest.readers import read_paths  # noqa: E402
+from rag.index import Index  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+
+DEFAULT_RAW = REPO.parent / "shared" / "data" / "telegram" / "nktkln_telegram_news" / "raw"
+SEED = 20240501
+
+
+def build_index(data_dir: Path, raw: Path, n: int) -> None:
+    posts = [p for p in read_paths([raw]) if isinstance(p, Post)]
+    random.Random(SEED).shuffle(posts)
+    posts = posts[:n]
+    print(f"building a real index of {len(posts)} posts in {data_dir} (embedding; minutes)…",
+          flush=True)
+    started = time.perf_counter()
+    with Index.open(Settings(data_dir=data_dir), purpose="bench load build") as index:
+        report = PostPipeline(index).ingest(posts)
+    took = time.perf_counter() - started
+    print(f"  ingested {report.posts} posts ({report.new} new) in {took:.0f} s "
+          f"({report.posts / took:.1f} posts/s)", flush=True)
+
+
+def sample_queries(data_dir: Path, n: int = 200) -> list[str]:
+    """Word windows (3-6 words) from random indexed chunks."""
+    rng = random.Random(SEED)
+    with Index.open(Settings(data_dir=data_dir), purpose="bench load queries") as index:
+        records, _ = index.qdrant.scroll(index.store.collection_name, limit=2000,
+                                         with_payload=["text"], with_vectors=False)
+    texts = [str((r.payload or {}).get("text", "")) for r in records]
+    queries: list[str] = []
+    for text in rng.sample(texts, min(len(texts), n * 2)):
+        words = [w for w in text.split() if w.isalpha() and len(w) > 3]
+        if len(words) >= 3:
+            size = rng.randint(3, min(6, len(words)))
+            start = rng.randint(0, len(words) - size)
+            queries.append(" ".join(words[start:start + size]))
+        if len(queries) >= n:
+            break
+    return queries
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGRAG_")}
+    env.update(TGRAG_DATA_DIR=str(data_dir), TGRAG_RATE_LIMIT="0", TGRAG_SYNC_INTERVAL="0",
+               TGRAG_LOG_LEVEL="WARNING")
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
+         str(port), "--no-access-log"], cwd=REPO, env=env)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"uvicorn exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("uvicorn did not become ready")
+
+
+async def run_load(base: str, queries: list[str], clients: int, duration: float,
+                   max_requests: int, k: int, mode: str | None) -> dict[str, object]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    sent = 0
+    stop_at = 0.0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+
+        async def one(q: str) -> None:
+            nonlocal errors
+            params: dict[str, object] = {"q": q, "k": k}
+            if mode:
+                params["mode"] = mode
+            t0 = time.perf_counter()
+            try:
+                response = await http.get("/search", params=params)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+
+        for q in queries[:20]:  # warm-up (model, caches), not measured
+            await one(q)
+        latencies.clear()
+        statuses.clear()
+        errors = 0
+
+        async def client(worker: int) -> None:
+            nonlocal sent
+            rng = random.Random(SEED + worker)
+            while time.perf_counter() < stop_at and sent < max_requests:
+                sent += 1
+                await one(rng.choice(queries))
+
+        started = time.perf_counter()
+        stop_at = started + duration
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+
+    ms = sorted(x * 1000 for x in latencies)
+
+    def pct(p: float) -> float:
+        return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 1) if ms else float("nan")
+
+    return {
+        "requests": len(latencies) + errors, "ok": len(latencies), "errors": errors,
+        "statuses": statuses, "seconds": round(elapsed, 1),
+        "requests_per_s": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
+        "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+        "mean_ms": round(statistics.fmean(ms), 1) if ms else float("nan"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="reuse the index in DIR (built here if DIR has none)")
+    ap.add_argument("--posts", type=int, default=2000, help="posts to index when building")
+    ap.add_argument("--raw", type=Path, default=DEFAULT_RAW)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    ap.add_argument("--max-requests", type=int, default=20000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--mode", default=None, help="search mode; default TGRAG_SEARCH_MODE")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="tgrag-load-")
+        data_dir = Path(tmp.name) / "data"
+    if not (data_dir / "qdrant").exists():
+        build_index(data_dir, args.raw, args.posts)
+    queries = sample_queries(data_dir)
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(data_dir, port)
+    try:
+        wait_ready(base, proc)
+        stats = httpx.get(base + "/stats", timeout=60).json()
+        print(f"index: {stats['posts']} posts, {stats['points']} points "
+              f"({stats['embedding_model']}); {len(queries)} distinct queries", flush=True)
+        print(f"load: {args.clients} clients, {args.duration:.0f} s or {args.max_requests} "
+              f"requests, GET /search k={args.k} mode={args.mode or 'default'}", flush=True)
+        result = asyncio.run(run_load(base, queries, args.clients, args.duration,
+                                      args.max_requests, args.k, args.mode))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if tmp is not None:
+            tmp.cleanup()
+    figures = {"posts": stats["posts"], "points": stats["points"], "clients": args.clients,
+               "mode": args.mode or "default", "cpus": os.cpu_count(), **result}
+    print(json.dumps(figures, ensure_ascii=False, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
