@@ -78,13 +78,14 @@ def main() -> None:
     t0 = time.perf_counter()
     items = list(read_paths([args.raw], max_post_chars=settings.max_post_chars))
     posts = [i for i in items if isinstance(i, Post)]
+    skipped = len(items) - len(posts)
     if args.sample and args.sample < len(posts):
         posts = random.Random(0).sample(posts, args.sample)
     if args.limit:
         posts = posts[: args.limit]
     read_s = time.perf_counter() - t0
-    skipped = len(items) - len(posts)
-    print(f"read: {len(posts)} posts ({skipped} skipped) in {read_s:.1f}s", flush=True)
+    print(f"read: {len(items)} records, {skipped} skipped; ingesting {len(posts)} posts "
+          f"({read_s:.1f}s)", flush=True)
 
     index = Index.open(settings, purpose="bench")
     pipeline = PostPipeline(index)
