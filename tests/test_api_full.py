@@ -42,8 +42,10 @@ def clean_env(mp: pytest.MonkeyPatch) -> None:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     with pytest.MonkeyPatch.context() as mp:
         clean_env(mp)
+        # Dense: /ask's no-answer threshold (qa_min_score) is on the cosine scale; with the
+        # hybrid default every ask is "not_found" (RRF scores are ~0.03).
         settings = Settings(data_dir=tmp_path_factory.mktemp("api_full") / "data",
-                            _env_file=None)  # type: ignore[call-arg]
+                            search_mode="dense", _env_file=None)  # type: ignore[call-arg]
         with Index.open(settings, purpose="pytest api_full") as index:
             assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
     return settings

@@ -44,8 +44,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         for key in list(os.environ):
             if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
                 mp.delenv(key)
+        # Dense: /ask's no-answer threshold is on the cosine scale (see test_api_full).
         settings = Settings(data_dir=tmp_path_factory.mktemp("auth") / "data", api_keys=KEYS,
-                            rate_limit=0, _env_file=None)  # type: ignore[call-arg]
+                            rate_limit=0, search_mode="dense",
+                            _env_file=None)  # type: ignore[call-arg]
         with Index.open(settings, purpose="pytest auth") as index:
             PostPipeline(index).ingest(POSTS)
     return settings
