@@ -221,3 +221,15 @@ def test_jobs_are_per_tenant(client: TestClient) -> None:
     assert wait_done(client, job_id, ACME)["status"] == "done"
     assert_problem(client.get(f"/jobs/{job_id}", headers=GLOBEX), 404)
     assert_problem(client.get(f"/jobs/{job_id}", headers=OP), 404)
+
+
+def test_serve_refuses_open_bind_without_keys(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "8999"])
+    assert result.exit_code == 2
+    assert "refusing to bind 0.0.0.0" in result.output and "TGRAG_API_KEYS" in result.output
+    assert not (tmp_path / "data").exists()  # refused before the data folder was opened
