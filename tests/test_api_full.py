@@ -266,3 +266,16 @@ def test_web_page_and_openapi(client: TestClient) -> None:
         assert components[name].get("examples"), name
     get_search = schema["paths"]["/search"]["get"]
     assert "application/problem+json" in get_search["responses"]["400"]["content"]
+
+
+def test_request_id_in_logs(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    access = logging.getLogger("tgrag.api.access")
+    access.setLevel(logging.INFO)
+    try:
+        client.get("/posts/econ_daily/1", headers={"X-Request-ID": "trace-42"})
+    finally:
+        access.setLevel(logging.NOTSET)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "request_id=trace-42" in line]
+    assert lines and "route=/posts/{channel}/{message_id}" in lines[0] and "status=200" in lines[0]
