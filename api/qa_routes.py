@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.app import get_index
+from api.schemas import AskResponse, TagsResponse
 from rag.errors import TgragError
 from rag.index import Index
 from rag.llm import build_llm
@@ -57,7 +58,7 @@ def _engine(request: Request, index: Index) -> QAEngine:
     return QAEngine(index, state.qa_llm)
 
 
-@router.post("/ask")
+@router.post("/ask", response_model=AskResponse)
 def ask(body: AskRequest, request: Request, index: IndexDep) -> dict[str, Any]:
     filters = _filters(index, body.channel, body.tag, body.since, body.until)
     return _engine(request, index).ask(body.question, filters, k=body.k).to_dict()
@@ -94,7 +95,7 @@ def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> Streaming
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.get("/tags")
+@router.get("/tags", response_model=TagsResponse)
 def tags(
     index: IndexDep,
     channel: Annotated[list[str], Query(description="Channel id, username or title.")] = [],  # noqa: B006

@@ -171,3 +171,40 @@ class Ready(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: str
     qdrant: str
+
+
+class AskSource(BaseModel):
+    n: int = Field(description="The number cited as [n] in the answer.")
+    id: str
+    channel: str
+    message_id: int
+    link: str
+    date: str
+    snippet: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "answer": "Банк России повысил ключевую ставку до 16% годовых [1].",
+        "mode": "generative",
+        "sources": [{"n": 1, "id": "tg:1001:1", "channel": "Экономика за день",
+                     "message_id": 1, "link": "https://t.me/econ_daily/1",
+                     "date": "2024-05-01T10:00:00+00:00",
+                     "snippet": "Банк России повысил ключевую ставку до 16% годовых…",
+                     "score": 0.8731}]}]})
+    answer: str
+    mode: Literal["generative", "extractive", "not_found"]
+    sources: list[AskSource]
+
+
+class TagCount(BaseModel):
+    tag: str
+    posts: int
+
+
+class TagsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "posts": 12, "tags": [{"tag": "метро", "posts": 3}, {"tag": "инфляция", "posts": 1}]}]})
+    posts: int = Field(description="Posts matching the filters.")
+    tags: list[TagCount]
