@@ -144,7 +144,10 @@ class QAEngine:
 
     def sources(self, question: str, filters: SearchFilters | None = None,
                 k: int | None = None) -> list[Source]:
-        hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k)
+        # Dense on purpose, whatever TGRAG_SEARCH_MODE says: the "nothing relevant" threshold
+        # (qa_min_score) is a cosine similarity, and fused hybrid scores (RRF ≈ 0.03) are not.
+        hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k,
+                                    mode="dense")
         hits = [h for h in hits if h.score >= self.min_score]
         return [Source(n=i, hit=h, text=self._full_text(h)) for i, h in enumerate(hits, 1)]
 

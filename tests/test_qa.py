@@ -32,10 +32,11 @@ def hit(doc_id: str, score: float) -> PostHit:
 class StubSearcher:
     def __init__(self, hits: list[PostHit]) -> None:
         self.hits = hits
-        self.calls: list[tuple[str, SearchFilters, int]] = []
+        self.calls: list[tuple[str, SearchFilters, int, str | None]] = []
 
-    def search(self, query: str, filters: SearchFilters, k: int = 10) -> list[PostHit]:
-        self.calls.append((query, filters, k))
+    def search(self, query: str, filters: SearchFilters, k: int = 10,
+               mode: str | None = None) -> list[PostHit]:
+        self.calls.append((query, filters, k, mode))
         return self.hits[:k]
 
 
@@ -86,6 +87,8 @@ def test_generative_answer_maps_citations_to_sources(fake: FakeGigaChat) -> None
                                         "snippet", "score"]
     assert data["sources"][1]["id"] == "tg:1:2" and data["sources"][1]["score"] == 0.88
     assert qa.searcher.calls[0][1] is flt  # same filters as search
+    # dense whatever the default search mode: qa_min_score is a cosine similarity
+    assert qa.searcher.calls[0][3] == "dense"
     prompt = fake.requests[0]["messages"]
     assert prompt[0]["role"] == "system"
     assert "[1] Канал 1 (@chan1), 2024-05-01\n" + POSTS["tg:1:1"] in prompt[1]["content"]
