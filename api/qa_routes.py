@@ -20,12 +20,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.app import get_index
+from api.deps import build_filters
 from api.schemas import AskResponse, TagsResponse
 from rag.errors import TgragError
 from rag.index import Index
 from rag.llm import build_llm
 from rag.qa import QAEngine, QAEvent
-from rag.search import SearchFilters, parse_date
 from rag.tag_stats import top_tags
 
 router = APIRouter()
@@ -41,16 +41,6 @@ class AskRequest(BaseModel):
     until: str | None = Field(None, description="Inclusive end date.")
 
 
-def _filters(index: Index, channel: list[str], tag: list[str], since: str | None,
-             until: str | None) -> SearchFilters:
-    return SearchFilters(
-        channel_ids=[index.catalog.resolve(c) for c in channel],
-        tags=list(tag),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-    )
-
-
 def _engine(request: Request, index: Index) -> QAEngine:
     state = request.app.state
     if not hasattr(state, "qa_llm"):
@@ -60,7 +50,7 @@ def _engine(request: Request, index: Index) -> QAEngine:
 
 @router.post("/ask", response_model=AskResponse)
 def ask(body: AskRequest, request: Request, index: IndexDep) -> dict[str, Any]:
-    filters = _filters(index, body.channel, body.tag, body.since, body.until)
+    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
     return _engine(request, index).ask(body.question, filters, k=body.k).to_dict()
 
 
@@ -77,7 +67,7 @@ def _sse(event: QAEvent) -> str:
                        "data": {"type": "string", "description": "JSON"}}}, "example":
                 'event: token\ndata: {"text": "Банк России повысил ставку [1]"}\n\n'}}}})
 def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> StreamingResponse:
-    filters = _filters(index, body.channel, body.tag, body.since, body.until)
+    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
     events = _engine(request, index).stream(body.question, filters, k=body.k)
     first = next(events)  # errors before the first token are plain HTTP errors
 
@@ -104,4 +94,4 @@ def tags(
     limit: Annotated[int, Query(ge=1, le=1000, description="Tags to return.")] = 50,
 ) -> dict[str, Any]:
     """Top tags with the number of posts carrying each."""
-    return top_tags(index, _filters(index, channel, [], since, until), limit=limit)
+    return top_tags(index, build_filters(index, channel, [], since, until), limit=limit)
