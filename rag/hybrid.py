@@ -37,11 +37,15 @@ FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How the dense and sparse lists are merged (defaults = the measured best on danetqa)."""
+    """How the dense and sparse lists are merged.
 
-    method: FusionMethod = "rrf"
-    dense_weight: float = 1.0
-    sparse_weight: float = 1.0
+    Defaults = the measured best (docs/eval.md): min-max score fusion 0.6 dense / 0.4 sparse over
+    100 candidates per list; it beat dense on every shared set and plain RRF by 3 points on danetqa.
+    """
+
+    method: FusionMethod = "minmax"
+    dense_weight: float = 0.6
+    sparse_weight: float = 0.4
     rrf_k: float = 60.0
     depth: int = 100  # candidates per list, in posts
 

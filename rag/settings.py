@@ -57,10 +57,10 @@ class Settings(BaseSettings):
         "hybrid", description="Default retrieval mode."
     )
     fusion: Literal["rrf", "minmax", "zscore"] = Field(
-        "rrf", description="Hybrid fusion: weighted RRF, or min-max / z-score score fusion."
+        "minmax", description="Hybrid fusion: weighted RRF, or min-max / z-score score fusion."
     )
-    fusion_dense_weight: float = Field(1.0, ge=0, description="Hybrid: weight of the dense list.")
-    fusion_sparse_weight: float = Field(1.0, ge=0, description="Hybrid: weight of the BM25 list.")
+    fusion_dense_weight: float = Field(0.6, ge=0, description="Hybrid: weight of the dense list.")
+    fusion_sparse_weight: float = Field(0.4, ge=0, description="Hybrid: weight of the BM25 list.")
     fusion_rrf_k: float = Field(60.0, ge=0, description="Hybrid RRF: the k in 1/(k + rank).")
     fusion_depth: int = Field(
         100, ge=1, le=1000, description="Hybrid: candidate posts fetched per list before fusion."

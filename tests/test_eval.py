@@ -97,7 +97,7 @@ def test_make_runs_and_score(tmp_path: Path) -> None:
         dense={"q1": [("d2", 0.9), ("d1", 0.8)], "q2": [("d3", 0.9)]},
         sparse={"q1": [("d1", 7.0)], "q2": []},
     )
-    runs = make_runs(cands, ["dense", "sparse", "hybrid"], FusionConfig())
+    runs = make_runs(cands, ["dense", "sparse", "hybrid"], FusionConfig(method="rrf"))
     assert list(runs["hybrid"]["q1"]) == ["d1", "d2"]  # in both lists beats top of one
     metrics, pvalues = score(ds, runs)
     assert metrics["dense"]["mrr@10"] == pytest.approx((0.5 + 1) / 2)

@@ -114,7 +114,7 @@ def test_score_fusion_missing_keys_get_the_floor() -> None:
 def test_fuse_respects_depth_and_config() -> None:
     dense = [("a", 0.9), ("b", 0.8), ("x", 0.1)]
     sparse = [("c", 9.0), ("b", 5.0), ("y", 1.0)]
-    top = fuse(dense, sparse, FusionConfig(depth=2))
+    top = fuse(dense, sparse, FusionConfig(method="rrf", depth=2))
     assert top[0][0] == "b" and {k for k, _ in top} == {"a", "b", "c"}
     only_dense = fuse(dense, sparse, FusionConfig(method="minmax", sparse_weight=0.0))
     assert [k for k, _ in only_dense][:3] == ["a", "b", "x"]
