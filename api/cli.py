@@ -180,12 +180,15 @@ def search(
     tag: list[str] = typer.Option([], "--tag", "-t", help="Tag, any of (repeatable)."),
     since: str | None = typer.Option(None, help="From this date: YYYY-MM-DD[THH:MM] or unix."),
     until: str | None = typer.Option(None, help="Up to this date (inclusive)."),
-    mode: str = typer.Option("dense", help="dense | sparse | hybrid (only dense for now)."),
+    mode: str | None = typer.Option(
+        None, help="dense | sparse | hybrid [default: TGRAG_SEARCH_MODE, hybrid]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Search posts; results are posts (not chunks), best first."""
     from rag.search import PostSearcher, SearchFilters, parse_date, validate_query
 
+    mode = mode or ctx.obj.search_mode
     validate_query(query, k, mode)  # fail before loading the model
     filters = SearchFilters(
         tags=list(tag),
@@ -269,11 +272,11 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     check_bind(settings, host)  # no API keys → loopback only
-    if not settings.api_keys:
-        click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
-                   err=True)
     # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
     with open_index(ctx, "serve") as index:
+        if not settings.api_keys:
+            click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
+                       err=True)
         click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)
         uvicorn.run(
             create_app(settings, index=index), host=host, port=port, log_config=None,
@@ -282,11 +285,13 @@ def serve(
 
 
 # Command groups that live in their own modules (one job each).
+from api.eval_commands import register as _register_eval  # noqa: E402
 from api.qa_commands import register as _register_qa  # noqa: E402
 from api.sync_commands import register as _register_sync  # noqa: E402
 
 _register_qa(app)
 _register_sync(app)
+_register_eval(app)
 
 
 def main() -> None:
