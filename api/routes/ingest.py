@@ -65,9 +65,11 @@ def make_router(settings: Settings) -> APIRouter:
         jobs = _jobs(index)
         job = jobs.create(index.tenant, name)
         state = request.app.state
+        # Built before the worker can touch the job: it mutates the same object.
+        accepted = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
+                    "bytes": size}
         state.ingest_executor.submit(jobs.run, job, path, index, state.write_lock)
-        return {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
-                "bytes": size}
+        return accepted
 
     @router.get("/jobs/{job_id}", response_model=JobOut, responses=problems(404))
     def job_status(job_id: Annotated[str, Path(description="From POST /ingest/export.",
