@@ -1,7 +1,8 @@
-"""``tgrag eval retrieval``, added to the CLI by ``register(app)`` in ``api/cli.py``.
+"""``tgrag eval retrieval|generate``, added to the CLI by ``register(app)`` in ``api/cli.py``.
+The work is in ``eval/``; these are the options, the progress lines on stderr and the tables.
 
-Only retrieval evaluation exists: ``eval generate`` and ``eval answers`` (issue 5) are not
-implemented yet, so they are not offered at all rather than offered as stubs.
+Without an LLM (``TGRAG_LLM=none``) ``generate`` is an input error (exit 2: there is nothing it can
+produce).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 import typer
 
 from rag.errors import InputError
+from rag.settings import Settings
 
 eval_app = typer.Typer(help="Evaluate search quality on BEIR-format datasets.",
                        no_args_is_help=True)
@@ -66,10 +68,61 @@ def retrieval(
     result = evaluate_retrieval(dataset, settings, mode_list, limit, config, progress)
     click.echo(result.to_markdown())
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2),
-                             encoding="utf-8")
+        _write_json(json_path, result.to_json())
     png = chart or (json_path.with_suffix(".png") if json_path else
                     Path(f"eval-{result.dataset}.png"))
     bar_chart(result, png)
     click.echo(f"chart: {png}", err=True)
+
+
+@eval_app.command("generate")
+def generate(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Folder to write the BEIR dataset to."),
+    channel: list[str] = typer.Option(
+        [], "--channel", "-c", help="Channel id, username or exact title (repeatable; "
+        "default: every indexed channel)."),
+    n: int = typer.Option(100, "-n", "--n", min=1, help="Questions to generate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the post sample."),
+    min_chars: int | None = typer.Option(None, "--min-chars", min=1,
+                                         help="Skip posts shorter than this [default: 100]."),
+    max_corpus: int | None = typer.Option(
+        None, "--max-corpus", min=1, help="Cap the corpus: the question posts plus a sample of "
+        "the others (default: every post of the channels)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a dataset already in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Make question → post pairs from your indexed channels with the LLM (BEIR format)."""
+    from api.cli import _print_json, open_index
+    from eval.generate import MIN_POST_CHARS, GenerateReport, check_out_dir, generate_dataset
+    from eval.llm_util import require_llm
+    from rag.llm import build_llm
+
+    settings: Settings = ctx.obj
+    require_llm(settings, "eval generate")
+    llm = build_llm(settings)  # a credentials problem shows before the data folder is taken
+    check_out_dir(out, force)
+    shown = [0]
+
+    def progress(report: GenerateReport) -> None:
+        if report.tried - shown[0] >= 10 or report.questions >= n:
+            shown[0] = report.tried
+            click.echo(f"generate: {report.questions}/{n} questions ({report.tried} posts tried, "
+                       f"{report.rejected} rejected, {report.failed} failed)", err=True)
+
+    with open_index(ctx, "eval generate") as index:
+        report = generate_dataset(
+            index, llm, out, channels=channel, n=n, seed=seed,
+            min_chars=min_chars or MIN_POST_CHARS, max_corpus=max_corpus, force=force,
+            on_progress=progress,
+        )
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(report.summary())
+    click.echo(f"next: tgrag eval retrieval --dataset {out}", err=True)
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
