@@ -65,6 +65,22 @@ class Settings(BaseSettings):
     fusion_depth: int = Field(
         100, ge=1, le=1000, description="Hybrid: candidate posts fetched per list before fusion."
     )
+    # Search: optional ranking stages after retrieval (rag/rerank.py; off, see docs/benchmarks.md)
+    rerank_model: str = Field(
+        "", description="Cross-encoder (local folder or model name) reranking the top posts; "
+        "empty = off. Needs the huggingface extra."
+    )
+    rerank_depth: int = Field(
+        30, ge=1, le=200, description="Top posts the reranker and the recency boost reorder."
+    )
+    recency_half_life_days: float = Field(
+        0, ge=0, description="Recency boost: half-life in days, age counted from the newest "
+        "matching post; 0 = off."
+    )
+    recency_weight: float = Field(
+        0.2, ge=0, le=1,
+        description="Recency boost: final = (1 − w)·relevance + w·2^(−age/half-life).",
+    )
 
     # LLM (used by tagging and question answering)
     llm: Literal["none", "gigachat", "openai"] = Field("none", description="LLM backend.")
