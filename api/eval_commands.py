@@ -1,8 +1,10 @@
-"""``tgrag eval retrieval|generate``, added to the CLI by ``register(app)`` in ``api/cli.py``.
-The work is in ``eval/``; these are the options, the progress lines on stderr and the tables.
+"""``tgrag eval retrieval|generate|answers``, added to the CLI by ``register(app)`` in
+``api/cli.py``.  The work is in ``eval/``; these are the options, the progress lines on stderr and
+the printed tables.
 
 Without an LLM (``TGRAG_LLM=none``) ``generate`` is an input error (exit 2: there is nothing it can
-produce).
+produce), while ``answers`` is *skipped* with a message and exit 0, so a script that runs every
+evaluation still passes on a machine without LLM credentials.
 """
 
 from __future__ import annotations
@@ -121,6 +123,41 @@ def generate(
         return
     click.echo(report.summary())
     click.echo(f"next: tgrag eval retrieval --dataset {out}", err=True)
+
+
+@eval_app.command("answers")
+def answers(
+    ctx: typer.Context,
+    dataset: Path = typer.Option(..., "--dataset", help="BEIR folder (e.g. from eval generate)."),
+    limit: int | None = typer.Option(None, "--limit", min=1,
+                                     help="Use only the first N queries."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """Answer each query with the real QA and grade faithfulness and correctness (LLM judge)."""
+    from eval.answers import evaluate_answers
+    from eval.beir import load_beir
+    from eval.llm_util import LLM_HINT
+    from rag.llm import build_llm
+
+    settings: Settings = ctx.obj
+    name = load_beir(dataset).name  # a bad dataset is an error even when skipping
+    if settings.llm == "none":
+        click.echo("skipped: eval answers needs an LLM to answer and to judge, and TGRAG_LLM is "
+                   "'none'", err=True)
+        click.echo(f"hint: {LLM_HINT}", err=True)
+        if json_path:
+            _write_json(json_path, {"dataset": name, "skipped": "no LLM configured (TGRAG_LLM)"})
+        return
+    llm = build_llm(settings)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done == total or done % (200 if stage == "index" else 10) == 0:
+            click.echo(f"{stage}: {done}/{total}", err=True)
+
+    result = evaluate_answers(dataset, settings, llm, limit, progress)
+    click.echo(result.to_markdown())
+    if json_path:
+        _write_json(json_path, result.to_json())
 
 
 def _write_json(path: Path, data: object) -> None:
