@@ -87,7 +87,7 @@ def generate(
     n: int = typer.Option(100, "-n", "--n", min=1, help="Questions to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the post sample."),
     min_chars: int | None = typer.Option(None, "--min-chars", min=1,
-                                         help="Skip posts shorter than this [default: 100]."),
+                                         help="Skip posts shorter than this (default 100)."),
     max_corpus: int | None = typer.Option(
         None, "--max-corpus", min=1, help="Cap the corpus: the question posts plus a sample of "
         "the others (default: every post of the channels)."),
