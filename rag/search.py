@@ -21,6 +21,7 @@ from qdrant_client import models
 from rag.errors import InputError
 from rag.hybrid import FusionConfig, HybridRetriever
 from rag.index import Index
+from rag.rerank import RankingConfig, post_texts, rerank
 from rag.store import DOC_ID_KEY, TEXT_KEY
 from rag.tags import normalize_tag  # noqa: F401 - re-exported
 
@@ -196,6 +197,7 @@ class PostSearcher:
         filters: SearchFilters | None = None,
         k: int = 10,
         mode: str | None = None,
+        ranking: RankingConfig | None = None,
     ) -> list[PostHit]:
         mode = mode or self.index.settings.search_mode
         text = validate_query(query, k, mode)
@@ -203,10 +205,16 @@ class PostSearcher:
         filters.validate()
         if filters.tenant is None:  # a tenant's view of the index sees only its posts
             filters.tenant = self.index.tenant
+        # Optional reranker / recency boost (rag.rerank; None = the settings): they reorder the
+        # top TGRAG_RERANK_DEPTH posts, then the page is cut.
+        ranking = ranking or RankingConfig.from_settings(self.index.settings)
+        pool = ranking.pool(k)
         if mode != "dense":
-            return self._lexical_or_hybrid(text, filters, k, mode)
-        vector = self.index.embedding.model.get_query_embedding(text)
-        return self._dense(vector, filters, k)
+            hits = self._lexical_or_hybrid(text, filters, pool, mode)
+        else:
+            vector = self.index.embedding.model.get_query_embedding(text)
+            hits = self._dense(vector, filters, pool)
+        return rerank(text, hits, ranking, lambda top: post_texts(self.index, top))[:k]
 
     def _lexical_or_hybrid(self, text: str, filters: SearchFilters, k: int,
                            mode: str) -> list[PostHit]:
