@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -86,6 +86,18 @@ class Analyzer:
         words = _TOKEN.findall(text.lower().replace("ё", "е"))
         stems = (self._stem_one(w) for w in words if w not in STOPWORDS)
         return [s for s in stems if s]
+
+    def stem(self, word: str) -> str:
+        """The stem ``tokens`` gives one word; ``""`` for a stopword."""
+        word = word.lower().replace("ё", "е")
+        return "" if word in STOPWORDS else self._stem_one(word)
+
+    def spans(self, text: str) -> Iterator[tuple[int, int, str]]:
+        """``(start, end, stem)`` of each word of ``text`` that ``tokens`` keeps, in order."""
+        for match in _TOKEN.finditer(text):
+            stem = self.stem(match.group())
+            if stem:
+                yield match.start(), match.end(), stem
 
 
 class SparseEncoder(TransformComponent):
