@@ -174,6 +174,7 @@ def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="What to look for, in any words."),
     k: int = typer.Option(10, "-k", "--k", help="How many posts to return (1..100)."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many hits (the next page)."),
     channel: list[str] = typer.Option(
         [], "--channel", "-c", help="Channel id, username or exact title (repeatable)."
     ),
@@ -185,11 +186,12 @@ def search(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """Search posts; results are posts (not chunks), best first."""
-    from rag.search import PostSearcher, SearchFilters, parse_date, validate_query
+    """Search posts; results are posts (not chunks), best first, copies collapsed."""
+    from rag.search import PostSearcher, SearchFilters, parse_date, validate_offset, validate_query
 
     mode = mode or ctx.obj.search_mode
     validate_query(query, k, mode)  # fail before loading the model
+    validate_offset(offset)
     filters = SearchFilters(
         tags=list(tag),
         since=parse_date(since) if since else None,
@@ -198,26 +200,69 @@ def search(
     filters.validate()
     with open_index(ctx, "search") as index:
         filters.channel_ids = [index.catalog.resolve(c) for c in channel]
-        hits = PostSearcher(index).search(query, filters, k=k, mode=mode)
+        page = PostSearcher(index).search(query, filters, k=k, mode=mode, offset=offset)
     if as_json:
-        _print_json({"results": [h.to_dict() for h in hits]})
-    else:
-        _print_hits(hits)
+        _print_json(page.to_dict())
+        return
+    _print_hits(page, start=offset + 1)
+    if page.next_offset is not None:
+        click.secho(f"more: --offset {page.next_offset}", dim=True)
 
 
-def _print_hits(hits: list[PostHit]) -> None:
+@app.command()
+def similar(
+    ctx: typer.Context,
+    channel: str = typer.Argument(..., help="Channel id or username of the post."),
+    message_id: int = typer.Argument(..., help="The post's message id in that channel."),
+    k: int = typer.Option(10, "-k", "--k", help="How many posts to return (1..100)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """More like this: the posts nearest to one post (its copies listed apart)."""
+    from rag.posts import similar_posts
+    from rag.search import MAX_K
+
+    if not 1 <= k <= MAX_K:  # fail before opening the index
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 10")
+    with open_index(ctx, "similar") as index:
+        found = similar_posts(index, channel, message_id, k=k)
+    if as_json:
+        _print_json(found.to_dict())
+        return
+    if found.copies:
+        click.echo("copies of this post: " + ", ".join(_copy_name(c) for c in found.copies))
+        click.echo()
+    _print_hits(found.hits)
+
+
+def _print_hits(hits: list[PostHit], start: int = 1) -> None:
     if not hits:
         click.echo("no results")
         return
-    for n, hit in enumerate(hits, 1):
+    for n, hit in enumerate(hits, start):
         when = hit.date_iso[:16].replace("T", " ")
         title = hit.channel_title or hit.channel or str(hit.channel_id)
         click.echo(f"{n:>2}. " + click.style(f"{hit.score:.3f}", fg="cyan")
                    + "  " + click.style(title, bold=True) + f"  {when} UTC")
         tags = " ".join(f"#{t}" for t in hit.tags)
         click.echo(f"    {hit.link}" + (f"  {tags}" if tags else ""))
-        click.echo(f"    {hit.snippet}")
+        click.echo(f"    {_marked(hit.snippet, hit.highlights)}")
+        if hit.copies:
+            click.echo("    also in: " + ", ".join(_copy_name(c) for c in hit.copies))
         click.echo()
+
+
+def _marked(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with the ``spans`` in bold (plain when output is not a terminal)."""
+    out, pos = [], 0
+    for start, end in spans:
+        out += [text[pos:start], click.style(text[start:end], bold=True)]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _copy_name(hit: PostHit) -> str:
+    title = hit.channel_title or hit.channel or str(hit.channel_id)
+    return f"{title} {hit.date_iso[:10]} {hit.link}"
 
 
 # -- stats ----------------------------------------------------------------------------------------

@@ -10,14 +10,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.search import MAX_K, MAX_QUERY_CHARS
+from rag.search import MAX_K, MAX_OFFSET, MAX_QUERY_CHARS
 
+COPY_EXAMPLE = {
+    "id": "tg:1002:7", "channel": "moscow_city", "channel_id": 1002,
+    "channel_title": "Город и транспорт", "message_id": 7,
+    "link": "https://t.me/moscow_city/7", "date": "2024-05-01T10:05:00+00:00",
+}
 HIT_EXAMPLE = {
     "id": "tg:1001:1", "channel_id": 1001, "channel": "econ_daily",
     "channel_title": "Экономика за день", "message_id": 1, "date": "2024-05-01T10:00:00+00:00",
     "link": "https://t.me/econ_daily/1", "score": 0.8731,
     "snippet": "Банк России повысил ключевую ставку до 16% годовых…",
     "tags": ["ключевая_ставка", "банк_россии"],
+    "highlights": [[20, 28], [29, 35]], "copies": [COPY_EXAMPLE],
 }
 
 
@@ -49,6 +55,19 @@ _PROBLEM_TEXT = {
 COMMON = problems(401, 422, 429)
 
 
+class PostCopy(BaseModel):
+    """Another copy of a hit's text: where it is, not what it says."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [COPY_EXAMPLE]})
+    id: str
+    channel: str
+    channel_id: int
+    channel_title: str
+    message_id: int
+    link: str
+    date: str = Field(description="ISO 8601, UTC.")
+
+
 class SearchHit(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [HIT_EXAMPLE]})
     id: str = Field(description="Document id: tg:<channel_id>:<message_id> (tenant/… for "
@@ -60,26 +79,48 @@ class SearchHit(BaseModel):
     date: str = Field(description="ISO 8601, UTC.")
     link: str
     score: float
-    snippet: str
+    snippet: str = Field(description="Plain text: the stretch of the best chunk with the "
+                         "query's words (the start of the post when none matches).")
     tags: list[str]
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list, description="Matched query words as [start, end) offsets into "
+        "snippet, in Unicode code points (JavaScript: index Array.from(snippet)).")
+    copies: list[PostCopy] = Field(
+        default_factory=list, description="Near-duplicates of this post (forwards, cross-posts), "
+        "oldest first; the hit itself is the oldest copy found.  Empty when none or when "
+        "TGRAG_COLLAPSE_DUPLICATES is off.")
 
 
 class SearchResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [HIT_EXAMPLE]}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"results": [HIT_EXAMPLE], "next_offset": 10}]})
     results: list[SearchHit]
+    next_offset: int | None = Field(
+        None, description="Pass as offset for the next page; null when there are no more hits.")
+
+
+class SimilarResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"results": [HIT_EXAMPLE], "copies": [COPY_EXAMPLE]}]})
+    results: list[SearchHit]
+    copies: list[PostCopy] = Field(
+        description="The source post's own near-duplicates, which are not listed as similar.")
 
 
 class SearchRequest(BaseModel):
     """``POST /search``: the same fields as the ``GET /search`` query string."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "q": "повышение ключевой ставки", "k": 5, "channel": ["econ_daily"], "tag": [],
-        "since": "2024-05-01", "until": None, "mode": "hybrid"}]})
+        "q": "повышение ключевой ставки", "k": 5, "offset": 0, "channel": ["econ_daily"],
+        "tag": [], "since": "2024-05-01", "until": None, "mode": "hybrid"}]})
     q: str = Field("", description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
                    json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS,
                                       "pattern": r"\S"})
     k: int = Field(10, description=f"Posts to return, 1..{MAX_K}.",
                    json_schema_extra={"minimum": 1, "maximum": MAX_K})
+    offset: int = Field(0, description=f"Hits to skip, 0..{MAX_OFFSET}: the previous page's "
+                        "next_offset.", json_schema_extra={"minimum": 0, "maximum": MAX_OFFSET},
+                        examples=[10])
     channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "
                                "titles (any of).")
     tag: list[str] = Field(default_factory=list, description="Tags, any of.")

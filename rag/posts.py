@@ -1,6 +1,10 @@
 """One post and its neighbours: ``get_post`` (the full post) and ``similar_posts`` ("more like
 this"), plus ``tenant_stats`` (the contract's stats shape, for one tenant).
 
+"More like this" collapses near-duplicates like search does (``rag.dedup``), and the source
+post's own copies (its forwards and cross-posts) are not "similar posts": they are listed apart,
+in ``copies``.
+
 All three work on a tenant's view of the index (:meth:`rag.index.Index.for_tenant`): the post is
 looked up under the tenant's document id and every Qdrant read carries the tenant filter, so a
 tenant can neither read nor be recommended another tenant's posts.
@@ -14,9 +18,10 @@ from typing import Any
 
 from qdrant_client import models
 
+from rag.dedup import jaccard, shingles
 from rag.errors import InputError, NotFoundError
 from rag.index import Index
-from rag.search import MAX_K, PostHit, SearchFilters, collapse
+from rag.search import MAX_FETCH, MAX_K, PostHit, SearchFilters, collapse, collapse_copies
 from rag.store import DENSE, DOC_ID_KEY, NODE_ID_KEY, TEXT_KEY
 from rag.tenants import tenant_doc_id, tenant_of_doc_id
 
@@ -97,10 +102,23 @@ def get_post(index: Index, channel: str, message_id: int) -> Post:
     )
 
 
+@dataclass(slots=True)
+class Similar:
+    """"More like this": the nearest posts (copies collapsed) and the source post's own copies."""
+
+    hits: list[PostHit]
+    copies: list[PostHit]  # near-duplicates of the source post, oldest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [h.to_dict() for h in self.hits],
+                "copies": [c.copy_dict() for c in self.copies]}
+
+
 def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
-                  filters: SearchFilters | None = None) -> list[PostHit]:
+                  filters: SearchFilters | None = None) -> Similar:
     """Posts closest to ``channel``/``message_id``, by its stored chunk vectors (not re-embedded);
-    the post itself is excluded.  A candidate's score is its best chunk against any source chunk.
+    the post itself is excluded, and so are its copies (returned apart).  A candidate's score is
+    its best chunk against any source chunk.
     """
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. k=10")
@@ -114,12 +132,41 @@ def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
     filters.tenant = index.tenant
     flt = filters.to_qdrant() or models.Filter()
     flt.must_not = [models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id))]
+    vectors = [record.vector.get(DENSE) if isinstance(record.vector, dict) else record.vector
+               for record in records[:MAX_QUERY_CHUNKS]]
+    settings = index.settings
+    if not settings.collapse_duplicates:
+        return Similar(_nearest(index, vectors, flt, k * 4)[0][:k], [])
+    threshold = settings.duplicate_threshold
+    source = [shingles(str((r.payload or {}).get(TEXT_KEY, ""))) for r in records]
+    limit = k * 4
+    while True:
+        posts, more = _nearest(index, vectors, flt, limit)
+        own: list[PostHit] = []
+        rest: list[PostHit] = []
+        for hit in posts:
+            text = shingles(hit.text)
+            is_copy = any(jaccard(text, s) >= threshold for s in source)
+            (own if is_copy else rest).append(hit)
+        hits = collapse_copies(rest, threshold)
+        # Copies ate the candidates: widen until k remain or the collection has no more.
+        if len(hits) >= k or not more or limit >= MAX_FETCH:
+            return Similar(hits[:k], sorted(own, key=lambda h: h.date))
+        limit = min(limit * 2, MAX_FETCH)
+
+
+def _nearest(index: Index, vectors: list[Any], flt: models.Filter,
+             limit: int) -> tuple[list[PostHit], bool]:
+    """Posts nearest to any of ``vectors`` (``limit`` chunks each), best first, and whether
+    a larger ``limit`` could find more."""
     points: list[models.ScoredPoint] = []
-    for record in records[:MAX_QUERY_CHUNKS]:
-        vector = record.vector.get(DENSE) if isinstance(record.vector, dict) else record.vector
+    more = False
+    for vector in vectors:
         if vector:
-            points += index.store.search_dense(list(vector), flt, k * 4)  # type: ignore[arg-type]
-    return collapse(points)[:k]
+            found = index.store.search_dense(list(vector), flt, limit)
+            more = more or len(found) >= limit
+            points += found
+    return collapse(points), more
 
 
 def tenant_stats(index: Index) -> dict[str, Any]:

@@ -8,20 +8,34 @@ Modes: ``dense`` (above), ``sparse`` (BM25 over the ``sparse`` vector, ``rag.spa
 ``hybrid`` (both lists fused, ``rag.hybrid``; the default, ``TGRAG_SEARCH_MODE``, chosen on the
 eval sets in docs/eval.md).  In sparse and hybrid mode a hit's score is the BM25 or fused score,
 so ``min_score`` is on that scale.
+
+Pages: ``offset`` skips that many hits.  What is fetched depends on ``offset + k`` only, so the
+page at ``offset=k`` is exactly hits ``k..2k`` of a ``2k`` query.  Near-duplicates (forwards,
+cross-posts; ``rag.dedup``) collapse into one hit listing the others in ``copies``, before paging,
+so offsets count collapsed hits.  The snippet is the stretch of the best chunk with the query's
+words, which ``highlights`` marks (``rag.snippets``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 from qdrant_client import models
 
+from rag.dedup import group_copies
 from rag.errors import InputError
 from rag.hybrid import FusionConfig, HybridRetriever
 from rag.index import Index
 from rag.rerank import RankingConfig, post_texts, rerank
+from rag.snippets import (  # noqa: F401 - SNIPPET_CHARS re-exported
+    SNIPPET_CHARS,
+    make_snippet,
+    query_stems,
+    snippet_with_highlights,
+)
 from rag.store import DOC_ID_KEY, TEXT_KEY
 from rag.tags import normalize_tag  # noqa: F401 - re-exported
 
@@ -29,10 +43,12 @@ MODES = ("dense", "sparse", "hybrid")
 AVAILABLE_MODES = MODES
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
-SNIPPET_CHARS = 300
+# Deepest page start: offset + k + 1 posts, twice that fetched for collapsing, stays ≤ MAX_FETCH.
+MAX_OFFSET = 400
 # Chunks fetched per wanted post: long posts contribute several chunks, which collapse into one.
 OVERFETCH = 4
-MAX_FETCH = 1000
+MAX_FETCH = 1000  # candidate posts
+MAX_CHUNKS = 2000
 
 _DATE_HINT = "use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC unless an offset is given) or unix seconds"
 
@@ -116,6 +132,9 @@ class PostHit:
     score: float
     snippet: str
     tags: list[str]
+    highlights: list[tuple[int, int]] = field(default_factory=list)  # [start, end) in snippet
+    copies: list[PostHit] = field(default_factory=list)  # near-duplicates, oldest first
+    text: str = field(default="", repr=False)  # the best chunk; not serialised
 
     @property
     def date_iso(self) -> str:
@@ -133,7 +152,20 @@ class PostHit:
             "score": round(self.score, 4),
             "snippet": self.snippet,
             "tags": list(self.tags),
+            "highlights": [list(span) for span in self.highlights],
+            "copies": [c.copy_dict() for c in self.copies],
         }
+
+    def copy_dict(self) -> dict[str, Any]:
+        """This post as another hit's copy: where it is, not what it says."""
+        return {"id": self.id, "channel": self.channel, "channel_id": self.channel_id,
+                "channel_title": self.channel_title, "message_id": self.message_id,
+                "link": self.link, "date": self.date_iso}
+
+    def mark(self, stems: frozenset[str]) -> None:
+        """Snippet around the query's words in the best chunk, and their spans."""
+        if self.text:
+            self.snippet, self.highlights = snippet_with_highlights(self.text, stems)
 
     @classmethod
     def from_point(cls, point: models.ScoredPoint) -> PostHit:
@@ -149,19 +181,41 @@ class PostHit:
             score=float(point.score),
             snippet=make_snippet(p.get(TEXT_KEY) or ""),
             tags=list(p.get("tags") or []),
+            text=p.get(TEXT_KEY) or "",
         )
 
 
-def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    """The start of a chunk, whitespace collapsed, cut at a word boundary near ``limit``."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[:limit]
-    space = cut.rfind(" ")
-    if space > limit * 0.6:
-        cut = cut[:space]
-    return cut.rstrip(" ,.;:—-") + "…"
+class SearchPage(list[PostHit]):
+    """One page of hits, best first (a plain list to callers that want one), and ``next_offset``:
+    the ``offset`` of the next page, ``None`` when there is none."""
+
+    next_offset: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [h.to_dict() for h in self], "next_offset": self.next_offset}
+
+
+def collapse_copies(hits: list[PostHit], threshold: float) -> list[PostHit]:
+    """Near-duplicate hits (best first) → one hit per text, listing the others in ``copies``.
+
+    A group ranks where its best copy ranked and keeps that score, but shows the *oldest* copy
+    (the original of a forward or a cross-post, what users expect to open) with its own snippet;
+    the copies are close in score by construction, since their texts are.
+    """
+    out: list[PostHit] = []
+    for group in group_copies([h.text or h.snippet for h in hits], threshold):
+        members = [hits[i] for i in group]
+        main = min(members, key=lambda h: h.date)  # min() keeps the best-ranked of equal dates
+        main.score = members[0].score
+        main.copies = sorted((h for h in members if h is not main), key=lambda h: h.date)
+        out.append(main)
+    return out
+
+
+def validate_offset(offset: int) -> None:
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}",
+                         hint="the next page starts at the previous response's next_offset")
 
 
 def validate_query(query: str, k: int, mode: str) -> str:
@@ -197,10 +251,13 @@ class PostSearcher:
         filters: SearchFilters | None = None,
         k: int = 10,
         mode: str | None = None,
+        offset: int = 0,
         ranking: RankingConfig | None = None,
-    ) -> list[PostHit]:
+    ) -> SearchPage:
+        """Hits ``offset .. offset + k`` of the ranking (copies collapsed), best first."""
         mode = mode or self.index.settings.search_mode
         text = validate_query(query, k, mode)
+        validate_offset(offset)
         filters = filters or SearchFilters()
         filters.validate()
         if filters.tenant is None:  # a tenant's view of the index sees only its posts
@@ -208,40 +265,68 @@ class PostSearcher:
         # Optional reranker / recency boost (rag.rerank; None = the settings): they reorder the
         # top TGRAG_RERANK_DEPTH posts, then the page is cut.
         ranking = ranking or RankingConfig.from_settings(self.index.settings)
-        pool = ranking.pool(k)
-        if mode != "dense":
-            hits = self._lexical_or_hybrid(text, filters, pool, mode)
-        else:
-            vector = self.index.embedding.model.get_query_embedding(text)
-            hits = self._dense(vector, filters, pool)
-        return rerank(text, hits, ranking, lambda top: post_texts(self.index, top))[:k]
+        # One hit more than the page tells whether a next page exists.
+        hits = self._ranked(text, filters, mode, ranking.pool(offset + k + 1))
+        hits = rerank(text, hits, ranking, lambda top: post_texts(self.index, top))
+        page = SearchPage(hits[offset:offset + k])
+        page.next_offset = offset + k if len(hits) > offset + k else None
+        stems = query_stems(text)
+        for hit in page:
+            hit.mark(stems)
+        return page
 
-    def _lexical_or_hybrid(self, text: str, filters: SearchFilters, k: int,
-                           mode: str) -> list[PostHit]:
+    def _ranked(self, text: str, filters: SearchFilters, mode: str, need: int) -> list[PostHit]:
+        """At least ``need`` hits (fewer if the index has fewer), best first, copies collapsed."""
+        settings = self.index.settings
+        collapsing = settings.collapse_duplicates
+        if mode == "dense":
+            vector = self.index.embedding.model.get_query_embedding(text)
+            fetch = lambda n: self._dense(vector, filters, n)  # noqa: E731
+        else:
+            fetch = lambda n: self._lexical_or_hybrid(text, filters, n, mode)  # noqa: E731
+        # Copies take up candidates: fetch twice the hits, more if collapsing left too few.
+        limit = min(need * 2 if collapsing else need, MAX_FETCH)
+        while True:
+            posts, more = fetch(limit)
+            hits = collapse_copies(posts, settings.duplicate_threshold) if collapsing else posts
+            if len(hits) >= need or not more or limit >= MAX_FETCH:
+                return hits
+            limit = min(limit * 2, MAX_FETCH)
+
+    def _lexical_or_hybrid(self, text: str, filters: SearchFilters, limit: int,
+                           mode: str) -> tuple[list[PostHit], bool]:
+        """The best ``limit`` posts, and whether asking for more could find more."""
+        config = FusionConfig.from_settings(self.index.settings)
+        # Candidate depth in whole blocks of TGRAG_FUSION_DEPTH: min-max fusion normalises over
+        # the candidate lists, so a depth growing with every page would reorder earlier pages.
+        config = replace(config, depth=config.depth * math.ceil(limit / config.depth))
         retriever = HybridRetriever(
-            self.index.store, self.index.embedding.model.get_query_embedding,
-            fusion=FusionConfig.from_settings(self.index.settings),
+            self.index.store, self.index.embedding.model.get_query_embedding, fusion=config,
         )
+        candidates = retriever.retrieve(text, mode, filters.to_qdrant(), limit)  # type: ignore[arg-type]
         hits: list[PostHit] = []
-        for cand in retriever.retrieve(text, mode, filters.to_qdrant(), k):  # type: ignore[arg-type]
+        for cand in candidates:
             if filters.min_score is not None and cand.score < filters.min_score:
                 continue
             hit = PostHit.from_point(cand.point)  # the post's best chunk gives the snippet
             hit.score = cand.score
             hits.append(hit)
-        return hits
+        return hits, len(candidates) >= limit
 
-    def _dense(self, vector: list[float], filters: SearchFilters, k: int) -> list[PostHit]:
+    def _dense(self, vector: list[float], filters: SearchFilters,
+               limit: int) -> tuple[list[PostHit], bool]:
+        """The best ``limit`` posts, and whether asking for more could find more."""
         flt = filters.to_qdrant()
-        limit = min(k * OVERFETCH, MAX_FETCH)
+        chunks = min(limit * OVERFETCH, MAX_CHUNKS)
         while True:
-            points = self.index.store.search_dense(vector, flt, limit)
+            points = self.index.store.search_dense(vector, flt, chunks)
             hits = collapse(points, filters.min_score)
+            more = len(points) >= chunks and chunks < MAX_CHUNKS
             # Fewer posts than asked although Qdrant returned all we asked for: long posts ate the
             # budget, so fetch more.
-            if len(hits) >= k or len(points) < limit or limit >= MAX_FETCH:
-                return hits[:k]
-            limit = min(limit * 2, MAX_FETCH)
+            if len(hits) >= limit or not more:
+                return hits[:limit], more or len(hits) > limit
+            chunks = min(chunks * 2, MAX_CHUNKS)
 
 
 def collapse(points: list[models.ScoredPoint], min_score: float | None = None) -> list[PostHit]:

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1,
         description="Recency boost: final = (1 − w)·relevance + w·2^(−age/half-life).",
     )
+    collapse_duplicates: bool = Field(
+        True, description="Collapse near-duplicate posts (forwards, cross-posts) into one hit."
+    )
+    duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Word 3-gram Jaccard at which two posts are copies."
+    )
 
     # LLM (used by tagging and question answering)
     llm: Literal["none", "gigachat", "openai"] = Field("none", description="LLM backend.")

@@ -20,7 +20,7 @@ from rag.settings import Settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
-               "score", "snippet", "tags"}
+               "score", "snippet", "tags", "highlights", "copies"}
 PROBLEM_KEYS = {"type", "title", "status", "detail", "hint"}
 POSTS = [p for p in corpus() if p.message_id <= 4]  # 12 short posts, 4 per channel
 
@@ -62,7 +62,7 @@ def test_search_results_shape(client: TestClient) -> None:
     response = client.get("/search", params={"q": "ЦБ поднял процентную ставку", "k": 3})
     assert response.status_code == 200, response.text
     data = response.json()
-    assert list(data) == ["results"] and len(data["results"]) == 3
+    assert list(data) == ["results", "next_offset"] and len(data["results"]) == 3
     assert all(set(r) == SEARCH_KEYS for r in data["results"])
     top = data["results"][0]
     assert top["id"] == "tg:1001:1" and top["channel_title"] == ECON[2]
@@ -163,7 +163,8 @@ def test_lifespan_releases_the_data_folder(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         assert client.get("/stats").json()["posts"] == 0
-        assert client.get("/search", params={"q": "ставка"}).json() == {"results": []}
+        assert client.get("/search", params={"q": "ставка"}).json() == {"results": [],
+                                                                       "next_offset": None}
     lock = DataDirLock(settings.data_dir)
     lock.acquire("pytest")  # free again
     lock.release()

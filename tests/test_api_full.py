@@ -92,10 +92,45 @@ def test_post_search_equals_get(client: TestClient) -> None:
     ({"q": "ставка", "since": "2024-13-01"}, 400, "invalid date"),
     ({"q": "ставка", "k": "many"}, 422, "k: "),
     ({"q": "ставка", "mode": "fuzzy"}, 422, "mode"),
+    ({"q": "ставка", "offset": -1}, 400, "offset must be between 0 and 400"),
+    ({"q": "ставка", "offset": 401}, 400, "offset must be between"),
+    ({"q": "ставка", "offset": "next"}, 422, "offset: "),
 ])
 def test_post_search_validation(client: TestClient, body: dict, status: int,
                                 needle: str) -> None:
     assert_problem(client.post("/search", json=body), status, needle)
+
+
+def test_search_pages_by_offset(client: TestClient) -> None:
+    params = {"q": "новости экономики и транспорта", "k": 8}
+    whole = client.get("/search", params=params).json()
+    assert whole["next_offset"] == 8
+    page = client.get("/search", params={**params, "k": 4, "offset": 4}).json()
+    assert [r["id"] for r in page["results"]] == [r["id"] for r in whole["results"][4:8]]
+    assert page["next_offset"] == 8
+    body = client.post("/search", json={**params, "k": 4, "offset": 4}).json()
+    assert body == page
+    last = client.get("/search", params={**params, "offset": len(POSTS) - 1}).json()
+    assert len(last["results"]) == 1 and last["next_offset"] is None
+
+
+def test_search_hits_mark_the_query_words(client: TestClient) -> None:
+    top = client.get("/search", params={"q": "ключевые ставки", "k": 1}).json()["results"][0]
+    assert top["id"] == "tg:1001:1" and top["copies"] == []
+    assert [top["snippet"][s:e] for s, e in top["highlights"]] == ["ключевую", "ставку"]
+
+
+def test_openapi_documents_offset_and_the_new_fields(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    params = {p["name"]: p for p in schema["paths"]["/search"]["get"]["parameters"]}
+    offset = params["offset"]
+    assert offset["schema"]["minimum"] == 0 and offset["schema"]["maximum"] == 400
+    assert offset["schema"]["examples"] == [10]
+    components = schema["components"]["schemas"]
+    assert {"offset"} <= set(components["SearchRequest"]["properties"])
+    assert {"highlights", "copies"} <= set(components["SearchHit"]["properties"])
+    assert "next_offset" in components["SearchResponse"]["properties"]
+    assert "copies" in components["SimilarResponse"]["required"]
 
 
 # -- posts and similar ----------------------------------------------------------------------------
@@ -122,6 +157,8 @@ def test_missing_post_is_404(client: TestClient, path: str) -> None:
 def test_similar_posts(client: TestClient) -> None:
     response = client.get("/posts/econ_daily/1/similar", params={"k": 5})
     assert response.status_code == 200, response.text
+    assert list(response.json()) == ["results", "copies"]
+    assert response.json()["copies"] == []  # no copies of this post in the corpus
     results = response.json()["results"]
     ids = [r["id"] for r in results]
     assert len(results) == 5 and "tg:1001:1" not in ids and len(set(ids)) == 5

@@ -13,7 +13,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from api.cli import app, main
+from api.cli import _marked, app, main
 from ingest.pipeline import PostPipeline
 from rag.datadir import DataDirLock
 from rag.index import Index
@@ -21,7 +21,7 @@ from rag.settings import Settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
-               "score", "snippet", "tags"}
+               "score", "snippet", "tags", "highlights", "copies"}
 CHANNEL_KEYS = {"channel_id", "channel", "channel_title", "posts", "first_date", "last_date"}
 POSTS = [p for p in corpus() if p.message_id <= 4]  # 12 short posts, 4 per channel
 
@@ -71,7 +71,7 @@ def test_search_json_matches_the_contract(runner: CliRunner, data_dir: Path) -> 
     result = invoke(runner, "search", "ЦБ поднял процентную ставку", "-k", "3", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["results"]
+    assert list(data) == ["results", "next_offset"] and data["next_offset"] == 3
     assert len(data["results"]) == 3
     assert all(set(r) == SEARCH_KEYS for r in data["results"])
     top = data["results"][0]
@@ -107,6 +107,57 @@ def test_search_channel_by_username_tag_and_dates(runner: CliRunner, data_dir: P
     assert ids == ["tg:1002:1", "tg:1002:3", "tg:1003:1", "tg:1003:4"]
 
 
+def test_search_offset_pages(runner: CliRunner, data_dir: Path) -> None:
+    def ids(*args: str) -> tuple[list[str], int | None]:
+        result = invoke(runner, "search", "новости", "--json", *args)
+        assert result.exit_code == 0, result.stderr
+        data = json.loads(result.stdout)
+        return [r["id"] for r in data["results"]], data["next_offset"]
+
+    whole, _ = ids("-k", "8")
+    second, next_offset = ids("-k", "4", "--offset", "4")
+    assert second == whole[4:8] and next_offset == 8
+    every, _ = ids("-k", str(len(POSTS)))
+    assert ids("-k", "4", "--offset", str(len(POSTS) - 2)) == (every[-2:], None)
+    human = invoke(runner, "search", "новости", "-k", "2", "--offset", "4")
+    assert human.stdout.startswith(" 5. ") and "\n 6. " in human.stdout
+    assert human.stdout.rstrip().endswith("more: --offset 6")
+
+
+def test_search_human_output_marks_the_query_words(runner: CliRunner, data_dir: Path) -> None:
+    # Bold on a terminal (click drops the codes when output is not one, as under CliRunner).
+    assert _marked("Банк повысил ставку", [(0, 4), (13, 19)]) == (
+        "\x1b[1mБанк\x1b[0m повысил \x1b[1mставку\x1b[0m")
+    assert _marked("без совпадений", []) == "без совпадений"
+    plain = invoke(runner, "search", "ключевые ставки", "-k", "1").stdout.splitlines()[2]
+    assert "\x1b" not in plain and "ключевую ставку" in plain
+
+
+def test_similar_json_and_human(runner: CliRunner, data_dir: Path) -> None:
+    result = invoke(runner, "similar", "econ_daily", "1", "-k", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["results", "copies"] and data["copies"] == []
+    ids = [r["id"] for r in data["results"]]
+    assert len(ids) == 3 and "tg:1001:1" not in ids and len(set(ids)) == 3
+    assert all(set(r) == SEARCH_KEYS for r in data["results"])
+    assert data["results"][0]["channel_id"] == ECON[0]  # the key rate is near other economy news
+    by_id = invoke(runner, "similar", str(ECON[0]), "1", "-k", "3", "--json")
+    assert json.loads(by_id.stdout) == data
+    human = invoke(runner, "similar", "econ_daily", "1", "-k", "2")
+    assert human.exit_code == 0 and human.stdout.startswith(" 1. ")
+    assert data["results"][0]["link"] in human.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["similar", "econ_daily", "99"], "no post 99"),
+    (["similar", "nosuchchannel", "1"], "unknown channel"),
+    (["similar", "econ_daily", "1", "-k", "0"], "k must be between"),
+])
+def test_similar_errors(runner: CliRunner, data_dir: Path, args: list[str], needle: str) -> None:
+    assert_one_line_error(invoke(runner, *args), 2, needle)
+
+
 def test_search_without_results(runner: CliRunner, data_dir: Path) -> None:
     result = invoke(runner, "search", "метро", "--tag", "нет_такого")
     assert result.exit_code == 0 and result.stdout.strip() == "no results"
@@ -121,6 +172,7 @@ def test_search_without_results(runner: CliRunner, data_dir: Path) -> None:
         (["search", "ставка", "--since", "вчера"], "invalid date"),
         (["search", "ставка", "--since", "2024-05-10", "--until", "2024-05-01"], "is after"),
         (["search", "ставка", "--mode", "bm25"], "unknown search mode"),
+        (["search", "ставка", "--offset", "-1"], "offset must be between 0 and"),
         (["search", "ставка", "--channel", "nosuchchannel"], "unknown channel"),
         (["ingest", "no/such/dump.json"], "no such file or folder"),
     ],
@@ -249,7 +301,7 @@ def test_ingest_lists_at_most_ten_skipped(runner: CliRunner, tmp_path: Path,
 def test_help_lists_the_commands(runner: CliRunner) -> None:
     result = invoke(runner, "--help")
     assert result.exit_code == 0
-    for command in ("ingest", "search", "stats", "serve"):
+    for command in ("ingest", "search", "similar", "stats", "serve"):
         assert command in result.stdout
 
 

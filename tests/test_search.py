@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +13,7 @@ from ingest.pipeline import PostPipeline
 from rag.errors import InputError
 from rag.index import Index
 from rag.search import (
+    MAX_OFFSET,
     PostHit,
     PostSearcher,
     SearchFilters,
@@ -23,7 +25,7 @@ from rag.settings import Settings
 from tests.search_corpus import CITY, ECON, GAMES, LONG_POST, corpus, ts
 
 SEARCH_KEYS = ["id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
-               "score", "snippet", "tags"]
+               "score", "snippet", "tags", "highlights", "copies"]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,24 @@ def test_hits_are_posts_with_the_contract_shape(searcher: PostSearcher) -> None:
     assert "ключевая_ставка" in data["tags"]
     assert data["snippet"].startswith("Банк России повысил ключевую ставку")
     assert isinstance(data["score"], float)
+    assert data["copies"] == []  # no near-duplicates in this corpus
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_query_words_are_marked_in_the_snippet(searcher: PostSearcher, mode: str) -> None:
+    hit = searcher.search("ключевые ставки", k=1, mode=mode)[0]
+    assert hit.id == "tg:1001:1"
+    data = hit.to_dict()
+    assert [data["snippet"][s:e] for s, e in data["highlights"]] == ["ключевую", "ставку"]
+    assert all(isinstance(span, list) and len(span) == 2 for span in data["highlights"])
+
+
+def test_snippet_of_a_long_post_is_the_window_with_the_words(searcher: PostSearcher) -> None:
+    # "кондиционирования" is far from the start of every chunk of the long post.
+    hit = next(h for h in searcher.search("кондиционирование", k=5, mode="sparse")
+               if h.id == "tg:1002:100")
+    assert hit.snippet.startswith("…") and len(hit.snippet) <= 301
+    assert [hit.snippet[s:e] for s, e in hit.highlights] == ["кондиционирования"]
 
 
 def test_link_without_username_uses_the_c_form(searcher: PostSearcher) -> None:
@@ -113,7 +133,8 @@ def test_long_post_has_several_chunks_but_appears_once(
     long_hit = next(h for h in hits if h.id == "tg:1002:100")
     assert len(long_hit.snippet) <= 301
     assert long_hit.snippet.endswith("…")
-    assert long_hit.snippet[:-1] in " ".join(LONG_POST.split())
+    # A window of the best chunk around the query's words, so maybe "…" at both ends.
+    assert long_hit.snippet.strip("…") in " ".join(LONG_POST.split())
 
 
 def test_k_counts_posts_not_chunks(searcher: PostSearcher) -> None:
@@ -131,6 +152,53 @@ def test_collapse_keeps_the_best_chunk_per_post() -> None:
     assert [(h.id, h.snippet, h.score) for h in hits] == [("a", "chunk 3", 0.9),
                                                           ("b", "chunk 2", 0.7)]
     assert [h.id for h in collapse([point("a", 1, 0.5), point("b", 2, 0.7)], 0.6)] == ["b"]
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+PAGE_QUERY = "новые станции метро, ставки по вкладам, игры и цены"
+
+
+def ids(hits: list[PostHit]) -> list[str]:
+    return [h.id for h in hits]
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_pages_are_stable_and_disjoint(searcher: PostSearcher, mode: str) -> None:
+    whole = searcher.search(PAGE_QUERY, k=10, mode=mode)  # sparse matches 11 posts
+    assert len(whole) == 10 and whole.next_offset == 10
+    pages = [searcher.search(PAGE_QUERY, k=5, mode=mode, offset=o) for o in (0, 5)]
+    assert ids(pages[1]) == ids(whole[5:10])
+    assert ids(pages[0]) + ids(pages[1]) == ids(whole)
+    assert [h.score for h in pages[1]] == [h.score for h in whole[5:10]]
+    assert (pages[0].next_offset, pages[1].next_offset) == (5, 10)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_the_last_page_has_no_next_offset(searcher: PostSearcher, mode: str) -> None:
+    total = len(corpus())  # dense and hybrid rank every post
+    last = searcher.search(PAGE_QUERY, k=5, mode=mode, offset=total - 3)
+    assert len(last) == 3 and last.next_offset is None
+    assert ids(last) == ids(searcher.search(PAGE_QUERY, k=total, mode=mode)[-3:])
+    past = searcher.search(PAGE_QUERY, k=5, mode=mode, offset=total)
+    assert past == [] and past.next_offset is None
+    assert past.to_dict() == {"results": [], "next_offset": None}
+
+
+def test_hybrid_depth_covers_offset_plus_k(filled: Index) -> None:
+    # Lists of 4 candidates would end the results after 4 posts; pages past them still come.
+    shallow = PostSearcher(replace(filled, settings=filled.settings.model_copy(
+        update={"fusion_depth": 4}), lock=None))
+    whole = shallow.search(PAGE_QUERY, k=15, mode="hybrid")
+    page = shallow.search(PAGE_QUERY, k=5, mode="hybrid", offset=10)
+    assert len(whole) == 15 and ids(page) == ids(whole[10:15])
+
+
+@pytest.mark.parametrize("offset", [-1, MAX_OFFSET + 1])
+def test_offset_is_bounded(searcher: PostSearcher, offset: int) -> None:
+    with pytest.raises(InputError, match="offset must be between 0 and") as info:
+        searcher.search("метро", offset=offset)
+    assert "next_offset" in (info.value.hint or "")
 
 
 # -- filters --------------------------------------------------------------------------------------
@@ -224,3 +292,4 @@ def test_post_hit_to_dict_date_is_iso() -> None:
                   date=0, link="https://t.me/c/1/2", score=0.123456, snippet="s", tags=[])
     assert hit.to_dict()["date"] == "1970-01-01T00:00:00+00:00"
     assert hit.to_dict()["score"] == 0.1235
+    assert hit.to_dict()["highlights"] == [] and hit.to_dict()["copies"] == []

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from api.deps import IndexDep
-from api.schemas import COMMON, PostOut, SearchResponse, problems
+from api.schemas import COMMON, PostOut, SimilarResponse, problems
 from rag.posts import get_post, similar_posts
 from rag.search import MAX_K
 
@@ -24,7 +24,7 @@ def post(channel: ChannelPath, message_id: MessagePath, index: IndexDep) -> dict
     return get_post(index, channel, message_id).to_dict()
 
 
-@router.get("/{channel}/{message_id}/similar", response_model=SearchResponse,
+@router.get("/{channel}/{message_id}/similar", response_model=SimilarResponse,
             responses=problems(400, 404))
 def similar(
     channel: ChannelPath,
@@ -33,6 +33,6 @@ def similar(
     k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.",
                             json_schema_extra={"minimum": 1, "maximum": MAX_K})] = 10,
 ) -> dict[str, Any]:
-    """More like this: posts nearest to this one's stored vectors, itself excluded."""
-    hits = similar_posts(index, channel, message_id, k=k)
-    return {"results": [h.to_dict() for h in hits]}
+    """More like this: posts nearest to this one's stored vectors, itself excluded; its own
+    copies (forwards, cross-posts) are listed in copies, not as similar posts."""
+    return similar_posts(index, channel, message_id, k=k).to_dict()

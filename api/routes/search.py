@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import IndexDep, build_filters
 from api.schemas import COMMON, SearchRequest, SearchResponse, StatsResponse, problems
 from rag.posts import tenant_stats
-from rag.search import MAX_K, MAX_QUERY_CHARS, PostSearcher
+from rag.search import MAX_K, MAX_OFFSET, MAX_QUERY_CHARS, PostSearcher
 
 router = APIRouter(tags=["search"], responses=COMMON)
 ERRORS = problems(400, 503)
@@ -18,8 +18,8 @@ ERRORS = problems(400, 503)
 def _search(index: IndexDep, body: SearchRequest) -> dict[str, Any]:
     filters = build_filters(index, body.channel, body.tag, body.since, body.until)
     mode = {"mode": body.mode} if body.mode else {}  # unset: TGRAG_SEARCH_MODE
-    hits = PostSearcher(index).search(body.q, filters, k=body.k, **mode)
-    return {"results": [h.to_dict() for h in hits]}
+    page = PostSearcher(index).search(body.q, filters, k=body.k, offset=body.offset, **mode)
+    return page.to_dict()
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS)
@@ -31,6 +31,10 @@ def search(
                             examples=["повышение ключевой ставки"])] = "",
     k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.",
                             json_schema_extra={"minimum": 1, "maximum": MAX_K})] = 10,
+    offset: Annotated[int, Query(description=f"Hits to skip, 0..{MAX_OFFSET}: the previous "
+                                 "page's next_offset.",
+                                 json_schema_extra={"minimum": 0, "maximum": MAX_OFFSET},
+                                 examples=[10])] = 0,
     channel: Annotated[list[str], Query(description="Channel id, username or title.")] = [],  # noqa: B006
     tag: Annotated[list[str], Query(description="Tags, any of.")] = [],  # noqa: B006
     since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM] or unix.",
@@ -39,9 +43,10 @@ def search(
     mode: Annotated[str | None, Query(description="dense | sparse | hybrid; default "
                                       "TGRAG_SEARCH_MODE.")] = None,
 ) -> dict[str, Any]:
-    """Posts matching the query, best first (one hit per post, its best chunk as snippet)."""
-    body = SearchRequest.model_construct(q=q, k=k, channel=channel, tag=tag, since=since,
-                                         until=until, mode=mode)
+    """Posts matching the query, best first: one hit per post (its best chunk as snippet, the
+    query's words in highlights), near-duplicates collapsed into copies, paged by offset."""
+    body = SearchRequest.model_construct(q=q, k=k, offset=offset, channel=channel, tag=tag,
+                                         since=since, until=until, mode=mode)
     return _search(index, body)
 
 
