@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
-enter the API key, search, see highlighted results with t.me links, ask, see the streamed answer
-with numbered citations.  A screenshot is saved under test-artifacts/ (and the pytest tmp dir).
+enter the API key, search, see highlighted results with t.me links, load more results, ask, see
+the streamed answer with numbered citations.  A screenshot is saved under test-artifacts/ (and
+the pytest tmp dir).
 
 Never runs ``playwright install``: it uses the system Chromium and skips without it.
 """
@@ -105,6 +106,16 @@ def test_search_and_ask_in_chromium(server: str, tmp_path: Path) -> None:
             assert first.locator("mark").count() >= 1
             assert first.locator(".tag").count() >= 1
             assert "Найдено постов" in page.inner_text("#search-status")
+            # Marks come from the server's highlights: the query's words, inflected.
+            marks = first.locator("mark").all_inner_texts()
+            assert {"ключевую", "ставку"} <= set(marks), marks
+
+            # 12 posts, 10 per page (dense ranks them all): "more" fetches the last two.
+            assert page.locator("#results .result").count() == 10
+            assert page.is_visible("#more")
+            page.click("#more")
+            page.wait_for_function("document.querySelectorAll('#results .result').length === 12")
+            assert page.is_hidden("#more")
 
             page.fill("#ask-q", "Что решил Банк России по ключевой ставке?")
             page.click("#ask-btn")
