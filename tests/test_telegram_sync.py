@@ -1,20 +1,10 @@
 """Telegram sync against the real ``telethon.TelegramClient``, with no network.
 
-How: a ``TelegramClient(StringSession(), api_id=1, api_hash="x", receive_updates=False)`` is
-created inside the test's event loop and its ``_sender`` (the ``MTProtoSender``) is replaced by
-:class:`FakeTelegram`.  Every request the client makes goes ``client(request)`` → ``_call`` →
-``self._sender.send(request)``, which must return an awaitable future: the fake unwraps
-``InvokeWithoutUpdatesRequest`` (added because ``receive_updates=False``), answers with real TL
-objects (``contacts.ResolvedPeer``, ``messages.ChannelMessages`` with real ``types.Message``
-objects and entities, ``users`` for ``get_me``) or fails the future with a real RPC error
-(``FloodWaitError``, ``ChannelPrivateError``, ``UsernameNotOccupiedError``) or ``ConnectionError``.
-``client.connect()`` is never called: ``is_connected()`` asks the sender, which says yes, and
-``client._loop`` stays ``None`` so Telethon's "event loop must not change" check is not armed.
-Paging follows Telegram's ``messages.getHistory`` semantics (``offset_id``, ``offset_date``,
-``add_offset``, ``limit``; newest first), which is what ``iter_messages(reverse=True)`` relies on.
-Live updates are fed through ``client._dispatch_update`` — Telethon's own dispatch path.
-
-Each test runs its coroutine on a fresh loop with ``loop.run_until_complete`` (no ``asyncio.run``).
+The client's MTProto sender is the fake of ``tests/fake_telegram.py`` (see there): requests are
+answered with real TL objects or fail with real RPC errors.  Live updates are fed through
+``client._dispatch_update`` — Telethon's own dispatch path.  Each test runs its coroutine on a
+fresh loop with ``loop.run_until_complete`` (no ``asyncio.run``).  The CLI commands over the same
+fake are tested in ``tests/test_telegram_commands.py``.
 """
 
 from __future__ import annotations
@@ -22,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from telethon import TelegramClient, errors, functions, types, utils
-from telethon.sessions import StringSession
+from telethon import errors, functions, types
 
 from ingest.pipeline import PostPipeline
 from ingest.telegram.live import register_live_handlers
@@ -38,160 +26,7 @@ from ingest.telegram.state import ChannelRegistry, RedisLock
 from ingest.telegram.sync import ChannelSync
 from rag.errors import InputError
 from rag.settings import Settings
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
-
-
-class FakeChannel:
-    def __init__(self, channel_id: int, username: str, title: str, private: bool = False):
-        self.id, self.username, self.title, self.private = channel_id, username, title, private
-        self.access_hash = channel_id * 7
-        self.messages: dict[int, Any] = {}
-        self.next_id = 1
-
-    @property
-    def tl(self) -> types.Channel:
-        return types.Channel(
-            id=self.id, title=self.title, photo=types.ChatPhotoEmpty(), date=NOW,
-            broadcast=True, access_hash=self.access_hash, username=self.username,
-        )
-
-    def post(self, text: str, *, entities: list[Any] | None = None, grouped_id: int | None = None,
-             age: timedelta = timedelta(hours=1), views: int = 10, **kw: Any) -> types.Message:
-        mid = self.next_id
-        self.next_id += 1
-        msg = types.Message(
-            id=mid, peer_id=types.PeerChannel(self.id), date=NOW - age, message=text,
-            entities=entities, grouped_id=grouped_id, views=views, forwards=0, post=True, **kw,
-        )
-        self.messages[mid] = msg
-        return msg
-
-    def service(self) -> types.MessageService:
-        mid = self.next_id
-        self.next_id += 1
-        msg = types.MessageService(id=mid, peer_id=types.PeerChannel(self.id), date=NOW,
-                                   action=types.MessageActionPinMessage())
-        self.messages[mid] = msg
-        return msg
-
-    def edit(self, mid: int, text: str) -> types.Message:
-        old = self.messages[mid]
-        msg = types.Message(id=mid, peer_id=old.peer_id, date=old.date, message=text,
-                            grouped_id=old.grouped_id, views=old.views, forwards=0, post=True,
-                            edit_date=NOW)
-        self.messages[mid] = msg
-        return msg
-
-
-class FakeTelegram:
-    """Stands in for ``MTProtoSender``: answers requests with real TL objects."""
-
-    def __init__(self) -> None:
-        self.channels: dict[int, FakeChannel] = {}
-        self.requests: list[Any] = []
-        self.fail_next: list[tuple[type, BaseException]] = []  # (request type, error) once each
-        self.loops: list[asyncio.AbstractEventLoop] = []
-
-    def add(self, channel: FakeChannel) -> FakeChannel:
-        self.channels[channel.id] = channel
-        return channel
-
-    # what TelegramClient uses of its sender
-    def is_connected(self) -> bool:
-        return True
-
-    async def connect(self, *args: Any) -> bool:
-        return False
-
-    async def disconnect(self) -> None:
-        """Like MTProtoSender.disconnect: the client calls it when the app shuts down."""
-        self.disconnected = True
-
-    def send(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        self.loops.append(loop)
-        future = loop.create_future()
-        if isinstance(request, functions.InvokeWithoutUpdatesRequest):
-            request = request.query
-        self.requests.append(request)
-        try:
-            for i, (kind, exc) in enumerate(self.fail_next):
-                if isinstance(request, kind):
-                    del self.fail_next[i]
-                    raise exc
-            future.set_result(self._answer(request))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-    def _channel(self, peer: Any, request: Any) -> FakeChannel:
-        ch = self.channels.get(peer.channel_id)
-        if ch is None or ch.access_hash != peer.access_hash:
-            raise errors.ChannelInvalidError(request)
-        if ch.private:
-            raise errors.ChannelPrivateError(request)
-        return ch
-
-    def _answer(self, request: Any) -> Any:
-        if isinstance(request, functions.contacts.ResolveUsernameRequest):
-            for ch in self.channels.values():
-                if ch.username.lower() == request.username.lower():
-                    return types.contacts.ResolvedPeer(peer=types.PeerChannel(ch.id),
-                                                       chats=[ch.tl], users=[])
-            raise errors.UsernameNotOccupiedError(request)
-        if isinstance(request, functions.messages.GetHistoryRequest):
-            ch = self._channel(request.peer, request)
-            return self._history(ch, request)
-        if isinstance(request, functions.channels.GetMessagesRequest):
-            ch = self._channel(request.channel, request)
-            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
-            return types.messages.ChannelMessages(pts=1, count=len(msgs), messages=msgs,
-                                                  topics=[], chats=[ch.tl], users=[])
-        if isinstance(request, functions.users.GetUsersRequest):
-            return [types.User(id=4242, is_self=True, access_hash=1, first_name="me")]
-        raise NotImplementedError(type(request).__name__)
-
-    @staticmethod
-    def _history(ch: FakeChannel, req: Any) -> types.messages.ChannelMessages:
-        """``messages.getHistory``: newest first; start at the first message older than the
-        offset (``offset_id`` wins over ``offset_date``), shifted by ``add_offset``."""
-        desc = [ch.messages[i] for i in sorted(ch.messages, reverse=True)]
-        if req.offset_id:
-            start = next((k for k, m in enumerate(desc) if m.id < req.offset_id), len(desc))
-        elif req.offset_date:
-            start = next((k for k, m in enumerate(desc) if m.date < req.offset_date), len(desc))
-        else:
-            start = 0
-        start += req.add_offset
-        end = start + req.limit
-        page = desc[max(start, 0):max(end, 0)]
-        if req.min_id:
-            page = [m for m in page if m.id > req.min_id]
-        if req.max_id:
-            page = [m for m in page if m.id < req.max_id]
-        return types.messages.ChannelMessages(pts=1, count=len(desc), messages=page, topics=[],
-                                              chats=[ch.tl], users=[])
-
-
-async def dispatch(client: TelegramClient, channel: FakeChannel, update: Any) -> None:
-    """Feed an update the way Telethon's update loop does (it attaches the entities first)."""
-    update._entities = {utils.get_peer_id(channel.tl): channel.tl}
-    await client._dispatch_update(update)
-
-
-def new_client(fake: FakeTelegram) -> TelegramClient:
-    client = TelegramClient(StringSession(), 1, "x", receive_updates=False)
-    client._sender = fake  # type: ignore[assignment]
-    return client
+from tests.fake_telegram import NOW, FakeChannel, FakeTelegram, dispatch, new_client, run
 
 
 @pytest.fixture
