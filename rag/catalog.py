@@ -54,6 +54,17 @@ class ChannelCatalog:
         if message_ids:
             self._r.zrem(self._posts_key(channel_id), *[str(m) for m in message_ids])
 
+    def post_ids(self, channel_id: int) -> list[int]:
+        """The indexed message ids of a channel, oldest first."""
+        return [int(m) for m in self._r.zrange(self._posts_key(channel_id), 0, -1)]
+
+    def forget_channel(self, channel_id: int) -> None:
+        """Drop a channel: its post list and its names (``channels()`` no longer lists it)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self._posts_key(channel_id))
+        pipe.hdel(self._names, str(channel_id))
+        pipe.execute()
+
     def channels(self) -> list[ChannelInfo]:
         out = []
         for raw_id, raw in sorted(self._r.hgetall(self._names).items()):

@@ -10,6 +10,8 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
     ├── BackendUnavailable    Redis or Qdrant cannot be reached or opened (exit 3, HTTP 503)
     │   └── DataDirLocked     embedded mode: another process owns the data folder
+    ├── Busy                  another worker holds the resource, e.g. a channel's sync lock
+    │                         (exit 3, HTTP 409)
     ├── ModelMismatch         the collection was built with another model (exit 4, HTTP 409)
     └── LLMError              the LLM failed or refused (exit 5, HTTP 502)
 """
@@ -61,6 +63,14 @@ class DataDirLocked(BackendUnavailable):
     """Embedded mode: the data folder is owned by another process (e.g. ``tgrag serve``)."""
 
     title = "Data folder in use"
+
+
+class Busy(TgragError):
+    """Another worker holds the resource right now (a channel being synced); try again later."""
+
+    exit_code = 3
+    http_status = 409
+    title = "Busy"
 
 
 class ModelMismatch(TgragError):

@@ -173,6 +173,17 @@ class PostStore(BasePydanticVectorStore):
         """Delete every chunk of one post."""
         self._delete_points([ref_doc_id], keep=[])
 
+    def delete_channel(self, channel_id: int, tenant: str) -> None:
+        """Delete every chunk of one channel's posts owned by ``tenant`` (one filtered delete)."""
+        self._client.delete(
+            self.collection_name,
+            points_selector=models.FilterSelector(filter=models.Filter(must=[
+                models.FieldCondition(key="channel_id", match=models.MatchValue(value=channel_id)),
+                models.FieldCondition(key="tenant", match=models.MatchValue(value=tenant)),
+            ])),
+            wait=True,
+        )
+
     def _delete_points(self, doc_ids: list[str], keep: list[str]) -> None:
         """Delete the chunks of ``doc_ids`` except the points ``keep``."""
         must_not: list[Any] = [models.HasIdCondition(has_id=keep)] if keep else []

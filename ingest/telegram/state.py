@@ -121,7 +121,7 @@ class ChannelRegistry:
         self._r.hset(self.key, state.ref, json.dumps(state.to_dict(), ensure_ascii=False))
 
     def remove(self, ref: str | int) -> ChannelState:
-        """Stop following a channel (its indexed posts stay searchable)."""
+        """Stop following a channel (its posts stay indexed; see ``sync.remove_channel``)."""
         state = self.require(ref)
         self._r.hdel(self.key, state.ref)
         return state
@@ -166,3 +166,17 @@ class RedisLock:
     def owner(self) -> str | None:
         raw = self._r.get(self.key)
         return raw.decode() if isinstance(raw, bytes) else raw
+
+    def wait(self, timeout: float, poll: float = 0.2) -> bool:
+        """Acquire, retrying for up to ``timeout`` seconds (blocking: call it from a thread)."""
+        deadline = time.monotonic() + timeout
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+
+def channel_lock(client: redis.Redis, namespace: str, ref: str, ttl: float) -> RedisLock:
+    """The lock a worker holds while syncing the channel ``ref`` (``<ns>:tg:lock:<ref>``)."""
+    return RedisLock(client, f"{namespace}:tg:lock:{ref}", ttl)

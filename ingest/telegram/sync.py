@@ -11,6 +11,9 @@ workers never sync the same channel at once:
    ``sync_rescan_days``): edited posts are re-ingested (re-embedded only if their text changed) and
    window posts Telegram no longer returns are deleted from Qdrant, the docstore and the catalog.
 
+:func:`remove_channel` stops following a channel and, if asked, deletes its posts, under the same
+lock, so a sync of that channel is never running (and re-adding posts) while they are deleted.
+
 The ingestion pipeline is synchronous (embedding is CPU work), so it runs in a thread via
 ``asyncio.to_thread``; Telethon, this code, the scheduler and FastAPI share one event loop and
 nothing here calls ``asyncio.run``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,16 +33,18 @@ from typing import Any
 
 from telethon import TelegramClient, errors
 
-from ingest.documents import Post, doc_id_for
+from ingest.deletion import delete_channel, delete_posts
+from ingest.documents import Post
 from ingest.pipeline import IngestReport, PostPipeline
 from ingest.telegram.reader import ChannelRef, TelegramReader
-from ingest.telegram.state import ChannelRegistry, ChannelState, RedisLock
-from rag.errors import TgragError
+from ingest.telegram.state import ChannelRegistry, ChannelState, channel_lock
+from rag.errors import Busy, InputError, NotFoundError, TgragError
 from rag.index import Index
 
 log = logging.getLogger("tgrag.sync")
 
-# (channel ref, event, details): "flood_wait", "retry", "batch", "deleted", "failed", "done"
+# (channel ref, event, details): "flood_wait", "retry", "batch", "deleted", "failed", "done",
+# and "live" from the live handlers ({"new", "updated"} | {"edited", "reindexed"} | {"deleted"})
 SyncListener = Callable[[str, str, dict[str, Any]], None]
 
 # Errors that are about the channel, not the connection: mark it failed and go on with the others.
@@ -54,7 +60,8 @@ class SyncResult:
     ref: str
     channel_id: int | None = None
     channel: str = ""
-    status: str = "ok"  # ok | failed | busy (another worker holds the channel's lock)
+    # ok | failed | busy (another worker holds the channel's lock) | removed (unfollowed meanwhile)
+    status: str = "ok"
     new: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -81,7 +88,11 @@ class ChannelFailed(Exception):
 
 
 class ChannelSync:
-    """Syncs registered channels into an opened :class:`Index` through a connected client."""
+    """Syncs registered channels into an opened :class:`Index` through a connected client.
+
+    ``write_lock`` is the process's lock for index writes, if it has other writers (the API's
+    uploads and channel removals): Qdrant's local client is not safe for concurrent writers.
+    """
 
     def __init__(
         self,
@@ -90,6 +101,7 @@ class ChannelSync:
         *,
         pipeline: PostPipeline | None = None,
         listener: SyncListener | None = None,
+        write_lock: threading.Lock | None = None,
     ) -> None:
         self.index = index
         self.client = client
@@ -102,6 +114,7 @@ class ChannelSync:
         client.flood_sleep_threshold = 0
         # One pipeline run at a time: live handlers and a sync may both want to write.
         self._write_lock = asyncio.Lock()
+        self._shared_lock = write_lock
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -121,7 +134,8 @@ class ChannelSync:
         targets = list(refs) if refs is not None else [s.ref for s in self.registry.list()]
         results = []
         for ref in targets:
-            result = await self.sync_channel(ref, backfill=backfill, since=since)
+            # Callers register the channels they name; one removed since then stays removed.
+            result = await self.sync_channel(ref, backfill=backfill, since=since, register=False)
             results.append(result)
             if on_result:
                 on_result(result)
@@ -134,15 +148,25 @@ class ChannelSync:
         since: datetime | None = None,
         *,
         rescan: bool = True,
+        register: bool = True,
     ) -> SyncResult:
-        """Sync one channel (registering it if needed). Never raises for channel-level errors."""
-        state = self.registry.get(ref) or self.registry.add(ref)
+        """Sync one channel (registering it if needed and ``register``; else a channel that is not
+        followed gives status ``removed``). Never raises for channel-level errors."""
+        state = self.registry.get(ref)
+        if state is None:
+            if not register:
+                return SyncResult(ref=str(ref), status="removed")
+            state = self.registry.add(ref)
         result = SyncResult(ref=state.ref, channel_id=state.channel_id, channel=state.channel)
         async with self._locked(state.ref) as held:
             if not held:
                 result.status = "busy"
                 return result
-            state = self.registry.get(state.ref) or state  # fresh cursor, read under the lock
+            fresh = self.registry.get(state.ref)  # fresh cursor, read under the lock
+            if fresh is None:  # removed (maybe with its posts) while we waited
+                result.status = "removed"
+                return result
+            state = fresh
             state.status = "syncing"
             self._save(state)
             try:
@@ -163,14 +187,14 @@ class ChannelSync:
                 if state.channel_id is not None:
                     state.posts_indexed = self._indexed_count(state.channel_id)
                 self._save(state)
-                self._emit(state.ref, "done", result.to_dict())
+                self.emit(state.ref, "done", result.to_dict())
         result.channel_id, result.channel = state.channel_id, state.channel
         return result
 
     async def ingest_posts(self, posts: Sequence[Post]) -> IngestReport:
         """Run the (sync) pipeline in a worker thread; one write at a time."""
         async with self._write_lock:
-            return await asyncio.to_thread(self.pipeline.ingest, list(posts))
+            return await asyncio.to_thread(self._shared(self.pipeline.ingest), list(posts))
 
     async def delete_posts(self, channel_id: int, message_ids: Sequence[int]) -> int:
         """Remove posts from Qdrant, the docstore and the catalog (idempotent)."""
@@ -178,8 +202,20 @@ class ChannelSync:
         if not ids:
             return 0
         async with self._write_lock:
-            await asyncio.to_thread(self._delete_sync, channel_id, ids)
+            await asyncio.to_thread(self._shared(delete_posts), self.index, channel_id, ids)
         return len(ids)
+
+    def _shared(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` run under the process's shared write lock, if any (in the worker thread)."""
+        lock = self._shared_lock
+        if lock is None:
+            return fn
+
+        def locked(*args: Any) -> Any:
+            with lock:
+                return fn(*args)
+
+        return locked
 
     # -- one channel ----------------------------------------------------------------------------
 
@@ -197,7 +233,7 @@ class ChannelSync:
                 if floods > MAX_FLOOD_WAITS:
                     raise ChannelFailed(f"Telegram keeps asking to wait ({exc.seconds}s)") from exc
                 result.flood_waits.append(exc.seconds)
-                self._emit(state.ref, "flood_wait", {"seconds": exc.seconds})
+                self.emit(state.ref, "flood_wait", {"seconds": exc.seconds})
                 log.warning("flood wait: sleeping %ss before resuming %s", exc.seconds, state.ref)
                 await asyncio.sleep(exc.seconds)
             except (ConnectionError, OSError) as exc:  # includes TimeoutError
@@ -205,7 +241,7 @@ class ChannelSync:
                 if result.retries > self.settings.sync_retries:
                     raise ChannelFailed(f"connection failed {result.retries} times: {exc}") from exc
                 delay = min(60.0, 2.0 ** (result.retries - 1))
-                self._emit(state.ref, "retry", {"attempt": result.retries, "delay": delay,
+                self.emit(state.ref, "retry", {"attempt": result.retries, "delay": delay,
                                                 "error": str(exc)})
                 await asyncio.sleep(delay)
                 if not self.client.is_connected():
@@ -265,7 +301,7 @@ class ChannelSync:
             return
         report = await self.ingest_posts(posts)
         result.add(report)
-        self._emit(result.ref, "batch", {"posts": len(posts), "new": report.new,
+        self.emit(result.ref, "batch", {"posts": len(posts), "new": report.new,
                                          "updated": report.updated})
 
     async def _rescan(self, state: ChannelState, result: SyncResult, channel: ChannelRef) -> None:
@@ -287,7 +323,7 @@ class ChannelSync:
         gone = [i for i in window if i not in seen]
         if gone:
             result.deleted += await self.delete_posts(channel.channel_id, gone)
-            self._emit(state.ref, "deleted", {"message_ids": gone})
+            self.emit(state.ref, "deleted", {"message_ids": gone})
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -306,16 +342,6 @@ class ChannelSync:
     def _indexed_count(self, channel_id: int) -> int:
         return int(self.index.redis.zcard(self.index.catalog._posts_key(channel_id)))
 
-    def _delete_sync(self, channel_id: int, ids: list[int]) -> None:
-        # Qdrant first, the docstore after, the catalog last: a crash in between leaves the id in
-        # the catalog, so the next re-scan finds it missing and deletes it again.
-        for message_id in ids:
-            doc_id = doc_id_for(channel_id, message_id)
-            self.index.store.delete(doc_id)
-            self.index.docstore.delete_ref_doc(doc_id, raise_error=False)
-            self.index.docstore.delete_document(doc_id, raise_error=False)
-        self.index.catalog.forget_posts(channel_id, ids)
-
     def _advance(self, state: ChannelState, upto: int) -> None:
         if upto > state.last_message_id:
             state.last_message_id = upto
@@ -332,9 +358,10 @@ class ChannelSync:
         self._save(state)
         result.status, result.error = "failed", reason
         log.warning("channel %s failed: %s", state.ref, reason)
-        self._emit(state.ref, "failed", {"error": reason})
+        self.emit(state.ref, "failed", {"error": reason})
 
-    def _emit(self, ref: str, event: str, data: dict[str, Any]) -> None:
+    def emit(self, ref: str, event: str, data: dict[str, Any]) -> None:
+        """Tell the listener (progress output) about an event; its errors never break a sync."""
         if self.listener is not None:
             try:
                 self.listener(ref, event, data)
@@ -345,7 +372,7 @@ class ChannelSync:
     async def _locked(self, ref: str) -> AsyncIterator[bool]:
         """Hold ``<ns>:tg:lock:<ref>`` while syncing, renewed every third of its expiry."""
         ttl = self.settings.sync_lock_ttl
-        lock = RedisLock(self.index.redis, f"{self.index.namespace}:tg:lock:{ref}", ttl)
+        lock = channel_lock(self.index.redis, self.index.namespace, ref, ttl)
         if not lock.acquire():
             yield False
             return
@@ -379,3 +406,77 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ValueError):  # telethon's get_entity: "No user has "x" as username"
         return f"cannot resolve channel: {exc}"
     return str(exc)
+
+
+@dataclass
+class ChannelRemoval:
+    """What :func:`remove_channel` did."""
+
+    removed: ChannelState | None  # the registry entry dropped; None: the channel was not followed
+    channel_id: int | None = None
+    deleted_posts: int | None = None  # None: posts kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": self.removed.to_dict() if self.removed else None,
+                "channel_id": self.channel_id, "deleted_posts": self.deleted_posts}
+
+
+def remove_channel(
+    index: Index,
+    ref: str,
+    *,
+    delete_posts: bool = False,
+    write_lock: threading.Lock | None = None,
+    wait: float | None = None,
+) -> ChannelRemoval:
+    """Stop following a channel; with ``delete_posts`` also delete its posts from the index.
+
+    Deleting takes the channel's sync lock first (waiting up to ``wait`` seconds, default
+    ``TGRAG_SYNC_LOCK_TTL``, for a running sync; then :class:`Busy`), so no sync re-adds posts
+    meanwhile, then unfollows, then deletes (``ingest.deletion``: Qdrant, docstore, catalog).  A
+    channel that is indexed but not followed (an export, or a removal interrupted after the
+    unfollow) can be given too: its posts are deleted.  Blocking: call it from a thread in async
+    code.
+    """
+    registry = ChannelRegistry(index.redis, index.namespace)
+    if not delete_posts:
+        state = registry.remove(ref)
+        return ChannelRemoval(removed=state, channel_id=state.channel_id)
+    state = registry.get(ref)
+    channel_id = state.channel_id if state is not None else None
+    if channel_id is None:
+        channel_id = _indexed_channel(index, (state.channel or state.ref) if state else ref)
+    if state is None and channel_id is None:
+        raise NotFoundError(f"channel {ref!r} is neither followed nor indexed",
+                            hint="`tgrag channels list` shows the followed channels, "
+                                 "`tgrag stats` the indexed ones")
+    lock = None
+    if state is not None:
+        ttl = index.settings.sync_lock_ttl
+        lock = channel_lock(index.redis, index.namespace, state.ref, ttl)
+        if not lock.wait(ttl if wait is None else wait):
+            raise Busy(f"channel {state.ref} is being synced right now",
+                       hint="try again when that sync ends (the lock of a worker that died "
+                            "expires within TGRAG_SYNC_LOCK_TTL seconds)")
+    try:
+        if state is not None:
+            registry.remove(state.ref)
+        deleted = 0
+        if channel_id is not None:
+            with write_lock or contextlib.nullcontext():
+                deleted = delete_channel(index, channel_id)
+        log.info("channel %s removed, %d posts deleted", ref, deleted)
+        return ChannelRemoval(removed=state, channel_id=channel_id, deleted_posts=deleted)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _indexed_channel(index: Index, ref: str) -> int | None:
+    """The id of an indexed channel named by id, username or exact title; None if not indexed."""
+    try:
+        channel_id = index.catalog.resolve(ref)
+    except InputError:
+        return None
+    known = {c.channel_id for c in index.catalog.channels()}
+    return channel_id if channel_id in known else None
