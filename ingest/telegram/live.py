@@ -7,6 +7,8 @@
 * ``MessageDeleted`` → the posts are removed (in channels the update carries ``channel_id``).
 
 Handlers return quickly and do the work in tasks: Telethon awaits handlers in its update loop.
+What they changed is reported to the sync's listener as ``"live"`` events (``tgrag watch`` prints
+them).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class LiveSync:
         channel_id = getattr(update, "channel_id", None)
         state = self._registered(channel_id)
         if state is not None and state.channel_id is not None:
-            self._spawn(self.sync.delete_posts(state.channel_id, list(event.deleted_ids)))
+            self._spawn(self._delete(state, list(event.deleted_ids)))
 
     async def _catch_up(self, ref: str) -> None:
         # An album arrives as several NewMessage events: one incremental sync reads them all, and a
@@ -81,7 +83,10 @@ class LiveSync:
             busy_tries = 0
             while True:
                 self._again.discard(ref)
-                result = await self.sync.sync_channel(ref, rescan=False)
+                # register=False: a channel unfollowed since the update stays unfollowed.
+                result = await self.sync.sync_channel(ref, rescan=False, register=False)
+                if result.status == "ok" and (result.new or result.updated):
+                    self.sync.emit(ref, "live", {"new": result.new, "updated": result.updated})
                 if result.status == "busy" and busy_tries < 5:
                     # Another worker is syncing it and may already be past this message: retry
                     # once its run had time to finish rather than drop the message until later.
@@ -101,9 +106,16 @@ class LiveSync:
         channel = await reader.resolve(state.ref)
         post = await reader.fetch_post(channel, message)
         if post is None:  # the caption was removed: nothing left to search
-            await self.sync.delete_posts(channel.channel_id, [message.id])
-        else:
-            await self.sync.ingest_posts([post])
+            await self._delete(state, [message.id])
+            return
+        report = await self.sync.ingest_posts([post])
+        self.sync.emit(state.ref, "live", {"edited": post.message_id,
+                                           "reindexed": bool(report.new or report.updated)})
+
+    async def _delete(self, state: ChannelState, message_ids: list[int]) -> None:
+        assert state.channel_id is not None
+        await self.sync.delete_posts(state.channel_id, message_ids)
+        self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
 
 
 def register_live_handlers(client: TelegramClient, sync: ChannelSync) -> LiveSync:

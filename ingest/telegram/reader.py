@@ -12,9 +12,11 @@ of one channel deduplicate against each other in the docstore.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from telethon import TelegramClient, types
@@ -252,8 +254,9 @@ def make_client(
 ) -> TelegramClient:
     """A client from ``TGRAG_TG_API_ID`` / ``TGRAG_TG_API_HASH`` and a session.
 
-    The session is ``TGRAG_TG_SESSION`` (a ``StringSession``) or ``<data_dir>/telegram.session``;
-    ``for_login`` allows starting without one (``tgrag login`` creates it).
+    The session is ``TGRAG_TG_SESSION`` (a ``StringSession``) or else the Telethon session file
+    ``<data_dir>/telegram.session`` (``tgrag login --save`` writes it); ``for_login`` starts from
+    a new, empty session whatever is configured (``tgrag login`` creates one).
     """
     if not settings.tg_api_id or not settings.tg_api_hash:
         raise InputError(
@@ -262,21 +265,22 @@ def make_client(
         )
     session: Any
     session_file = settings.data_dir / SESSION_FILE
-    if settings.tg_session is not None and settings.tg_session.get_secret_value():
+    if for_login:
+        session = StringSession()
+    elif settings.tg_session is not None and settings.tg_session.get_secret_value():
         try:
             session = StringSession(settings.tg_session.get_secret_value())
         except ValueError as exc:
             raise InputError(f"TGRAG_TG_SESSION is not a valid session string: {exc}",
                              hint="run `tgrag login` again") from exc
-    elif for_login:
-        session = StringSession()
     elif session_file.exists():
         session = str(session_file)
     else:
         raise InputError(
             "no Telegram session: neither TGRAG_TG_SESSION nor "
             f"{session_file} exists",
-            hint="run `tgrag login` and set TGRAG_TG_SESSION to the printed string",
+            hint="run `tgrag login --save`, or set TGRAG_TG_SESSION to the string "
+                 "`tgrag login` prints",
         )
     client = TelegramClient(
         session, settings.tg_api_id, settings.tg_api_hash.get_secret_value(),
@@ -285,3 +289,27 @@ def make_client(
     # Flood waits are ours to handle: ChannelSync reports them, sleeps and resumes from the cursor.
     client.flood_sleep_threshold = 0
     return client
+
+
+def save_session_file(session: Any, path: Path) -> None:
+    """Write a logged-in session as a Telethon session file readable by its owner only (0600).
+
+    Written under a temporary name and renamed into place, so a reader never sees half a file and
+    a previous session is replaced whole.
+    """
+    from telethon.sessions import SQLiteSession
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}.session")  # SQLiteSession adds no suffix
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # never world-readable
+    try:
+        out = SQLiteSession(str(tmp))
+        out.set_dc(session.dc_id, session.server_address, session.port)
+        out.auth_key = session.auth_key
+        out.save()
+        out.close()
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -71,10 +72,17 @@ class JobRegistry:
 
 
 class SyncScheduler:
-    """Starts sync jobs on demand (``trigger``) and every ``interval`` seconds (``start``)."""
+    """Starts sync jobs on demand (``trigger``) and every ``interval`` seconds (``start``);
+    ``on_result`` is told each channel's result as the jobs go (``tgrag worker`` prints them)."""
 
-    def __init__(self, sync: ChannelSync, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        sync: ChannelSync,
+        interval: float | None = None,
+        on_result: Callable[[SyncResult], None] | None = None,
+    ) -> None:
         self.sync = sync
+        self.on_result = on_result
         self.interval = sync.settings.sync_interval if interval is None else interval
         self.jobs = JobRegistry(sync.index.redis, sync.index.namespace)
         self._task: asyncio.Task[None] | None = None
@@ -113,6 +121,8 @@ class SyncScheduler:
             job.embedded_nodes += result.embedded_nodes
             job.results.append(result.to_dict())
             self.jobs.save(job)
+            if self.on_result is not None:
+                self.on_result(result)
 
         try:
             await self.sync.sync_all(refs, backfill=backfill, since=since, on_result=progress)
