@@ -2,13 +2,18 @@
 ``tgrag worker``, added to the CLI by ``register(app)`` in ``api/cli.py``.
 
 Each command that talks to Telegram runs ONE event loop for its whole life (one top-level
-``asyncio.run`` in :func:`_run`); Telethon, the sync and the scheduler all live in it.
+``asyncio.run``); Telethon, the sync and the scheduler all live in it.  Every client comes from
+:func:`new_client`, the one seam tests replace to put a fake MTProto transport under the real
+``TelegramClient``.  ``watch`` and ``worker`` run until Ctrl-C or SIGTERM (``docker stop``), which
+cancel them cleanly: sync locks are released, the client disconnects, cursors stay committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,14 +21,20 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from rag.errors import InputError
+from rag.errors import BackendUnavailable, InputError
 
 if TYPE_CHECKING:
+    from telethon import TelegramClient
+
     from ingest.telegram.sync import SyncResult
     from rag.index import Index
+    from rag.settings import Settings
 
 channels_app = typer.Typer(help="Channels followed by `tgrag sync`, `watch` and `worker`.",
                            no_args_is_help=True)
+LOGIN_ATTEMPTS = 3  # wrong codes or passwords before `tgrag login` gives up
+NOT_LOGGED_IN_HINT = ("run `tgrag login --save`, or set TGRAG_TG_SESSION to the string "
+                      "`tgrag login` prints")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,8 +45,38 @@ def register(app: typer.Typer) -> None:
     app.command()(worker)
 
 
+def new_client(settings: Settings, **options: Any) -> TelegramClient:
+    """The Telegram client of every command here (``make_client`` options)."""
+    from ingest.telegram.reader import make_client
+
+    return make_client(settings, **options)
+
+
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)  # the one loop of this command
+
+
+def _run_service(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived command until it ends, Ctrl-C or SIGTERM.  Both signals cancel it (so its
+    ``finally`` blocks run) and the command exits 0 saying ``stopped``."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Not on Windows, nor outside the main thread: there, only Ctrl-C stops it cleanly.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await coro
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C / SIGTERM
+        click.echo("stopped", err=True)
 
 
 def _registry(index: Index) -> Any:
@@ -47,28 +88,112 @@ def _registry(index: Index) -> Any:
 # -- login ----------------------------------------------------------------------------------------
 
 
-def login(ctx: typer.Context) -> None:
-    """Log in to Telegram (phone, code, 2FA password) and print the session string."""
-    from ingest.telegram.reader import make_client
+def login(
+    ctx: typer.Context,
+    phone: str | None = typer.Option(None, help="Phone number with the country code; asked "
+                                                "if not given."),
+    save: bool = typer.Option(False, "--save", help="Store the session in the data folder "
+                                                    "(telegram.session, mode 600) instead of "
+                                                    "printing it."),
+) -> None:
+    """Log in to Telegram (phone, code, 2FA password) and print the session, or --save it.
 
-    client = make_client(ctx.obj, for_login=True)
+    The session is printed on stdout as one `TGRAG_TG_SESSION=...` line (prompts and messages go
+    to stderr, so `tgrag login >> .env` works). It gives full access to the account: keep it
+    secret. With --save it goes to <data dir>/telegram.session instead, which sync, watch, worker
+    and serve use when TGRAG_TG_SESSION is unset.
+    """
+    from telethon import errors
+    from telethon.sessions import StringSession
 
-    async def main() -> str:
-        await client.start(
-            phone=lambda: typer.prompt("Phone number (international format)"),
-            code_callback=lambda: typer.prompt("Login code sent by Telegram"),
-            password=lambda: typer.prompt("Two-step verification password", hide_input=True),
-        )
-        me = await client.get_me()
-        session = client.session.save()
-        await client.disconnect()
-        click.echo(f"Logged in as {getattr(me, 'username', None) or getattr(me, 'id', '?')}.",
-                   err=True)
-        return str(session)
+    from ingest.telegram.reader import SESSION_FILE, save_session_file
 
-    session = _run(main())
-    click.echo("Keep this secret; put it in .env or the environment:", err=True)
+    settings: Settings = ctx.obj
+    client = new_client(settings, for_login=True, receive_updates=False)
+
+    async def main() -> tuple[Any, str]:
+        await _connect(client)
+        try:
+            me = await _sign_in(client, phone)
+            return me, str(client.session.save())
+        except errors.FloodWaitError as exc:
+            raise BackendUnavailable(
+                f"Telegram asks to wait {exc.seconds}s before another login attempt",
+                hint=f"wait {exc.seconds} seconds and run `tgrag login` again",
+            ) from exc
+        finally:
+            await client.disconnect()
+
+    me, session = _run(main())
+    name = f"@{me.username}" if getattr(me, "username", None) else \
+        (getattr(me, "first_name", None) or str(me.id))
+    click.echo(f"Logged in as {name}.", err=True)
+    if save:
+        path = settings.data_dir / SESSION_FILE
+        save_session_file(StringSession(session), path)
+        click.echo(f"Session saved to {path} (readable by you only); sync, watch, worker and "
+                   "serve use it when TGRAG_TG_SESSION is unset.", err=True)
+        if settings.tg_session is not None and settings.tg_session.get_secret_value():
+            click.echo("warning: TGRAG_TG_SESSION is set and wins over the saved file; unset it "
+                       "(environment or .env) to use the file", err=True)
+        return
+    click.echo("The line below is a secret: anyone who has it can use your Telegram account. "
+               "Put it in .env or a secret store (`tgrag login >> .env`), or use "
+               "`tgrag login --save`.", err=True)
     click.echo(f"TGRAG_TG_SESSION={session}")
+
+
+async def _sign_in(client: TelegramClient, phone: str | None) -> Any:
+    """Send the code, then ask for it (and for the 2FA password if the account has one)."""
+    from telethon import errors
+
+    number = phone or typer.prompt("Phone number (with the country code, e.g. +79991234567)",
+                                   err=True)
+    try:
+        await client.send_code_request(number)
+    except errors.PhoneNumberInvalidError as exc:
+        raise InputError(f"{number!r} is not a valid phone number",
+                         hint="type it with the country code, e.g. +79991234567") from exc
+    except errors.PhoneNumberBannedError as exc:
+        raise InputError(f"Telegram has banned the phone number {number}",
+                         hint="see https://telegram.org/faq#q-my-phone-number-is-banned") from exc
+    click.echo("Telegram sent a login code to your Telegram app (or by SMS).", err=True)
+    for attempt in range(1, LOGIN_ATTEMPTS + 1):
+        code = typer.prompt("Login code", err=True).strip()
+        try:
+            return await client.sign_in(number, code=code)
+        except errors.SessionPasswordNeededError:
+            return await _check_password(client)
+        except (errors.PhoneCodeInvalidError, errors.PhoneCodeEmptyError):
+            if attempt < LOGIN_ATTEMPTS:
+                click.echo(f"That code is not right; try again ({LOGIN_ATTEMPTS - attempt} "
+                           "left).", err=True)
+        except errors.PhoneCodeExpiredError as exc:
+            raise InputError("the login code has expired",
+                             hint="run `tgrag login` again and type the new code") from exc
+        except errors.PhoneNumberUnoccupiedError as exc:
+            raise InputError(f"no Telegram account uses the phone number {number}",
+                             hint="sign up in a Telegram app first") from exc
+    raise InputError(f"the login code was wrong {LOGIN_ATTEMPTS} times",
+                     hint="run `tgrag login` again; the code is in the chat with 'Telegram' in "
+                          "your Telegram app")
+
+
+async def _check_password(client: TelegramClient) -> Any:
+    from telethon import errors
+
+    click.echo("This account has two-step verification.", err=True)
+    for attempt in range(1, LOGIN_ATTEMPTS + 1):
+        password = typer.prompt("Two-step verification password", hide_input=True, err=True)
+        try:
+            return await client.sign_in(password=password)
+        except errors.PasswordHashInvalidError:
+            if attempt < LOGIN_ATTEMPTS:
+                click.echo(f"Wrong password; try again ({LOGIN_ATTEMPTS - attempt} left).",
+                           err=True)
+    raise InputError(f"the two-step verification password was wrong {LOGIN_ATTEMPTS} times",
+                     hint="run `tgrag login` again; a forgotten password is reset in a Telegram "
+                          "app (Settings → Privacy and Security → Two-Step Verification)")
 
 
 # -- channels -------------------------------------------------------------------------------------
@@ -92,14 +217,27 @@ def channels_add(
 def channels_remove(
     ctx: typer.Context,
     refs: list[str] = typer.Argument(..., help="@username, id or title."),
+    delete_posts: bool = typer.Option(
+        False, "--delete-posts",
+        help="Also delete the channels' posts from the index (waits for a running sync of them).",
+    ),
 ) -> None:
-    """Stop following channels (their posts stay indexed)."""
+    """Stop following channels; their posts stay searchable unless --delete-posts."""
     from api.cli import open_index
+    from ingest.telegram.sync import remove_channel
 
     with open_index(ctx, "channels remove") as index:
         for ref in refs:
-            state = _registry(index).remove(ref)
-            click.echo(f"removed {state.ref}")
+            done = remove_channel(index, ref, delete_posts=delete_posts)
+            if done.deleted_posts is None:
+                assert done.removed is not None
+                click.echo(f"removed {done.removed.ref} (its posts stay indexed; "
+                           "--delete-posts deletes them)")
+            elif done.removed is None:
+                click.echo(f"{ref} was not followed; deleted its {done.deleted_posts} posts")
+            else:
+                click.echo(f"removed {done.removed.ref} and deleted its {done.deleted_posts} "
+                           "posts")
 
 
 @channels_app.command("list")
@@ -137,6 +275,19 @@ def _echo_event(ref: str, event: str, data: dict[str, Any]) -> None:
                    f"in {data['delay']:.0f}s", err=True)
     elif event == "failed":
         click.echo(f"{ref}: failed: {data['error']}", err=True)
+    elif event == "live":
+        _echo_live(ref, data)
+
+
+def _echo_live(ref: str, data: dict[str, Any]) -> None:
+    if "new" in data:
+        click.echo(f"{ref}: {data['new']} new, {data['updated']} updated")
+    elif "edited" in data:
+        click.echo(f"{ref}: post {data['edited']} edited, "
+                   + ("re-indexed" if data["reindexed"] else "text unchanged"))
+    elif "deleted" in data:
+        ids = ", ".join(str(i) for i in data["deleted"])
+        click.echo(f"{ref}: post{'s' if len(data['deleted']) > 1 else ''} {ids} deleted")
 
 
 def _echo_result(r: SyncResult) -> None:
@@ -145,17 +296,25 @@ def _echo_result(r: SyncResult) -> None:
                    f"{r.deleted} deleted, {r.skipped} skipped")
     elif r.status == "busy":
         click.echo(f"{r.ref}: skipped, another worker is syncing it")
+    elif r.status == "removed":
+        click.echo(f"{r.ref}: skipped, no longer followed")
 
 
-async def _connected(index: Index, *, receive_updates: bool) -> Any:
-    from ingest.telegram.reader import make_client
+async def _connect(client: TelegramClient) -> None:
+    try:
+        await client.connect()
+    except (ConnectionError, OSError) as exc:
+        raise BackendUnavailable(f"cannot connect to Telegram: {exc}",
+                                 hint="check the network connection and try again") from exc
 
-    client = make_client(index.settings, receive_updates=receive_updates)
-    await client.connect()
+
+async def _connected(index: Index, *, receive_updates: bool) -> TelegramClient:
+    client = new_client(index.settings, receive_updates=receive_updates)
+    await _connect(client)
     if not await client.is_user_authorized():
         await client.disconnect()
-        raise InputError("the Telegram session is not logged in",
-                         hint="run `tgrag login` and set TGRAG_TG_SESSION")
+        raise InputError("the Telegram session is not logged in (never, or logged out since)",
+                         hint=NOT_LOGGED_IN_HINT)
     return client
 
 
@@ -167,7 +326,7 @@ def sync(
     since: str | None = typer.Option(None, help="Read everything since YYYY-MM-DD[THH:MM]."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Sync followed channels: new posts, then edits and deletions in the recent window."""
+    """Sync followed channels once: new posts, then edits and deletions in the recent window."""
     from api.cli import open_index
     from ingest.telegram.sync import ChannelSync
     from rag.search import parse_date
@@ -196,7 +355,14 @@ def sync(
 
 
 def watch(ctx: typer.Context) -> None:
-    """Follow the channels live: index new posts, re-index edits, drop deleted posts."""
+    """Follow the channels live: index new posts, re-index edits, drop deleted posts.
+
+    Catches up first (what was posted while nothing watched), then follows Telegram's updates,
+    which come only for channels the account has joined (`tgrag worker` syncs the others). Runs
+    until Ctrl-C or SIGTERM.
+    """
+    from telethon import errors
+
     from api.cli import open_index
     from ingest.telegram.live import register_live_handlers
     from ingest.telegram.sync import ChannelSync
@@ -206,16 +372,23 @@ def watch(ctx: typer.Context) -> None:
         try:
             syncer = ChannelSync(index, client, listener=_echo_event)
             register_live_handlers(client, syncer)
-            # Catch up on what was posted while nobody was watching, then follow updates.
             for result in await syncer.sync_all():
                 _echo_result(result)
             click.echo("watching; Ctrl-C to stop", err=True)
             await client.run_until_disconnected()
+        except (ConnectionError, OSError) as exc:
+            raise BackendUnavailable(
+                f"lost the connection to Telegram: {exc}",
+                hint="check the network and run `tgrag watch` again; it catches up first",
+            ) from exc
+        except errors.UnauthorizedError as exc:
+            raise InputError("the Telegram session was logged out",
+                             hint=NOT_LOGGED_IN_HINT) from exc
         finally:
             await client.disconnect()
 
     with open_index(ctx, "watch") as index:
-        _run(main(index))
+        _run_service(main(index))
 
 
 def worker(
@@ -223,22 +396,32 @@ def worker(
     interval: float | None = typer.Option(None, help="Seconds between runs; default "
                                                      "TGRAG_SYNC_INTERVAL."),
 ) -> None:
-    """Sync all followed channels now and then every interval (several workers share them)."""
+    """Sync all followed channels now and then every interval, until Ctrl-C or SIGTERM.
+
+    Several workers share the channels (each is synced by one worker at a time, under a lock in
+    Redis). For a single run, e.g. from cron, use `tgrag sync`.
+    """
     from api.cli import open_index
     from ingest.telegram.scheduler import SyncScheduler
     from ingest.telegram.sync import ChannelSync
+
+    settings: Settings = ctx.obj
+    every = settings.sync_interval if interval is None else interval
+    if every <= 0:
+        raise InputError("the sync interval is 0",
+                         hint="pass --interval or set TGRAG_SYNC_INTERVAL > 0; for a single run "
+                              "use `tgrag sync`")
 
     async def main(index: Index) -> None:
         client = await _connected(index, receive_updates=False)
         try:
             syncer = ChannelSync(index, client, listener=_echo_event)
-            scheduler = SyncScheduler(syncer, interval=interval)
-            if scheduler.interval <= 0:
-                raise InputError("the sync interval is 0", hint="pass --interval or set "
-                                 "TGRAG_SYNC_INTERVAL > 0")
+            scheduler = SyncScheduler(syncer, interval=every, on_result=_echo_result)
+            click.echo(f"syncing the followed channels every {every:g}s; Ctrl-C to stop",
+                       err=True)
             await scheduler.run_forever()
         finally:
             await client.disconnect()
 
     with open_index(ctx, "worker") as index:
-        _run(main(index))
+        _run_service(main(index))

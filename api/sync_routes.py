@@ -11,6 +11,7 @@ periodic scheduler inside the app and disconnects the client at shutdown.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from api.app import get_index
+from api.schemas import Problem
 from ingest.telegram.scheduler import JobRegistry, SyncScheduler
 from ingest.telegram.state import ChannelRegistry
 from rag.errors import InputError
@@ -53,13 +55,27 @@ def add_channel(body: ChannelAdd, index: IndexDep) -> dict[str, Any]:
     return _registry(index).add(body.channel).to_dict()
 
 
-@router.delete("/channels")
+@router.delete("/channels", responses={409: {
+    "model": Problem, "content": {"application/problem+json": {}},
+    "description": "delete_posts=true: the channel is being synced (try again later)"}})
 def remove_channel(
+    request: Request,
     index: IndexDep,
     channel: Annotated[str, Query(description="@username, id or title of a followed channel.")],
+    delete_posts: Annotated[bool, Query(
+        description="Also delete the channel's posts from the index (also for a channel that is "
+                    "indexed but not followed).")] = False,
 ) -> dict[str, Any]:
-    """Stop following a channel; its indexed posts stay searchable."""
-    return {"removed": _registry(index).remove(channel).to_dict()}
+    """Stop following a channel; its posts stay searchable unless ``delete_posts=true``.
+
+    Answers ``{"removed": <channel or null>, "channel_id", "deleted_posts": <n or null>}``.
+    Deleting waits for a running sync of the channel (up to ``TGRAG_SYNC_LOCK_TTL`` seconds, then
+    409).
+    """
+    from ingest.telegram.sync import remove_channel as remove
+
+    return remove(index, channel, delete_posts=delete_posts,
+                  write_lock=getattr(request.app.state, "write_lock", None)).to_dict()
 
 
 @router.post("/sync", status_code=202)
@@ -92,21 +108,27 @@ async def get_scheduler(app: FastAPI, index: Index) -> SyncScheduler:
         state.tg_sync_lock = asyncio.Lock()
     async with state.tg_sync_lock:
         if getattr(state, "tg_sync", None) is None:
-            state.tg_sync = await connect_scheduler(index)
+            state.tg_sync = await connect_scheduler(
+                index, write_lock=getattr(state, "write_lock", None))
     return state.tg_sync
 
 
-async def connect_scheduler(index: Index, *, receive_updates: bool = False) -> SyncScheduler:
+async def connect_scheduler(
+    index: Index, *, receive_updates: bool = False, write_lock: threading.Lock | None = None
+) -> SyncScheduler:
+    """A scheduler over a connected, authorized client; ``write_lock`` serializes its index
+    writes with the app's other writers (uploads, channel removals)."""
     from ingest.telegram.reader import make_client
     from ingest.telegram.sync import ChannelSync
 
     client = make_client(index.settings, receive_updates=receive_updates)
     await client.connect()
     if not await client.is_user_authorized():
-        client.disconnect()
-        raise InputError("the Telegram session is not logged in",
-                         hint="run `tgrag login` and set TGRAG_TG_SESSION")
-    return SyncScheduler(ChannelSync(index, client))
+        await client.disconnect()
+        raise InputError("the Telegram session is not logged in (never, or logged out since)",
+                         hint="run `tgrag login --save`, or set TGRAG_TG_SESSION to the string "
+                              "`tgrag login` prints")
+    return SyncScheduler(ChannelSync(index, client, write_lock=write_lock))
 
 
 @asynccontextmanager
