@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     tg_api_hash: SecretStr | None = Field(None, description="Telegram API hash.")
     tg_session: SecretStr | None = Field(
         None,
-        description="Telethon StringSession from `tgrag login`; unset = data_dir session file.",
+        description="Telethon StringSession from `tgrag login`; unset = data_dir session file "
+        "(`tgrag login --save`).",
     )
     sync_interval: float = Field(
         900, ge=0, description="Seconds between scheduled syncs of all channels; 0 = off."
