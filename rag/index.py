@@ -52,7 +52,8 @@ class Index:
             r = open_redis(settings)
             qdrant = open_qdrant(settings)
             emb = embedding or build_embedding(settings)
-            store = PostStore.open(qdrant, settings.collection, emb.name, emb.dim)
+            store = PostStore.open(qdrant, settings.collection, emb.name, emb.dim,
+                                   track_tenants=settings.embedded_qdrant)
         except BaseException:
             # Close Qdrant too: local mode holds its own lock on the folder until closed, so a
             # refused open (e.g. ModelMismatch) would otherwise block the next one in this process.

@@ -130,7 +130,7 @@ def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
     filters = filters or SearchFilters()
     filters.validate()
     filters.tenant = index.tenant
-    flt = filters.to_qdrant() or models.Filter()
+    flt = filters.for_store(index.store) or models.Filter()
     flt.must_not = [models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id))]
     vectors = [record.vector.get(DENSE) if isinstance(record.vector, dict) else record.vector
                for record in records[:MAX_QUERY_CHUNKS]]
@@ -174,7 +174,7 @@ def tenant_stats(index: Index) -> dict[str, Any]:
     prefix_tenant = index.tenant
     posts = sum(1 for doc_id in index.docstore.get_all_document_hashes().values()
                 if tenant_of_doc_id(str(doc_id)) == prefix_tenant)
-    points = index.store.count(SearchFilters(tenant=index.tenant).to_qdrant())
+    points = index.store.count(SearchFilters(tenant=index.tenant).for_store(index.store))
     return {
         "posts": posts,
         "points": points,

@@ -36,7 +36,7 @@ from rag.snippets import (  # noqa: F401 - SNIPPET_CHARS re-exported
     query_stems,
     snippet_with_highlights,
 )
-from rag.store import DOC_ID_KEY, TEXT_KEY
+from rag.store import DOC_ID_KEY, TEXT_KEY, PostStore
 from rag.tags import normalize_tag  # noqa: F401 - re-exported
 
 MODES = ("dense", "sparse", "hybrid")
@@ -99,9 +99,13 @@ class SearchFilters:
                 hint="swap the dates or drop one of them",
             )
 
-    def to_qdrant(self) -> models.Filter | None:
+    def for_store(self, store: PostStore) -> models.Filter | None:
+        """:meth:`to_qdrant`, without the tenant condition where every point is the tenant's."""
+        return self.to_qdrant(tenant_condition=not store.holds_only(self.tenant))
+
+    def to_qdrant(self, *, tenant_condition: bool = True) -> models.Filter | None:
         must: list[Any] = []
-        if self.tenant is not None:
+        if self.tenant is not None and tenant_condition:
             must.append(models.FieldCondition(key="tenant",
                                               match=models.MatchValue(value=self.tenant)))
         if self.channel_ids:
@@ -303,7 +307,8 @@ class PostSearcher:
         retriever = HybridRetriever(
             self.index.store, self.index.embedding.model.get_query_embedding, fusion=config,
         )
-        candidates = retriever.retrieve(text, mode, filters.to_qdrant(), limit)  # type: ignore[arg-type]
+        candidates = retriever.retrieve(text, mode, filters.for_store(self.index.store),
+                                        limit)  # type: ignore[arg-type]
         hits: list[PostHit] = []
         for cand in candidates:
             if filters.min_score is not None and cand.score < filters.min_score:
@@ -316,7 +321,7 @@ class PostSearcher:
     def _dense(self, vector: list[float], filters: SearchFilters,
                limit: int) -> tuple[list[PostHit], bool]:
         """The best ``limit`` posts, and whether asking for more could find more."""
-        flt = filters.to_qdrant()
+        flt = filters.for_store(self.index.store)
         chunks = min(limit * OVERFETCH, MAX_CHUNKS)
         while True:
             points = self.index.store.search_dense(vector, flt, chunks)

@@ -26,7 +26,7 @@ def top_tags(index: Index, filters: SearchFilters | None = None, limit: int = 50
     filters.validate()
     if filters.tenant is None:  # a tenant's view of the index counts only its posts
         filters = replace(filters, tenant=index.tenant)
-    flt = filters.to_qdrant()
+    flt = filters.for_store(index.store)
     tags_of: dict[str, list[str]] = {}
     offset: Any = None
     while True:
