@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,12 +17,30 @@ SHARED = Path(os.environ.get("TGRAG_SHARED_DIR", REPO.parent / "shared")) / "dat
 SAMPLE_EXPORT = REPO / "ingest" / "samples" / "telegram_export"
 
 
+def clear_tgrag_env(mp: pytest.MonkeyPatch) -> None:
+    """Remove every TGRAG_* variable but the shared-data location (restored by ``mp``)."""
+    for key in list(os.environ):
+        if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
+            mp.delenv(key, raising=False)
+
+
+def module_settings(tmp_path_factory: pytest.TempPathFactory, name: str,
+                    **overrides: Any) -> Settings:
+    """Settings over a fresh data folder for a module-scoped fixture.
+
+    Module fixtures run outside the per-test ``_isolated_env``, so the developer's TGRAG_*
+    variables and .env are kept away here, while the settings are read.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        clear_tgrag_env(mp)
+        return Settings(data_dir=tmp_path_factory.mktemp(name) / "data",
+                        _env_file=None, **overrides)  # type: ignore[call-arg]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's .env or TGRAG_* variables, or writes to ./data."""
-    for key in list(os.environ):
-        if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-            monkeypatch.delenv(key, raising=False)
+    clear_tgrag_env(monkeypatch)
     monkeypatch.chdir(tmp_path)
 
 

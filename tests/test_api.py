@@ -17,6 +17,7 @@ from rag.datadir import DataDirLock
 from rag.errors import DataDirLocked
 from rag.index import Index
 from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
@@ -28,14 +29,9 @@ POSTS = [p for p in corpus() if p.message_id <= 4]  # 12 short posts, 4 per chan
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A data folder with 12 posts (closed again: the app's lifespan opens it)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=tmp_path_factory.mktemp("api") / "data",
-                            _env_file=None)  # type: ignore[call-arg]
-        with Index.open(settings, purpose="pytest api") as index:
-            assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
+    settings = module_settings(tmp_path_factory, "api")
+    with Index.open(settings, purpose="pytest api") as index:
+        assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
     return settings
 
 

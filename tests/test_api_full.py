@@ -4,7 +4,6 @@ upload → job → searchable, stats, tags, ask, health/ready, metrics, request 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from api.app import create_app
 from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.search_corpus import ECON, corpus
 from tests.test_api import SEARCH_KEYS, assert_problem
 
@@ -32,22 +32,13 @@ UPLOAD = [
 ] + [{"id": 9, "channel_id": SPACE[0], "date": "2024-06-09T09:00:00+00:00", "text": ""}]
 
 
-def clean_env(mp: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-            mp.delenv(key)
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    with pytest.MonkeyPatch.context() as mp:
-        clean_env(mp)
-        # Dense: /ask's no-answer threshold (qa_min_score) is on the cosine scale; with the
-        # hybrid default every ask is "not_found" (RRF scores are ~0.03).
-        settings = Settings(data_dir=tmp_path_factory.mktemp("api_full") / "data",
-                            search_mode="dense", _env_file=None)  # type: ignore[call-arg]
-        with Index.open(settings, purpose="pytest api_full") as index:
-            assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
+    # Dense: /ask's no-answer threshold (qa_min_score) is on the cosine scale; with the
+    # hybrid default every ask is "not_found" (RRF scores are ~0.03).
+    settings = module_settings(tmp_path_factory, "api_full", search_mode="dense")
+    with Index.open(settings, purpose="pytest api_full") as index:
+        assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
     return settings
 
 

@@ -4,7 +4,6 @@ wrong key, 429 with Retry-After, and tenant isolation through every read route."
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from ingest.pipeline import PostPipeline
 from rag.errors import InputError
 from rag.index import Index
 from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.search_corpus import corpus
 from tests.test_api import assert_problem
 
@@ -40,16 +40,11 @@ def upload_records(text: str, tag: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        # Dense: /ask's no-answer threshold is on the cosine scale (see test_api_full).
-        settings = Settings(data_dir=tmp_path_factory.mktemp("auth") / "data", api_keys=KEYS,
-                            rate_limit=0, search_mode="dense",
-                            _env_file=None)  # type: ignore[call-arg]
-        with Index.open(settings, purpose="pytest auth") as index:
-            PostPipeline(index).ingest(POSTS)
+    # Dense: /ask's no-answer threshold is on the cosine scale (see test_api_full).
+    settings = module_settings(tmp_path_factory, "auth", api_keys=KEYS, rate_limit=0,
+                               search_mode="dense")
+    with Index.open(settings, purpose="pytest auth") as index:
+        PostPipeline(index).ingest(POSTS)
     return settings
 
 

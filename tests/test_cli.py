@@ -17,7 +17,7 @@ from api.cli import _marked, app, main
 from ingest.pipeline import PostPipeline
 from rag.datadir import DataDirLock
 from rag.index import Index
-from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
@@ -29,15 +29,10 @@ POSTS = [p for p in corpus() if p.message_id <= 4]  # 12 short posts, 4 per chan
 @pytest.fixture(scope="module")
 def filled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with 12 posts, closed again so the CLI can open it."""
-    data_dir = tmp_path_factory.mktemp("cli") / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
-        with Index.open(settings, purpose="pytest cli") as index:
-            assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
-    return data_dir
+    settings = module_settings(tmp_path_factory, "cli")
+    with Index.open(settings, purpose="pytest cli") as index:
+        assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
+    return settings.data_dir
 
 
 @pytest.fixture

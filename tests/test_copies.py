@@ -7,7 +7,6 @@ that look alike but are not copies.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.posts import similar_posts
 from rag.search import PostHit, PostSearcher
-from rag.settings import Settings
+from tests.conftest import module_settings
 
 NEWS = ("Запрет на экспорт бензина из России отменят досрочно, ещё до конца года: документы уже "
         "готовят, заявил вице-премьер Александр Новак. Ограничения вводили из-за плановых "
@@ -73,13 +72,7 @@ COPY_KEYS = {"id", "channel", "channel_id", "channel_title", "message_id", "link
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=tmp_path_factory.mktemp("copies") / "data",
-                            _env_file=None)  # type: ignore[call-arg]
-        index = Index.open(settings, purpose="pytest copies")
+    index = Index.open(module_settings(tmp_path_factory, "copies"), purpose="pytest copies")
     try:
         assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
         yield index

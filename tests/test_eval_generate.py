@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ingest.pipeline import PostPipeline
 from rag.errors import InputError, LLMError
 from rag.index import Index
 from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.fake_gigachat import CREDENTIALS, FakeGigaChat, Reply, gigachat_llm
 from tests.search_corpus import corpus
 
@@ -76,15 +76,10 @@ def fake() -> Iterator[FakeGigaChat]:
 @pytest.fixture(scope="module")
 def filled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A closed data folder with 12 posts in three channels (the CLI opens it itself)."""
-    data_dir = tmp_path_factory.mktemp("gen") / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
-        with Index.open(settings, purpose="pytest eval generate") as index:
-            assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
-    return data_dir
+    settings = module_settings(tmp_path_factory, "gen")
+    with Index.open(settings, purpose="pytest eval generate") as index:
+        assert PostPipeline(index).ingest(POSTS).new == len(POSTS)
+    return settings.data_dir
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from rag.recency import SECONDS_PER_DAY, Recency, boosted, decay, order
 from rag.rerank import RankingConfig, latest_date, load_cross_encoder, post_texts, rerank
 from rag.search import PostSearcher
 from rag.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, module_settings
 
 DAY = int(SECONDS_PER_DAY)
 T0 = 1_730_000_000  # 2024-10-27
@@ -273,15 +273,7 @@ def test_defaults_import_neither_torch_nor_sentence_transformers() -> None:
 @pytest.fixture(scope="module")
 def news_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
     """Six short posts on different days (embedding them is the slow part: shared by the module)."""
-    with pytest.MonkeyPatch.context() as mp:
-        import os
-
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=tmp_path_factory.mktemp("rerank") / "data",
-                            _env_file=None)  # type: ignore[call-arg]
-        index = Index.open(settings, purpose="pytest rerank")
+    index = Index.open(module_settings(tmp_path_factory, "rerank"), purpose="pytest rerank")
     try:
         posts = [Post(channel_id=7001, channel="news", channel_title="News", message_id=n,
                       date=T0 + n * DAY, text=text)

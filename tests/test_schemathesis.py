@@ -7,7 +7,6 @@ small index opened once and handed to the app (so each call's lifespan opens not
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 from api.app import create_app  # noqa: E402
 from ingest.pipeline import PostPipeline  # noqa: E402
 from rag.index import Index  # noqa: E402
-from rag.settings import Settings  # noqa: E402
+from tests.conftest import module_settings  # noqa: E402
 from tests.search_corpus import corpus  # noqa: E402
 
 MAX_EXAMPLES = 6
@@ -31,15 +30,10 @@ MAX_EXAMPLES = 6
 
 @pytest.fixture(scope="module")
 def opened_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        s = Settings(data_dir=tmp_path_factory.mktemp("schemathesis") / "data", sync_interval=0,
-                     max_upload_mb=1, _env_file=None)  # type: ignore[call-arg]
-        with Index.open(s, purpose="pytest schemathesis") as index:
-            PostPipeline(index).ingest([p for p in corpus() if p.message_id <= 2])
-            yield index
+    s = module_settings(tmp_path_factory, "schemathesis", sync_interval=0, max_upload_mb=1)
+    with Index.open(s, purpose="pytest schemathesis") as index:
+        PostPipeline(index).ingest([p for p in corpus() if p.message_id <= 2])
+        yield index
 
 
 @pytest.fixture(scope="module")

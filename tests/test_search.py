@@ -21,7 +21,7 @@ from rag.search import (
     make_snippet,
     parse_date,
 )
-from rag.settings import Settings
+from tests.conftest import module_settings
 from tests.search_corpus import CITY, ECON, GAMES, LONG_POST, corpus, ts
 
 SEARCH_KEYS = ["id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
@@ -31,15 +31,7 @@ SEARCH_KEYS = ["id", "channel_id", "channel", "channel_title", "message_id", "da
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
     """One index with the corpus, shared by the module (embedding is the slow part)."""
-    with pytest.MonkeyPatch.context() as mp:
-        import os
-
-        for key in list(os.environ):
-            if key.startswith("TGRAG_") and key != "TGRAG_SHARED_DIR":
-                mp.delenv(key)
-        settings = Settings(data_dir=tmp_path_factory.mktemp("search") / "data",
-                            _env_file=None)  # type: ignore[call-arg]
-        index = Index.open(settings, purpose="pytest search")
+    index = Index.open(module_settings(tmp_path_factory, "search"), purpose="pytest search")
     try:
         report = PostPipeline(index).ingest(corpus())
         assert report.new == len(corpus())
