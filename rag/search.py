@@ -307,8 +307,8 @@ class PostSearcher:
         retriever = HybridRetriever(
             self.index.store, self.index.embedding.model.get_query_embedding, fusion=config,
         )
-        candidates = retriever.retrieve(text, mode, filters.for_store(self.index.store),
-                                        limit)  # type: ignore[arg-type]
+        flt = filters.for_store(self.index.store)
+        candidates = retriever.retrieve(text, mode, flt, limit)  # type: ignore[arg-type]
         hits: list[PostHit] = []
         for cand in candidates:
             if filters.min_score is not None and cand.score < filters.min_score:
