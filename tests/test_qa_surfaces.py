@@ -82,11 +82,11 @@ def test_cli_ask_and_tags(filled: Index, monkeypatch: pytest.MonkeyPatch) -> Non
     runner = CliRunner()
     out = runner.invoke(cli.app, ["ask", "ключевая ставка", "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["sources"][0]["n"] == 1
+    assert json.loads(out.stdout)["sources"][0]["n"] == 1
     out = runner.invoke(cli.app, ["ask", "ключевая ставка"])
     assert out.exit_code == 0 and "[1]" in out.output and "extractive" in out.output
     out = runner.invoke(cli.app, ["tags", "--json"])
-    assert out.exit_code == 0 and json.loads(out.output)["posts"] == 5
+    assert out.exit_code == 0 and json.loads(out.stdout)["posts"] == 5
 
 
 def test_unrelated_question_is_not_found_with_default_threshold(client: TestClient) -> None:

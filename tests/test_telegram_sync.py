@@ -402,7 +402,7 @@ def test_cli_channels_commands(settings: Settings, monkeypatch: pytest.MonkeyPat
     assert runner.invoke(app, ["channels", "add", "@technews", "t.me/Sport"]).exit_code == 0
     listed = runner.invoke(app, ["channels", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [c["ref"] for c in json.loads(listed.output)["channels"]] == ["sport", "technews"]
+    assert [c["ref"] for c in json.loads(listed.stdout)["channels"]] == ["sport", "technews"]
     removed = runner.invoke(app, ["channels", "remove", "sport"])
     assert removed.exit_code == 0 and "removed sport" in removed.output
     missing = runner.invoke(app, ["sync"])  # no Telegram credentials
