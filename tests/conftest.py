@@ -11,6 +11,7 @@ import pytest
 
 from rag.index import Index
 from rag.settings import Settings
+from tests.fake_gigachat import FakeGigaChat
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TGRAG_SHARED_DIR", REPO.parent / "shared")) / "data"
@@ -76,3 +77,13 @@ def news_dir(shared_data: Path) -> Path:
 @pytest.fixture
 def sample_export() -> Path:
     return SAMPLE_EXPORT
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGigaChat]:
+    """A fake GigaChat server with the default replies (modules override it with their own)."""
+    server = FakeGigaChat().start()
+    try:
+        yield server
+    finally:
+        server.stop()

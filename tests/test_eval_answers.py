@@ -4,7 +4,6 @@ fake server spoken to through the real SDK."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ QUERIES = [
     {"_id": "q3", "text": "что обещают синоптики на выходные?"},  # no gold
 ]
 QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\nq3\td2\t1\n"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGigaChat]:
-    server = FakeGigaChat().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

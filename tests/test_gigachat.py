@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -14,15 +13,6 @@ from rag.llm import build_llm, finish_reason
 from rag.llm.gigachat import GigaChatLLM
 from rag.settings import Settings
 from tests.fake_gigachat import CREDENTIALS, FakeGigaChat, Reply, gigachat_llm
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGigaChat]:
-    server = FakeGigaChat().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_chat_sends_system_role_and_reuses_token(fake: FakeGigaChat) -> None:

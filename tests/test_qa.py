@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from llama_index.core.schema import Document
 
 from rag.qa import NOT_FOUND, CitationFilter, QAEngine, clean_citations
@@ -46,15 +44,6 @@ def engine(hits: list[PostHit], llm: Any = None, min_score: float = 0.5) -> QAEn
         get_document=lambda doc_id, raise_error=False: Document(text=POSTS[doc_id], id_=doc_id))
     index = SimpleNamespace(settings=settings, docstore=docstore)
     return QAEngine(index, llm, searcher=StubSearcher(hits))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGigaChat]:
-    server = FakeGigaChat().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 RATE_HITS = [hit("tg:1:1", 0.91), hit("tg:1:2", 0.88), hit("tg:2:7", 0.52)]
