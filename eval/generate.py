@@ -41,8 +41,8 @@ from llama_index.core.llms import LLM
 from eval.beir import FILES
 from eval.llm_util import LLM_HINT, FailureGuard, chat_text, extract_json
 from rag.errors import InputError, LLMError
+from rag.ids import parse_doc_id
 from rag.index import Index
-from rag.tenants import tenant_of_doc_id
 
 PROMPT_VERSION = 1
 MIN_POST_CHARS = 100  # shorter posts rarely hold a fact worth a question
@@ -271,15 +271,12 @@ def channel_post_ids(index: Index, channel_ids: Sequence[int]) -> list[str]:
     keyed: list[tuple[int, int, str]] = []
     for doc_id in index.docstore.get_all_document_hashes().values():
         doc_id = str(doc_id)
-        if tenant_of_doc_id(doc_id) != index.tenant:
-            continue
         try:
-            _, cid, mid = doc_id.rpartition("/")[2].split(":")
-            key = (int(cid), int(mid))
-        except ValueError:
+            tenant, cid, mid = parse_doc_id(doc_id)
+        except InputError:  # not a post's id
             continue
-        if not wanted or key[0] in wanted:
-            keyed.append((*key, doc_id))
+        if tenant == index.tenant and (not wanted or cid in wanted):
+            keyed.append((cid, mid, doc_id))
     return [doc_id for *_, doc_id in sorted(keyed)]
 
 

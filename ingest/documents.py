@@ -1,8 +1,9 @@
 """The data model: one Telegram post → one LlamaIndex ``Document`` with a stable id and hash.
 
-Document id ``tg:<channel_id>:<message_id>``.  The hash covers the text and the *stable* metadata
-only: engagement counters change every minute and tags are derived, so neither may trigger a
-re-embedding.  Ids, dates, links and counters are kept out of the embedded text.
+Document id ``tg:<channel_id>:<message_id>`` (``<tenant>/…`` for other tenants; ``rag.ids``).
+The hash covers the text and the *stable* metadata only: engagement counters change every
+minute and tags are derived, so neither may trigger a re-embedding.  Ids, dates, links and
+counters are kept out of the embedded text.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llama_index.core.schema import Document
+
+from rag import ids
 
 # Metadata that changes without the post changing (engagement) or is derived by the pipeline (tags,
 # edit time): never part of the document hash.
@@ -28,31 +31,6 @@ NOT_FOR_LLM_KEYS = [
     "channel_id", "message_id", "date", "link", "tag_source", "edited", "grouped_id", "links",
     "views", "forwards", "reactions",
 ]
-
-
-def normalize_channel_id(raw: int | str) -> int:
-    """The bare positive channel id: ``-1001000724666`` and ``channel1000724666`` → 1000724666."""
-    text = str(raw).strip()
-    if text.startswith("channel"):
-        text = text[len("channel"):]
-    elif text.startswith("chat"):
-        text = text[len("chat"):]
-    value = abs(int(text))
-    digits = str(value)
-    # Bot API style ids are -100<id>; a bare channel id never starts with "100" and has 13 digits.
-    if digits.startswith("100") and len(digits) == 13:
-        value = int(digits[3:])
-    return value
-
-
-def post_link(channel_id: int, channel: str, message_id: int) -> str:
-    if channel:
-        return f"https://t.me/{channel}/{message_id}"
-    return f"https://t.me/c/{channel_id}/{message_id}"
-
-
-def doc_id_for(channel_id: int, message_id: int) -> str:
-    return f"tg:{channel_id}:{message_id}"
 
 
 @dataclass(slots=True)
@@ -72,14 +50,17 @@ class Post:
     forwards: int | None = None
     reactions: dict[str, int] = field(default_factory=dict)
     links: list[str] = field(default_factory=list)  # link targets found in the text entities
+    # The owner (rag.ids): the default tenant's posts keep the contract's id and the same hash
+    # as a CLI ingest, so uploading what the CLI already ingested re-embeds nothing.
+    tenant: str = ids.DEFAULT_TENANT
 
     @property
     def doc_id(self) -> str:
-        return doc_id_for(self.channel_id, self.message_id)
+        return ids.doc_id(self.channel_id, self.message_id, self.tenant)
 
     @property
     def link(self) -> str:
-        return post_link(self.channel_id, self.channel, self.message_id)
+        return ids.post_link(self.channel_id, self.channel, self.message_id)
 
     def to_document(self) -> PostDocument:
         metadata: dict[str, Any] = {
@@ -100,12 +81,17 @@ class Post:
             "forwards": self.forwards,
             "reactions": dict(self.reactions),
         }
+        hidden = []
+        if self.tenant != ids.DEFAULT_TENANT:
+            metadata["tenant"] = self.tenant
+            # Never embedded nor shown to the LLM: the same text embeds the same for every tenant.
+            hidden = ["tenant"]
         return PostDocument(
             id_=self.doc_id,
             text=self.text,
             metadata=metadata,
-            excluded_embed_metadata_keys=list(NOT_EMBEDDED_KEYS),
-            excluded_llm_metadata_keys=list(NOT_FOR_LLM_KEYS),
+            excluded_embed_metadata_keys=[*NOT_EMBEDDED_KEYS, *hidden],
+            excluded_llm_metadata_keys=[*NOT_FOR_LLM_KEYS, *hidden],
         )
 
 

@@ -14,9 +14,7 @@ from llama_index.core.node_parser import NodeParser, SentenceSplitter
 from llama_index.core.schema import BaseNode, NodeRelationship, TextNode
 from pydantic import Field, PrivateAttr
 
-
-def chunk_id(doc_id: str, n: int) -> str:
-    return f"{doc_id}#{n}"
+from rag.ids import chunk_id
 
 
 class PostSplitter(NodeParser):

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from rag.errors import InputError
+from rag.ids import is_channel_id, normalize_channel_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,18 @@ class ChannelCatalog:
         """The indexed message ids of a channel, oldest first."""
         return [int(m) for m in self._r.zrange(self._posts_key(channel_id), 0, -1)]
 
+    def recent_post_ids(self, channel_id: int, last: int, since: float | None) -> list[int]:
+        """The ids of a channel's ``last`` newest indexed posts and of every post dated at or
+        after ``since`` (unix seconds; None = none), ascending."""
+        key = self._posts_key(channel_id)
+        found = set(self._r.zrevrange(key, 0, last - 1)) if last > 0 else set()
+        if since is not None:
+            found |= set(self._r.zrangebyscore(key, since, "+inf"))
+        return sorted(int(m) for m in found)
+
+    def post_count(self, channel_id: int) -> int:
+        return int(self._r.zcard(self._posts_key(channel_id)))
+
     def forget_channel(self, channel_id: int) -> None:
         """Drop a channel: its post list and its names (``channels()`` no longer lists it)."""
         pipe = self._r.pipeline(transaction=True)
@@ -88,11 +101,8 @@ class ChannelCatalog:
         """A channel id from an id, a ``@username``/username, or an exact title."""
         text = str(ref).strip()
         known = self.channels()
-        if text.lstrip("-").isdigit():
-            value = abs(int(text))
-            if len(str(value)) == 13 and str(value).startswith("100"):
-                value = int(str(value)[3:])
-            return value
+        if is_channel_id(text):
+            return normalize_channel_id(text)
         name = text.removeprefix("@").removeprefix("https://t.me/").lower()
         for info in known:
             if info.channel and info.channel.lower() == name:

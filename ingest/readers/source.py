@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.documents import normalize_channel_id
+from rag.ids import normalize_channel_id
 
 NO_TEXT = "no text (media-only or empty post)"
 INVALID_BYTES = "invalid UTF-8 bytes in text"

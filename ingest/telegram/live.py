@@ -20,10 +20,10 @@ from typing import Any
 
 from telethon import TelegramClient, events, types
 
-from ingest.documents import normalize_channel_id
 from ingest.telegram.reader import TelegramReader
 from ingest.telegram.state import ChannelState
 from ingest.telegram.sync import ChannelSync
+from rag.ids import normalize_channel_id
 
 log = logging.getLogger("tgrag.live")
 

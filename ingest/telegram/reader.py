@@ -23,8 +23,9 @@ from telethon import TelegramClient, types
 from telethon.helpers import add_surrogate, del_surrogate
 from telethon.sessions import StringSession
 
-from ingest.documents import Post, normalize_channel_id
+from ingest.documents import Post
 from rag.errors import InputError
+from rag.ids import normalize_channel_id
 from rag.settings import Settings
 
 SESSION_FILE = "telegram.session"
