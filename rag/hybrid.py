@@ -10,8 +10,14 @@ built-in ``FusionQuery`` has neither weights nor score normalisation.  Two fusio
   scores; a post missing from a list gets that list's floor (0 after min-max, the lowest z).
   Keeps *how much* better the top hit is, which rank fusion throws away.
 
-The functions are pure; :class:`HybridRetriever` wires them to a store, an embedding and the
-sparse encoder.  Which defaults win is measured in ``docs/eval.md``.
+The fusion functions are pure; :class:`HybridRetriever` wires them to a store, an embedding and
+the sparse encoder, and is the one retrieval every surface and the evaluation go through (via
+:class:`rag.search.PostSearcher`).  Which defaults win is measured in ``docs/eval.md``.
+
+Each list is fetched from the store as chunks and collapsed into posts, a post keeping its best
+chunk (the first: lists come best first).  Long posts contribute several chunks, so a list asks
+for ``OVERFETCH`` chunks per wanted post and asks again, for twice as many, while the store
+returned everything asked for yet fewer posts than wanted.
 """
 
 from __future__ import annotations
@@ -19,20 +25,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
-
-from qdrant_client import models
+from typing import Literal, TypeVar, cast
 
 from rag.errors import InputError
 from rag.settings import Settings
 from rag.sparse import SparseEncoder
-from rag.store import DOC_ID_KEY, SPARSE, PostStore
+from rag.store import ChunkStore, StoredChunk, StoreFilter
 
 K = TypeVar("K", bound=Hashable)
 Mode = Literal["dense", "sparse", "hybrid"]
 FusionMethod = Literal["rrf", "minmax", "zscore"]
-MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+MODES: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
 FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
+OVERFETCH = 4  # chunks fetched per wanted post
+MAX_CHUNKS = 2000  # per list and query
+
+
+def validate_mode(mode: str) -> Mode:
+    """The retrieval mode, checked (the one place modes are validated)."""
+    if mode not in MODES:
+        raise InputError(f"unknown search mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    return cast(Mode, mode)
 
 
 @dataclass(frozen=True)
@@ -133,42 +146,46 @@ def _sorted(scores: dict[K, float]) -> Ranked[K]:
     return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
 
 
-def collapse(points: Iterable[models.ScoredPoint]) -> list[tuple[str, models.ScoredPoint]]:
-    """Chunks → posts: the first (best) chunk of each post, in order."""
-    seen: dict[str, models.ScoredPoint] = {}
-    for point in points:
-        doc_id = str((point.payload or {}).get(DOC_ID_KEY, point.id))
-        seen.setdefault(doc_id, point)
-    return list(seen.items())
-
-
-def search_sparse(store: PostStore, vector: models.SparseVector, flt: models.Filter | None,
-                  limit: int) -> list[models.ScoredPoint]:
-    """Chunks ranked by BM25 (the ``sparse`` vector, IDF applied by Qdrant)."""
-    if not vector.indices:  # a query of stopwords only: nothing to match, and no error
-        return []
-    return store.client.query_points(
-        store.collection_name, query=vector, using=SPARSE, query_filter=flt, limit=limit,
-        with_payload=True,
-    ).points
+def collapse(chunks: Iterable[StoredChunk]) -> list[tuple[str, StoredChunk]]:
+    """Chunks → posts: each post's best chunk, best posts first (equal scores keep their order,
+    so a list that came best first keeps each post's first chunk)."""
+    best: dict[str, StoredChunk] = {}
+    for chunk in chunks:
+        kept = best.get(chunk.doc_id)
+        if kept is None or chunk.score > kept.score:
+            best[chunk.doc_id] = chunk
+    return sorted(best.items(), key=lambda kv: kv[1].score, reverse=True)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One post found by retrieval: its fused score and its best chunk (for the snippet)."""
+    """One post found by retrieval: its (fused) score and its best chunk (for the snippet)."""
 
     doc_id: str
     score: float
-    point: models.ScoredPoint
+    chunk: StoredChunk
+
+
+class Retrieved(list[Candidate]):
+    """The best posts, best first (a plain list to callers that want one), and ``more``: whether
+    asking for more could find more."""
+
+    more: bool = False
+
+    @classmethod
+    def of(cls, candidates: list[Candidate], more: bool) -> Retrieved:
+        found = cls(candidates)
+        found.more = more
+        return found
+
+
+PostList = list[tuple[str, StoredChunk]]
 
 
 class HybridRetriever:
     """Query → posts by ``dense``, ``sparse`` or fused ``hybrid`` retrieval."""
 
-    # Chunks fetched per wanted post: a long post's chunks collapse into one.
-    overfetch = 2
-
-    def __init__(self, store: PostStore, embed_query: Callable[[str], list[float]],
+    def __init__(self, store: ChunkStore, embed_query: Callable[[str], list[float]],
                  encoder: SparseEncoder | None = None,
                  fusion: FusionConfig | None = None) -> None:
         self.store = store
@@ -176,37 +193,55 @@ class HybridRetriever:
         self.encoder = encoder or SparseEncoder()
         self.fusion = fusion or FusionConfig()
 
-    def dense(self, query: str, flt: models.Filter | None, limit: int
-              ) -> list[tuple[str, models.ScoredPoint]]:
-        points = self.store.search_dense(self.embed_query(query), flt, limit * self.overfetch)
-        return collapse(points)[:limit]
+    def dense(self, query: str | Sequence[float], flt: StoreFilter | None,
+              limit: int) -> tuple[PostList, bool]:
+        """The ``limit`` posts nearest to the query (a text, or an embedding already made)."""
+        vector = self.embed_query(query) if isinstance(query, str) else list(query)
+        return self._posts(lambda n: self.store.search_dense(vector, flt, n), limit)
 
-    def sparse(self, query: str, flt: models.Filter | None, limit: int
-               ) -> list[tuple[str, models.ScoredPoint]]:
-        points = search_sparse(self.store, self.encoder.encode_query(query), flt,
-                               limit * self.overfetch)
-        return collapse(points)[:limit]
+    def sparse(self, query: str, flt: StoreFilter | None, limit: int) -> tuple[PostList, bool]:
+        """The ``limit`` best posts by BM25."""
+        vector = self.encoder.encode_query(query)
+        return self._posts(lambda n: self.store.search_sparse(vector, flt, n), limit)
 
-    def retrieve(self, query: str, mode: Mode = "hybrid", flt: models.Filter | None = None,
-                 limit: int = 10, fusion: FusionConfig | None = None) -> list[Candidate]:
+    @staticmethod
+    def _posts(fetch: Callable[[int], list[StoredChunk]], limit: int) -> tuple[PostList, bool]:
+        chunks = min(limit * OVERFETCH, MAX_CHUNKS)
+        while True:
+            found = fetch(chunks)
+            posts = collapse(found)
+            exhausted = len(found) < chunks
+            # Fewer posts than asked although the store returned all we asked for: long posts ate
+            # the budget, so ask for more chunks.
+            if len(posts) >= limit or exhausted or chunks >= MAX_CHUNKS:
+                more = len(posts) > limit or (not exhausted and chunks < MAX_CHUNKS)
+                return posts[:limit], more
+            chunks = min(chunks * 2, MAX_CHUNKS)
+
+    def retrieve(self, query: str, mode: Mode = "hybrid", flt: StoreFilter | None = None,
+                 limit: int = 10, fusion: FusionConfig | None = None) -> Retrieved:
         """The best ``limit`` posts for ``query``, best first."""
-        if mode not in MODES:
-            raise InputError(f"unknown search mode {mode!r}", hint="dense, sparse or hybrid")
-        if mode == "dense":
-            return [Candidate(d, p.score, p) for d, p in self.dense(query, flt, limit)]
-        if mode == "sparse":
-            return [Candidate(d, p.score, p) for d, p in self.sparse(query, flt, limit)]
+        validate_mode(mode)
+        if mode != "hybrid":
+            posts, more = (self.dense if mode == "dense" else self.sparse)(query, flt, limit)
+            return Retrieved.of([Candidate(d, c.score, c) for d, c in posts], more)
         config = fusion or self.fusion
-        depth = max(config.depth, limit)
-        return fuse_candidates(self.dense(query, flt, depth), self.sparse(query, flt, depth),
-                               replace(config, depth=depth), limit)
+        # Candidate depth in whole blocks of the configured depth: min-max fusion normalises over
+        # the candidate lists, so a depth growing with every page would reorder earlier pages.
+        depth = config.depth * math.ceil(limit / config.depth)
+        dense, dense_more = self.dense(query, flt, depth)
+        sparse, sparse_more = self.sparse(query, flt, depth)
+        fused = fuse_candidates(dense, sparse, replace(config, depth=depth), limit)
+        more = len(fused) >= limit and (dense_more or sparse_more or
+                                        len({d for d, _ in dense} | {d for d, _ in sparse}) > limit)
+        return Retrieved.of(fused, more)
 
 
-def fuse_candidates(dense: Sequence[tuple[str, models.ScoredPoint]],
-                    sparse: Sequence[tuple[str, models.ScoredPoint]],
+def fuse_candidates(dense: Sequence[tuple[str, StoredChunk]],
+                    sparse: Sequence[tuple[str, StoredChunk]],
                     config: FusionConfig, limit: int) -> list[Candidate]:
     """Fuse collapsed dense and sparse post lists into the best ``limit`` candidates."""
     best = dict(sparse[: config.depth])
     best.update(dense[: config.depth])  # the dense best chunk wins as snippet when both have it
-    fused = fuse([(d, p.score) for d, p in dense], [(d, p.score) for d, p in sparse], config)
+    fused = fuse([(d, c.score) for d, c in dense], [(d, c.score) for d, c in sparse], config)
     return [Candidate(d, s, best[d]) for d, s in fused[:limit]]

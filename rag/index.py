@@ -1,38 +1,44 @@
-"""The opened index: Redis, Qdrant, the embedding model, the docstore and the channel catalog.
+"""The opened index: Redis, the vector store, the embedding model, the docstore, the channel
+catalog, and the process's write lock.
 
-``Index.open`` checks that Redis and Qdrant answer and that the collection matches the embedding
-model *before* anything is written, so a misconfiguration fails fast with a clear error.
+``Index.open`` checks that Redis and the vector engine answer and that the collection matches the
+embedding model *before* anything is written, so a misconfiguration fails fast with a clear error.
+
+One writer at a time: the pipeline's batches and the deletions each take :attr:`Index.write_lock`
+themselves (a crash-safe batch is classify → write → commit, and two interleaved batches could
+classify the same post against a docstore the other is about to change).  Tenant views share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 from llama_index.storage.docstore.redis import RedisDocumentStore
-from qdrant_client import QdrantClient
 
 from rag.catalog import ChannelCatalog
 from rag.datadir import DataDirLock
 from rag.embeddings import EmbeddingBackend, build_embedding
+from rag.ids import DEFAULT_TENANT, catalog_namespace, namespace, tenant_of_doc_id
 from rag.redis_backend import close_redis, kvstore, open_redis
 from rag.settings import Settings
-from rag.store import DEFAULT_TENANT, PostStore, open_qdrant
-from rag.tenants import catalog_namespace
+from rag.store import ChunkStore, StoreFilter, open_store
+from rag.store.vector_store import PostVectorStore
 
 
 @dataclass
 class Index:
     settings: Settings
     redis: redis.Redis
-    qdrant: QdrantClient
     embedding: EmbeddingBackend
-    store: PostStore
+    store: ChunkStore
     docstore: RedisDocumentStore
     catalog: ChannelCatalog
     lock: DataDirLock | None = None
     tenant: str = DEFAULT_TENANT  # searches through this index see only this tenant's posts
+    write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(
@@ -47,34 +53,28 @@ class Index:
         if settings.embedded_qdrant or settings.embedded_redis:
             lock = DataDirLock(settings.data_dir)
             lock.acquire(purpose)
-        qdrant: QdrantClient | None = None
+        r: redis.Redis | None = None
         try:
             r = open_redis(settings)
-            qdrant = open_qdrant(settings)
             emb = embedding or build_embedding(settings)
-            store = PostStore.open(qdrant, settings.collection, emb.name, emb.dim,
-                                   track_tenants=settings.embedded_qdrant)
+            store = open_store(settings, emb.name, emb.dim)
         except BaseException:
-            # Close Qdrant too: local mode holds its own lock on the folder until closed, so a
-            # refused open (e.g. ModelMismatch) would otherwise block the next one in this process.
             try:
-                if qdrant is not None:
-                    qdrant.close()
+                if r is not None:
+                    close_redis(r, settings)
             finally:
                 if lock:
                     lock.release()
             raise
-        namespace = f"tgrag:{settings.collection}"
-        docstore = RedisDocumentStore(kvstore(r), namespace=f"{namespace}:docstore")
-        return cls(
-            settings=settings, redis=r, qdrant=qdrant, embedding=emb, store=store,
-            docstore=docstore, catalog=ChannelCatalog(r, namespace), lock=lock,
-        )
+        base = namespace(settings.collection)
+        docstore = RedisDocumentStore(kvstore(r), namespace=f"{base}:docstore")
+        return cls(settings=settings, redis=r, embedding=emb, store=store, docstore=docstore,
+                   catalog=ChannelCatalog(r, base), lock=lock)
 
     def for_tenant(self, tenant: str) -> Index:
-        """A view of this index for one tenant: same backends, the tenant's channel catalog, and
-        ``tenant`` set so searches and tag counts are filtered to its posts (``rag.tenants``).
-        The view does not own the data-folder lock; close the original, not the view."""
+        """A view of this index for one tenant: same backends and write lock, the tenant's channel
+        catalog, and ``tenant`` set so searches and tag counts are filtered to its posts
+        (``rag.ids``).  The view does not own the data-folder lock; close the original."""
         if tenant == self.tenant:
             return self
         catalog = ChannelCatalog(self.redis, catalog_namespace(self.namespace, tenant))
@@ -82,23 +82,46 @@ class Index:
 
     @property
     def namespace(self) -> str:
-        return f"tgrag:{self.settings.collection}"
+        return namespace(self.settings.collection)
+
+    def vector_store(self) -> PostVectorStore:
+        """The store as LlamaIndex sees it (the ingestion pipeline writes through it)."""
+        return PostVectorStore(self.store)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def post_text(self, doc_id: str) -> str | None:
+        """A committed post's full text from the docstore; ``None`` if it is not there."""
+        doc = self.docstore.get_document(doc_id, raise_error=False)
+        return doc.get_content() if doc is not None else None
+
+    def post_ids(self) -> list[str]:
+        """The ids of every committed post of this view's tenant."""
+        return [str(d) for d in self.docstore.get_all_document_hashes().values()
+                if tenant_of_doc_id(str(d)) == self.tenant]
 
     def post_count(self) -> int:
-        """Posts in the docstore (one hash per post)."""
+        """Posts in the docstore, all tenants (one hash per post)."""
         return len(self.docstore.get_all_document_hashes())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, all_tenants: bool = False) -> dict[str, Any]:
+        """The contract's stats JSON: this view's tenant (or, for the operator's CLI, every
+        tenant's posts and points)."""
+        if all_tenants:
+            posts, points = self.post_count(), self.store.count()
+        else:
+            posts = len(self.post_ids())
+            points = self.store.count(StoreFilter(tenant=self.tenant))
         return {
-            "posts": self.post_count(),
-            "points": self.store.count(),
+            "posts": posts,
+            "points": points,
             "embedding_model": self.embedding.name,
             "channels": [c.to_dict() for c in self.catalog.channels()],
         }
 
     def close(self) -> None:
         try:
-            self.qdrant.close()
+            self.store.close()
             close_redis(self.redis, self.settings)
         finally:
             if self.lock:

@@ -1,33 +1,32 @@
 """One post and its neighbours: ``get_post`` (the full post) and ``similar_posts`` ("more like
-this"), plus ``tenant_stats`` (the contract's stats shape, for one tenant).
+this").
 
 "More like this" collapses near-duplicates like search does (``rag.dedup``), and the source
 post's own copies (its forwards and cross-posts) are not "similar posts": they are listed apart,
 in ``copies``.
 
 All three work on a tenant's view of the index (:meth:`rag.index.Index.for_tenant`): the post is
-looked up under the tenant's document id and every Qdrant read carries the tenant filter, so a
+looked up under the tenant's document id and every store read carries the tenant filter, so a
 tenant can neither read nor be recommended another tenant's posts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from qdrant_client import models
-
 from rag.dedup import jaccard, shingles
 from rag.errors import InputError, NotFoundError
+from rag.hybrid import HybridRetriever
+from rag.ids import doc_id as post_doc_id
 from rag.index import Index
 from rag.search import MAX_FETCH, MAX_K, PostHit, SearchFilters, collapse, collapse_copies
-from rag.store import DENSE, DOC_ID_KEY, NODE_ID_KEY, TEXT_KEY
-from rag.tenants import tenant_doc_id, tenant_of_doc_id
+from rag.store import DOC_ID_KEY, NODE_ID_KEY, TENANT_KEY, TEXT_KEY, StoredChunk, StoreFilter
 
 # Chunk vectors of the source post used as queries (a post rarely has more than a few chunks).
 MAX_QUERY_CHUNKS = 8
-PAYLOAD_HIDDEN = {TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, "tenant", "date_iso"}
+PAYLOAD_HIDDEN = {TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, TENANT_KEY, "date_iso"}
 
 
 @dataclass(slots=True)
@@ -64,34 +63,20 @@ def resolve_post_id(index: Index, channel: str, message_id: int) -> str:
         channel_id = index.catalog.resolve(channel)
     except InputError as err:
         raise NotFoundError(err.message, hint=err.hint) from None
-    return tenant_doc_id(index.tenant, channel_id, message_id)
-
-
-def _points(index: Index, doc_id: str, *, with_vectors: bool) -> list[models.Record]:
-    records, _ = index.qdrant.scroll(
-        index.store.collection_name,
-        scroll_filter=models.Filter(must=[
-            models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id)),
-            models.FieldCondition(key="tenant", match=models.MatchValue(value=index.tenant)),
-        ]),
-        limit=1000, with_vectors=[DENSE] if with_vectors else False, with_payload=True,
-    )
-    return sorted(records, key=lambda r: str((r.payload or {}).get(NODE_ID_KEY, "")))
+    return post_doc_id(channel_id, message_id, index.tenant)
 
 
 def get_post(index: Index, channel: str, message_id: int) -> Post:
     """The full post ``channel``/``message_id`` of the index's tenant."""
     doc_id = resolve_post_id(index, channel, message_id)
-    records = _points(index, doc_id, with_vectors=False)
-    if not records or tenant_of_doc_id(doc_id) != index.tenant:
+    records = index.store.chunks_of(doc_id, tenant=index.tenant)
+    if not records:
         raise NotFoundError(f"no post {message_id} in channel {channel!r}",
                             hint="search for it first: GET /search?q=...")
-    payload = dict(records[0].payload or {})
-    doc = index.docstore.get_document(doc_id, raise_error=False)
-    if doc is not None:
-        text = doc.get_content()
-    else:  # not committed yet (an ingest in flight): rebuild from the chunks
-        text = "\n\n".join(str((r.payload or {}).get(TEXT_KEY, "")) for r in records)
+    payload = dict(records[0].payload)
+    text = index.post_text(doc_id)
+    if text is None:  # not committed yet (an ingest in flight): rebuild from the chunks
+        text = "\n\n".join(r.text for r in records)
     metadata = {k: v for k, v in payload.items() if k not in PAYLOAD_HIDDEN}
     return Post(
         id=doc_id, channel_id=int(payload.get("channel_id", 0)),
@@ -123,25 +108,24 @@ def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. k=10")
     doc_id = resolve_post_id(index, channel, message_id)
-    records = _points(index, doc_id, with_vectors=True)
+    records = index.store.chunks_of(doc_id, tenant=index.tenant, with_vectors=True)
     if not records:
         raise NotFoundError(f"no post {message_id} in channel {channel!r}",
                             hint="search for it first: GET /search?q=...")
     filters = filters or SearchFilters()
     filters.validate()
     filters.tenant = index.tenant
-    flt = filters.for_store(index.store) or models.Filter()
-    flt.must_not = [models.FieldCondition(key=DOC_ID_KEY, match=models.MatchValue(value=doc_id))]
-    vectors = [record.vector.get(DENSE) if isinstance(record.vector, dict) else record.vector
-               for record in records[:MAX_QUERY_CHUNKS]]
+    flt = replace(filters.to_store(), exclude_doc_ids=(doc_id,))
+    vectors = [r.dense for r in records[:MAX_QUERY_CHUNKS] if r.dense]
+    retriever = HybridRetriever(index.store, index.embedding.embed_query)
     settings = index.settings
     if not settings.collapse_duplicates:
-        return Similar(_nearest(index, vectors, flt, k * 4)[0][:k], [])
+        return Similar(_nearest(retriever, vectors, flt, k)[0][:k], [])
     threshold = settings.duplicate_threshold
-    source = [shingles(str((r.payload or {}).get(TEXT_KEY, ""))) for r in records]
+    source = [shingles(r.text) for r in records]
     limit = k * 4
     while True:
-        posts, more = _nearest(index, vectors, flt, limit)
+        posts, more = _nearest(retriever, vectors, flt, limit)
         own: list[PostHit] = []
         rest: list[PostHit] = []
         for hit in posts:
@@ -155,29 +139,14 @@ def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
         limit = min(limit * 2, MAX_FETCH)
 
 
-def _nearest(index: Index, vectors: list[Any], flt: models.Filter,
+def _nearest(retriever: HybridRetriever, vectors: list[list[float]], flt: StoreFilter,
              limit: int) -> tuple[list[PostHit], bool]:
-    """Posts nearest to any of ``vectors`` (``limit`` chunks each), best first, and whether
+    """Posts nearest to any of ``vectors`` (``limit`` posts each), best first, and whether
     a larger ``limit`` could find more."""
-    points: list[models.ScoredPoint] = []
+    chunks: list[StoredChunk] = []
     more = False
     for vector in vectors:
-        if vector:
-            found = index.store.search_dense(list(vector), flt, limit)
-            more = more or len(found) >= limit
-            points += found
-    return collapse(points), more
-
-
-def tenant_stats(index: Index) -> dict[str, Any]:
-    """The contract's stats JSON for the index's tenant: its posts, points and channels."""
-    prefix_tenant = index.tenant
-    posts = sum(1 for doc_id in index.docstore.get_all_document_hashes().values()
-                if tenant_of_doc_id(str(doc_id)) == prefix_tenant)
-    points = index.store.count(SearchFilters(tenant=index.tenant).for_store(index.store))
-    return {
-        "posts": posts,
-        "points": points,
-        "embedding_model": index.embedding.name,
-        "channels": [c.to_dict() for c in index.catalog.channels()],
-    }
+        posts, found_more = retriever.dense(vector, flt, limit)
+        more = more or found_more
+        chunks += [chunk for _, chunk in posts]
+    return collapse(chunks), more

@@ -153,11 +153,10 @@ class QAEngine:
 
     def _full_text(self, hit: PostHit) -> str:
         try:
-            doc = self.index.docstore.get_document(hit.id, raise_error=False)
+            text = self.index.post_text(hit.id)
         except Exception:  # a docstore hiccup costs context, not the answer
-            doc = None
-        text = doc.get_content() if doc is not None else hit.snippet
-        return text[:SOURCE_CHARS]
+            text = None
+        return (text if text is not None else hit.snippet)[:SOURCE_CHARS]
 
     # -- answers --------------------------------------------------------------------------------
 

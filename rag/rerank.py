@@ -3,7 +3,7 @@
 Both are off by default and work on the top ``depth`` posts (``TGRAG_RERANK_DEPTH``) that
 retrieval returned, whatever the mode; posts past that depth keep their order after them.  Search
 fetches ``max(k, depth)`` posts when a stage is on, reorders, then cuts the page, so filters
-(applied in Qdrant) and ``min_score`` (applied to the retrieval score) mean what they meant.
+(applied in the store) and ``min_score`` (applied to the retrieval score) mean what they meant.
 
 * Reranking (``TGRAG_RERANK_MODEL``, empty = off): a ``sentence_transformers.CrossEncoder`` reads
   each (query, post text) pair; the posts are reordered by its score.  The model is loaded on first
@@ -174,9 +174,8 @@ def post_texts(index: Index, hits: Sequence[Any], limit: int = RERANK_CHARS) -> 
     out: list[str] = []
     for hit in hits:
         try:
-            doc = index.docstore.get_document(hit.id, raise_error=False)
+            text = index.post_text(hit.id) or ""
         except Exception:  # a docstore hiccup costs the reranker context, not the search
-            doc = None
-        text = doc.get_content() if doc is not None else ""
+            text = ""
         out.append((text or hit.snippet)[:limit])
     return out

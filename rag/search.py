@@ -1,8 +1,10 @@
 """Search: a query and filters → posts (not chunks), best first.
 
-The query is embedded with the index's model and matched against the chunks in Qdrant, filtered by
-channel, tags and date in Qdrant itself.  Several chunks of one long post may match; they are
-collapsed into one hit per post, scored by its best chunk, whose text becomes the snippet.
+The query is embedded with the index's model and matched against the chunks in the vector store,
+filtered by channel, tags and date in the store itself.  Several chunks of one long post may
+match; they are collapsed into one hit per post, scored by its best chunk, whose text becomes the
+snippet.  :class:`PostSearcher` is the one search of tgrag: the CLI, the API, QA, the bot and
+``tgrag eval retrieval`` all rank through :meth:`PostSearcher.rank`.
 
 Modes: ``dense`` (above), ``sparse`` (BM25 over the ``sparse`` vector, ``rag.sparse``) and
 ``hybrid`` (both lists fused, ``rag.hybrid``; the default, ``TGRAG_SEARCH_MODE``, chosen on the
@@ -18,37 +20,28 @@ words, which ``highlights`` marks (``rag.snippets``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from qdrant_client import models
-
 from rag.dedup import group_copies
 from rag.errors import InputError
-from rag.hybrid import FusionConfig, HybridRetriever
+from rag.hybrid import MODES, FusionConfig, HybridRetriever, Mode, validate_mode
+from rag.hybrid import collapse as collapse_chunks
 from rag.index import Index
 from rag.rerank import RankingConfig, post_texts, rerank
-from rag.snippets import (  # noqa: F401 - SNIPPET_CHARS re-exported
-    SNIPPET_CHARS,
-    make_snippet,
-    query_stems,
-    snippet_with_highlights,
-)
-from rag.store import DOC_ID_KEY, TEXT_KEY, PostStore
-from rag.tags import normalize_tag  # noqa: F401 - re-exported
+from rag.snippets import make_snippet, query_stems, snippet_with_highlights
+from rag.store import StoredChunk, StoreFilter
+from rag.tags import normalize_tag
 
-MODES = ("dense", "sparse", "hybrid")
-AVAILABLE_MODES = MODES
+__all__ = ["MAX_K", "MAX_OFFSET", "MAX_QUERY_CHARS", "MODES", "PostHit", "PostSearcher",
+           "SearchFilters", "SearchPage", "parse_date", "parse_filters"]
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
 # Deepest page start: offset + k + 1 posts, twice that fetched for collapsing, stays ≤ MAX_FETCH.
 MAX_OFFSET = 400
-# Chunks fetched per wanted post: long posts contribute several chunks, which collapse into one.
-OVERFETCH = 4
 MAX_FETCH = 1000  # candidate posts
-MAX_CHUNKS = 2000
 
 _DATE_HINT = "use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC unless an offset is given) or unix seconds"
 
@@ -99,27 +92,27 @@ class SearchFilters:
                 hint="swap the dates or drop one of them",
             )
 
-    def for_store(self, store: PostStore) -> models.Filter | None:
-        """:meth:`to_qdrant`, without the tenant condition where every point is the tenant's."""
-        return self.to_qdrant(tenant_condition=not store.holds_only(self.tenant))
+    def to_store(self) -> StoreFilter:
+        """The store's filter (tags in their one spelling, ``rag.tags``)."""
+        return StoreFilter(
+            tenant=self.tenant,
+            channel_ids=tuple(int(c) for c in self.channel_ids),
+            tags=tuple(t for t in (normalize_tag(t) for t in self.tags) if t),
+            since=self.since, until=self.until,
+        )
 
-    def to_qdrant(self, *, tenant_condition: bool = True) -> models.Filter | None:
-        must: list[Any] = []
-        if self.tenant is not None and tenant_condition:
-            must.append(models.FieldCondition(key="tenant",
-                                              match=models.MatchValue(value=self.tenant)))
-        if self.channel_ids:
-            must.append(models.FieldCondition(
-                key="channel_id", match=models.MatchAny(any=[int(c) for c in self.channel_ids])
-            ))
-        tags = [t for t in (normalize_tag(t) for t in self.tags) if t]
-        if tags:
-            must.append(models.FieldCondition(key="tags", match=models.MatchAny(any=tags)))
-        if self.since is not None or self.until is not None:
-            must.append(models.FieldCondition(
-                key="date", range=models.Range(gte=self.since, lte=self.until)
-            ))
-        return models.Filter(must=must) if must else None
+
+def parse_filters(tags: Iterable[str] = (), since: str | int | None = None,
+                  until: str | int | None = None) -> SearchFilters:
+    """Filters from what a person typed (tags, ``--since``/``--until``), checked; channels are
+    resolved against a catalog by the caller (``api.services.Services.filters``)."""
+    filters = SearchFilters(
+        tags=list(tags),
+        since=parse_date(since) if since not in (None, "") else None,
+        until=parse_date(until, end_of_day=True) if until not in (None, "") else None,
+    )
+    filters.validate()
+    return filters
 
 
 @dataclass(slots=True)
@@ -172,20 +165,21 @@ class PostHit:
             self.snippet, self.highlights = snippet_with_highlights(self.text, stems)
 
     @classmethod
-    def from_point(cls, point: models.ScoredPoint) -> PostHit:
-        p = point.payload or {}
+    def from_chunk(cls, chunk: StoredChunk, score: float | None = None) -> PostHit:
+        """The hit a post's best chunk makes (``score``: the post's, else the chunk's)."""
+        p = chunk.payload
         return cls(
-            id=str(p.get(DOC_ID_KEY) or point.id),
+            id=chunk.doc_id,
             channel_id=int(p.get("channel_id", 0)),
             channel=p.get("channel") or "",
             channel_title=p.get("channel_title") or "",
             message_id=int(p.get("message_id", 0)),
             date=int(p.get("date", 0)),
             link=p.get("link") or "",
-            score=float(point.score),
-            snippet=make_snippet(p.get(TEXT_KEY) or ""),
+            score=float(chunk.score if score is None else score),
+            snippet=make_snippet(chunk.text),
             tags=list(p.get("tags") or []),
-            text=p.get(TEXT_KEY) or "",
+            text=chunk.text,
         )
 
 
@@ -223,6 +217,7 @@ def validate_offset(offset: int) -> None:
 
 
 def validate_query(query: str, k: int, mode: str) -> str:
+    """The query text, checked with ``k`` and ``mode`` (before anything is loaded or fetched)."""
     text = (query or "").strip()
     if not text:
         raise InputError("empty query", hint="pass the words to search for")
@@ -233,21 +228,27 @@ def validate_query(query: str, k: int, mode: str) -> str:
         )
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 10")
-    if mode not in MODES:
-        raise InputError(f"unknown search mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
-    if mode not in AVAILABLE_MODES:
-        raise InputError(
-            f"search mode {mode!r} is not available yet",
-            hint=f"use {' or '.join(AVAILABLE_MODES)}",
-        )
+    validate_mode(mode)
     return text
 
 
 class PostSearcher:
-    """Searches an opened :class:`Index` and returns posts."""
+    """Searches an opened :class:`Index` (its tenant's posts) and returns posts.
 
-    def __init__(self, index: Index) -> None:
+    ``fusion`` and ``collapse_duplicates`` default to the settings; the evaluation overrides them
+    to measure other configurations through this same path.
+    """
+
+    def __init__(self, index: Index, *, fusion: FusionConfig | None = None,
+                 collapse_duplicates: bool | None = None) -> None:
         self.index = index
+        settings = index.settings
+        self.collapse_duplicates = (settings.collapse_duplicates if collapse_duplicates is None
+                                    else collapse_duplicates)
+        self.retriever = HybridRetriever(
+            index.store, index.embedding.embed_query,
+            fusion=fusion or FusionConfig.from_settings(settings),
+        )
 
     def search(
         self,
@@ -258,7 +259,24 @@ class PostSearcher:
         offset: int = 0,
         ranking: RankingConfig | None = None,
     ) -> SearchPage:
-        """Hits ``offset .. offset + k`` of the ranking (copies collapsed), best first."""
+        """Hits ``offset .. offset + k`` of the ranking (copies collapsed), best first, each with
+        its snippet around the query's words."""
+        page = self.rank(query, filters, k, mode, offset, ranking)
+        stems = query_stems(query)
+        for hit in page:
+            hit.mark(stems)
+        return page
+
+    def rank(
+        self,
+        query: str,
+        filters: SearchFilters | None = None,
+        k: int = 10,
+        mode: str | None = None,
+        offset: int = 0,
+        ranking: RankingConfig | None = None,
+    ) -> SearchPage:
+        """:meth:`search` without the snippets: the ranking itself (what evaluation scores)."""
         mode = mode or self.index.settings.search_mode
         text = validate_query(query, k, mode)
         validate_offset(offset)
@@ -270,81 +288,33 @@ class PostSearcher:
         # top TGRAG_RERANK_DEPTH posts, then the page is cut.
         ranking = ranking or RankingConfig.from_settings(self.index.settings)
         # One hit more than the page tells whether a next page exists.
-        hits = self._ranked(text, filters, mode, ranking.pool(offset + k + 1))
+        hits = self._ranked(text, filters, validate_mode(mode), ranking.pool(offset + k + 1))
         hits = rerank(text, hits, ranking, lambda top: post_texts(self.index, top))
         page = SearchPage(hits[offset:offset + k])
         page.next_offset = offset + k if len(hits) > offset + k else None
-        stems = query_stems(text)
-        for hit in page:
-            hit.mark(stems)
         return page
 
-    def _ranked(self, text: str, filters: SearchFilters, mode: str, need: int) -> list[PostHit]:
+    def _ranked(self, text: str, filters: SearchFilters, mode: Mode, need: int) -> list[PostHit]:
         """At least ``need`` hits (fewer if the index has fewer), best first, copies collapsed."""
-        settings = self.index.settings
-        collapsing = settings.collapse_duplicates
-        if mode == "dense":
-            vector = self.index.embedding.model.get_query_embedding(text)
-            fetch = lambda n: self._dense(vector, filters, n)  # noqa: E731
-        else:
-            fetch = lambda n: self._lexical_or_hybrid(text, filters, n, mode)  # noqa: E731
+        flt = filters.to_store()
+        threshold = self.index.settings.duplicate_threshold
         # Copies take up candidates: fetch twice the hits, more if collapsing left too few.
-        limit = min(need * 2 if collapsing else need, MAX_FETCH)
+        limit = min(need * 2 if self.collapse_duplicates else need, MAX_FETCH)
         while True:
-            posts, more = fetch(limit)
-            hits = collapse_copies(posts, settings.duplicate_threshold) if collapsing else posts
+            found = self.retriever.retrieve(text, mode, flt, limit)
+            posts = [PostHit.from_chunk(c.chunk, c.score) for c in found
+                     if filters.min_score is None or c.score >= filters.min_score]
+            more = found.more and len(posts) == len(found)  # a score cut ends it
+            hits = collapse_copies(posts, threshold) if self.collapse_duplicates else posts
             if len(hits) >= need or not more or limit >= MAX_FETCH:
                 return hits
             limit = min(limit * 2, MAX_FETCH)
 
-    def _lexical_or_hybrid(self, text: str, filters: SearchFilters, limit: int,
-                           mode: str) -> tuple[list[PostHit], bool]:
-        """The best ``limit`` posts, and whether asking for more could find more."""
-        config = FusionConfig.from_settings(self.index.settings)
-        # Candidate depth in whole blocks of TGRAG_FUSION_DEPTH: min-max fusion normalises over
-        # the candidate lists, so a depth growing with every page would reorder earlier pages.
-        config = replace(config, depth=config.depth * math.ceil(limit / config.depth))
-        retriever = HybridRetriever(
-            self.index.store, self.index.embedding.model.get_query_embedding, fusion=config,
-        )
-        flt = filters.for_store(self.index.store)
-        candidates = retriever.retrieve(text, mode, flt, limit)  # type: ignore[arg-type]
-        hits: list[PostHit] = []
-        for cand in candidates:
-            if filters.min_score is not None and cand.score < filters.min_score:
-                continue
-            hit = PostHit.from_point(cand.point)  # the post's best chunk gives the snippet
-            hit.score = cand.score
-            hits.append(hit)
-        return hits, len(candidates) >= limit
 
-    def _dense(self, vector: list[float], filters: SearchFilters,
-               limit: int) -> tuple[list[PostHit], bool]:
-        """The best ``limit`` posts, and whether asking for more could find more."""
-        flt = filters.for_store(self.index.store)
-        chunks = min(limit * OVERFETCH, MAX_CHUNKS)
-        while True:
-            points = self.index.store.search_dense(vector, flt, chunks)
-            hits = collapse(points, filters.min_score)
-            more = len(points) >= chunks and chunks < MAX_CHUNKS
-            # Fewer posts than asked although Qdrant returned all we asked for: long posts ate the
-            # budget, so fetch more.
-            if len(hits) >= limit or not more:
-                return hits[:limit], more or len(hits) > limit
-            chunks = min(chunks * 2, MAX_CHUNKS)
-
-
-def collapse(points: list[models.ScoredPoint], min_score: float | None = None) -> list[PostHit]:
-    """One hit per post, keeping each post's best chunk; best posts first."""
-    best: dict[str, models.ScoredPoint] = {}
-    for point in points:
-        if min_score is not None and point.score < min_score:
-            continue
-        doc_id = str((point.payload or {}).get(DOC_ID_KEY) or point.id)
-        if doc_id not in best or point.score > best[doc_id].score:
-            best[doc_id] = point
-    ranked = sorted(best.values(), key=lambda p: p.score, reverse=True)
-    return [PostHit.from_point(p) for p in ranked]
+def collapse(chunks: Iterable[StoredChunk], min_score: float | None = None) -> list[PostHit]:
+    """One hit per post, keeping each post's best chunk (at or above ``min_score``); best first."""
+    kept = (c for c in chunks if min_score is None or c.score >= min_score)
+    return [PostHit.from_chunk(c) for _, c in collapse_chunks(kept)]
 
 
 def _iso(ts: int) -> str:

@@ -38,10 +38,10 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_RUSSIAN
 from llama_index.core.schema import BaseNode, MetadataMode, TransformComponent
 from pydantic import Field, PrivateAttr
-from qdrant_client import models
 
-# Metadata key the store reads the sparse vector from; "_" keeps it out of the Qdrant payload.
-SPARSE_KEY = "_sparse"
+from rag.store.base import SPARSE_METADATA_KEY, SparseVector
+
+SPARSE_KEY = SPARSE_METADATA_KEY  # the node metadata key the store reads the vector from
 # The bm25s default token pattern: runs of ≥ 2 word characters.
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _CYRILLIC = re.compile(r"[а-я]")
@@ -104,7 +104,7 @@ class SparseEncoder(TransformComponent):
     """BM25 sparse vectors for chunks (a pipeline stage) and for queries.
 
     As a LlamaIndex transformation it runs after splitting and stores ``(indices, values)`` under
-    ``node.metadata["_sparse"]``, which ``PostStore.add`` writes as the ``sparse`` vector.  The key
+    ``node.metadata["_sparse"]``, which the store writes as the ``sparse`` vector.  The key
     is added to the node's excluded embed/LLM keys so it never reaches the embedding text.
     """
 
@@ -134,10 +134,10 @@ class SparseEncoder(TransformComponent):
         values = [counts[i] * (self.k1 + 1) / (counts[i] + norm) for i in indices]
         return indices, values
 
-    def encode_query(self, text: str) -> models.SparseVector:
+    def encode_query(self, text: str) -> SparseVector:
         """Unit weight per unique query term; Qdrant multiplies in the IDF."""
         indices = sorted(_id_counts(self._analyzer.tokens(text)))
-        return models.SparseVector(indices=indices, values=[1.0] * len(indices))
+        return SparseVector(indices=indices, values=[1.0] * len(indices))
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
         for node in nodes:

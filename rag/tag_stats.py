@@ -1,4 +1,4 @@
-"""Top tags with post counts, straight from the Qdrant payloads.
+"""Top tags with post counts, straight from the stored payloads.
 
 Counted per post, not per chunk: a long post split into three chunks carries its tags three times
 but counts once.  Computed on demand by scrolling the filtered points (payload ``doc_id`` and
@@ -17,8 +17,6 @@ from rag.index import Index
 from rag.search import SearchFilters
 from rag.store import DOC_ID_KEY
 
-PAGE = 2048
-
 
 def top_tags(index: Index, filters: SearchFilters | None = None, limit: int = 50) -> dict[str, Any]:
     """``{"posts": N, "tags": [{"tag", "posts"}]}`` for the posts matching ``filters``."""
@@ -26,20 +24,9 @@ def top_tags(index: Index, filters: SearchFilters | None = None, limit: int = 50
     filters.validate()
     if filters.tenant is None:  # a tenant's view of the index counts only its posts
         filters = replace(filters, tenant=index.tenant)
-    flt = filters.for_store(index.store)
     tags_of: dict[str, list[str]] = {}
-    offset: Any = None
-    while True:
-        records, offset = index.qdrant.scroll(
-            index.store.collection_name, scroll_filter=flt, limit=PAGE, offset=offset,
-            with_payload=[DOC_ID_KEY, "tags"], with_vectors=False,
-        )
-        for rec in records:
-            payload = rec.payload or {}
-            doc_id = str(payload.get(DOC_ID_KEY) or rec.id)
-            tags_of.setdefault(doc_id, list(payload.get("tags") or []))
-        if offset is None:
-            break
+    for chunk in index.store.scroll(filters.to_store(), fields=[DOC_ID_KEY, "tags"]):
+        tags_of.setdefault(chunk.doc_id, list(chunk.payload.get("tags") or []))
     counts = Counter(tag for tags in tags_of.values() for tag in set(tags))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, limit)]
     return {"posts": len(tags_of), "tags": [{"tag": t, "posts": n} for t, n in ranked]}

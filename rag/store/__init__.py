@@ -1,0 +1,33 @@
+"""Where the chunks live: the engine-neutral interface (:mod:`rag.store.base`), one class per
+engine, and :func:`open_store`, which picks the engine the settings ask for."""
+
+from __future__ import annotations
+
+from rag.settings import Settings
+from rag.store.base import (
+    DENSE,
+    DOC_ID_KEY,
+    NODE_ID_KEY,
+    SPARSE,
+    TENANT_KEY,
+    TEXT_KEY,
+    Chunk,
+    ChunkStore,
+    SparseVector,
+    StoredChunk,
+    StoreFilter,
+)
+
+
+def open_store(settings: Settings, model_name: str, dim: int) -> ChunkStore:
+    """The engine for the settings: a Qdrant server when ``TGRAG_QDRANT_URL`` is set, else the
+    embedded engine under ``data_dir``.  Refuses a collection built with another model."""
+    from rag.store.qdrant import QdrantStore
+
+    return QdrantStore.from_settings(settings, model_name, dim)
+
+
+__all__ = [
+    "DENSE", "DOC_ID_KEY", "NODE_ID_KEY", "SPARSE", "TENANT_KEY", "TEXT_KEY", "Chunk",
+    "ChunkStore", "SparseVector", "StoreFilter", "StoredChunk", "open_store",
+]

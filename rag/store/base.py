@@ -1,0 +1,182 @@
+"""The store interface: what the rest of tgrag may ask of a vector engine, in our own types.
+
+One collection holds every chunk of every post of every tenant: a named dense vector, a named
+sparse (BM25) vector, and a payload of the post's metadata plus ``text``, ``node_id``, ``doc_id``
+and ``tenant``.  Engines implement :class:`ChunkStore`; nothing outside ``rag/store`` imports an
+engine's library, so a second engine plugs in here and nowhere else.
+
+Writes keep one crash-safe order, defined once in :class:`ChunkStoreBase.write`: upsert the new
+chunks first, then delete each post's chunks this write did not produce.  A crash in between leaves
+the post with its new chunks and maybe some stale ones, never with none (unlike LlamaIndex's
+UPSERTS, which deletes a changed document's vectors before the new ones exist, issue #22639), and
+the pipeline's next run redoes the post.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from rag.ids import DEFAULT_TENANT, point_id
+
+DENSE = "dense"
+SPARSE = "sparse"
+# Payload keys that carry the chunk itself rather than post metadata.
+TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, TENANT_KEY = "text", "node_id", "doc_id", "tenant"
+# The node metadata key a chunk's sparse vector travels in from the encoder to the store ("_" keeps
+# it out of the payload).
+SPARSE_METADATA_KEY = "_sparse"
+# Payload fields with an index in every engine (filters and deletes use them).
+INDEXED_FIELDS = ("channel_id", "date", "tags", DOC_ID_KEY, TENANT_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A sparse vector: term ids (sorted, unique) and their weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One chunk to write: its ids, its text, its vectors and its post's metadata."""
+
+    node_id: str
+    doc_id: str
+    text: str
+    dense: list[float]
+    sparse: SparseVector | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def point_id(self) -> str:
+        return point_id(self.node_id)
+
+    def payload(self) -> dict[str, Any]:
+        payload = {k: v for k, v in self.metadata.items() if not k.startswith("_")}
+        payload.setdefault(TENANT_KEY, DEFAULT_TENANT)
+        payload[TEXT_KEY] = self.text
+        payload[NODE_ID_KEY] = self.node_id
+        payload[DOC_ID_KEY] = self.doc_id
+        return payload
+
+
+@dataclass(slots=True)
+class StoredChunk:
+    """A chunk read back: point id, payload, and (searches) its score or (asked for) vectors."""
+
+    id: str
+    payload: dict[str, Any]
+    score: float = 0.0
+    vector: dict[str, Any] | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return str(self.payload.get(DOC_ID_KEY) or self.id)
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get(TEXT_KEY) or "")
+
+    @property
+    def node_id(self) -> str:
+        return str(self.payload.get(NODE_ID_KEY) or self.id)
+
+    @property
+    def dense(self) -> list[float] | None:
+        return (self.vector or {}).get(DENSE)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFilter:
+    """Which chunks: all conditions must hold; empty tuples and ``None`` mean "any"."""
+
+    tenant: str | None = None
+    channel_ids: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()  # any of them
+    since: int | None = None  # unix seconds, inclusive
+    until: int | None = None  # unix seconds, inclusive
+    doc_ids: tuple[str, ...] = ()  # any of them
+    exclude_doc_ids: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tenant is not None or self.channel_ids or self.tags
+                    or self.since is not None or self.until is not None or self.doc_ids
+                    or self.exclude_doc_ids)
+
+
+@runtime_checkable
+class ChunkStore(Protocol):
+    """A vector engine holding one collection of post chunks (see the module docstring)."""
+
+    collection: str
+    model_name: str
+    dim: int
+
+    def write(self, chunks: Sequence[Chunk]) -> None:
+        """Upsert ``chunks``; then drop each of their posts' chunks not among them."""
+
+    def delete_docs(self, doc_ids: Sequence[str]) -> None:
+        """Delete every chunk of these posts."""
+
+    def delete_matching(self, flt: StoreFilter) -> None:
+        """Delete every chunk the filter selects (must not be empty)."""
+
+    def count(self, flt: StoreFilter | None = None) -> int:
+        """Exact number of chunks the filter selects."""
+
+    def chunks_of(self, doc_id: str, *, tenant: str | None = None,
+                  with_vectors: bool = False) -> list[StoredChunk]:
+        """Every chunk of one post (of ``tenant`` when given), in chunk order."""
+
+    def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
+                     limit: int) -> list[StoredChunk]:
+        """Chunks nearest to ``vector`` (cosine), best first."""
+
+    def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
+                      limit: int) -> list[StoredChunk]:
+        """Chunks ranked by BM25 (the sparse vector, IDF applied by the engine), best first."""
+
+    def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
+               page: int = 2048) -> Iterator[StoredChunk]:
+        """Every chunk the filter selects, with only ``fields`` of the payload (all if None)."""
+
+    def flush(self) -> None:
+        """Make every write so far durable (the pipeline calls it at its commit points)."""
+
+    def check(self) -> None:
+        """Raise :class:`rag.errors.BackendUnavailable` when the engine does not answer."""
+
+    def describe(self) -> str:
+        """Where the data lives, for messages (``Qdrant local mode in data/qdrant``)."""
+
+    def close(self) -> None:
+        """Release the engine (files, connections)."""
+
+
+class ChunkStoreBase:
+    """Shared behaviour of the engines: the crash-safe write order, defined once."""
+
+    collection: str
+    model_name: str
+    dim: int
+
+    def write(self, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        keep: dict[str, list[str]] = defaultdict(list)
+        for chunk in chunks:
+            keep[chunk.doc_id].append(chunk.point_id)
+        self._upsert(chunks)
+        self._delete_stale(keep)
+
+    def _upsert(self, chunks: Sequence[Chunk]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _delete_stale(self, keep: dict[str, list[str]]) -> None:  # pragma: no cover - abstract
+        """Delete the chunks of each post ``keep`` names except the point ids it lists."""
+        raise NotImplementedError

@@ -1,0 +1,319 @@
+"""The Qdrant engine through ``qdrant-client``: a Qdrant server (``TGRAG_QDRANT_URL``) or the
+client's local mode (a folder under ``data_dir``).
+
+Every ``qdrant_client`` call of tgrag is in this module.  The collection has a named dense vector
+(cosine), a named sparse vector with ``Modifier.IDF`` (BM25 at query time), payload indexes on
+the filtered fields (``tenant`` marked ``is_tenant``), and records the embedding model and
+dimension in its metadata so an index built with another model is refused.
+
+In local mode the store also keeps the set of tenants that own points (collection metadata
+``tenants``, written *before* the first point of a new tenant, never shrunk): local mode checks a
+payload filter point by point in Python, and the tenant condition every search carries was 62 % of
+a hybrid search at 25k posts (docs/benchmarks.md).  When the index holds one tenant only, that
+condition selects every point and is dropped.  Local mode has a single process per data folder
+(the data-folder lock), so the cached set cannot go stale.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from rag.errors import BackendUnavailable, DataDirLocked, InputError, ModelMismatch
+from rag.ids import DEFAULT_TENANT
+from rag.settings import Settings
+from rag.store.base import (
+    DENSE,
+    DOC_ID_KEY,
+    NODE_ID_KEY,
+    SPARSE,
+    TENANT_KEY,
+    Chunk,
+    ChunkStoreBase,
+    SparseVector,
+    StoredChunk,
+    StoreFilter,
+)
+
+MAX_CHUNKS_PER_POST = 1000  # chunks_of reads one page: a post never has that many
+
+
+def open_client(settings: Settings) -> tuple[QdrantClient, str]:
+    """A client for the settings (local mode under data_dir, or a server) and where it is."""
+    if settings.qdrant_url:
+        client = QdrantClient(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            timeout=10,
+        )
+        try:
+            client.get_collections()
+        except Exception as exc:  # httpx/grpc errors vary by transport
+            raise BackendUnavailable(
+                f"Qdrant is not reachable at {settings.qdrant_url}: {exc}",
+                hint="start Qdrant (docker compose up qdrant) or unset TGRAG_QDRANT_URL",
+            ) from exc
+        return client, f"Qdrant at {settings.qdrant_url}"
+    settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = QdrantClient(path=str(settings.qdrant_path))
+    except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
+        raise DataDirLocked(
+            f"Qdrant data in {settings.qdrant_path.resolve()} is open in another process",
+            hint="stop the other tgrag process (e.g. `tgrag serve`) or use a Qdrant server",
+        ) from exc
+    return client, f"Qdrant local mode in {settings.qdrant_path.resolve()}"
+
+
+class QdrantStore(ChunkStoreBase):
+    """One Qdrant collection of post chunks (see the module docstring)."""
+
+    def __init__(self, client: QdrantClient, collection: str, model_name: str, dim: int,
+                 *, where: str = "Qdrant", track_tenants: bool = False) -> None:
+        self._client = client
+        self.collection = collection
+        self.model_name = model_name
+        self.dim = dim
+        self._where = where
+        # Tenants owning points, tracked in local mode only (None = not tracked).
+        self._tenants: frozenset[str] | None = None
+        self._open()
+        if track_tenants:
+            self._load_tenants()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_name: str, dim: int) -> QdrantStore:
+        client, where = open_client(settings)
+        try:
+            return cls(client, settings.collection, model_name, dim, where=where,
+                       track_tenants=settings.embedded_qdrant)
+        except BaseException:
+            # Local mode holds its own lock on the folder until closed, so a refused open (e.g.
+            # ModelMismatch) would otherwise block the next one in this process.
+            client.close()
+            raise
+
+    @property
+    def client(self) -> QdrantClient:
+        """The underlying client (for tests and benchmarks that inspect the engine itself)."""
+        return self._client
+
+    # -- the collection -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Create the collection if needed; refuse one built with another model."""
+        client, name = self._client, self.collection
+        if client.collection_exists(name):
+            meta = client.get_collection(name).config.metadata or {}
+            if meta.get("embedding_model") != self.model_name or meta.get("dim") != self.dim:
+                raise ModelMismatch(
+                    f"collection {name!r} was built with {meta.get('embedding_model')!r} "
+                    f"(dim {meta.get('dim')}), not {self.model_name!r} (dim {self.dim})",
+                    hint="set TGRAG_EMBED_BACKEND/TGRAG_EMBED_MODEL back, or use another "
+                    "TGRAG_COLLECTION and re-ingest",
+                )
+            return
+        client.create_collection(
+            name,
+            vectors_config={DENSE: models.VectorParams(size=self.dim,
+                                                       distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={"embedding_model": self.model_name, "dim": self.dim},
+        )
+        indexes: list[tuple[str, Any]] = [
+            ("channel_id", models.PayloadSchemaType.INTEGER),
+            ("date", models.PayloadSchemaType.INTEGER),
+            ("tags", models.PayloadSchemaType.KEYWORD),
+            (DOC_ID_KEY, models.PayloadSchemaType.KEYWORD),
+            (TENANT_KEY, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD,
+                                                   is_tenant=True)),
+        ]
+        with warnings.catch_warnings():
+            # Local mode ignores payload indexes (and says so); a server uses them.
+            warnings.simplefilter("ignore", UserWarning)
+            for field_name, schema in indexes:
+                client.create_payload_index(name, field_name=field_name, field_schema=schema)
+
+    def check(self) -> None:
+        try:
+            self._client.get_collection(self.collection)
+        except Exception as exc:  # any failure means "not answering"
+            raise BackendUnavailable(f"{self._where} does not answer: {exc}",
+                                     hint="check that Qdrant is running") from exc
+
+    def describe(self) -> str:
+        return self._where
+
+    def flush(self) -> None:
+        """Nothing to do: every write here waits for the engine (``wait=True``), and local mode
+        persists each write as it is made."""
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- tenants (local mode) -------------------------------------------------------------------
+
+    def holds_only(self, tenant: str | None) -> bool:
+        """True when every point belongs to ``tenant``, so a tenant condition can be dropped."""
+        return tenant is not None and self._tenants is not None and self._tenants <= {tenant}
+
+    def _load_tenants(self) -> None:
+        meta = self._client.get_collection(self.collection).config.metadata or {}
+        if isinstance(meta.get("tenants"), list):
+            self._tenants = frozenset(str(t) for t in meta["tenants"])
+            return
+        # A collection from before the tenant set: read it off the points once, then keep it.
+        found = {str(c.payload.get(TENANT_KEY, DEFAULT_TENANT))
+                 for c in self.scroll(fields=[TENANT_KEY], page=4096)}
+        self._record_tenants(found)
+
+    def _record_tenants(self, tenants: set[str]) -> None:
+        known = set(self._tenants or ())
+        self._client.update_collection(self.collection,
+                                       metadata={"tenants": sorted(known | tenants)})
+        self._tenants = frozenset(known | tenants)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _upsert(self, chunks: Sequence[Chunk]) -> None:
+        points: list[models.PointStruct] = []
+        for chunk in chunks:
+            if len(chunk.dense) != self.dim:
+                raise ModelMismatch(f"embedding of {chunk.node_id} has dim {len(chunk.dense)}, "
+                                    f"collection expects {self.dim}")
+            vector: dict[str, Any] = {DENSE: chunk.dense}
+            if chunk.sparse is not None and chunk.sparse.indices:
+                vector[SPARSE] = models.SparseVector(indices=chunk.sparse.indices,
+                                                     values=chunk.sparse.values)
+            points.append(models.PointStruct(id=chunk.point_id, vector=vector,
+                                             payload=chunk.payload()))
+        if self._tenants is not None:
+            new = {str(p.payload[TENANT_KEY]) for p in points if p.payload} - self._tenants
+            if new:  # recorded before the points exist: a crash in between only costs speed
+                self._record_tenants(new)
+        self._client.upsert(self.collection, points=points, wait=True)
+
+    def _delete_stale(self, keep: dict[str, list[str]]) -> None:
+        # One delete for the whole batch: local mode scans every point per filter, so a delete
+        # per post would make an ingest quadratic.
+        kept = [pid for ids in keep.values() for pid in ids]
+        self._delete(models.Filter(
+            must=[models.FieldCondition(key=DOC_ID_KEY, match=models.MatchAny(any=list(keep)))],
+            must_not=[models.HasIdCondition(has_id=kept)] if kept else [],
+        ))
+
+    def delete_docs(self, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            self._delete(models.Filter(must=[models.FieldCondition(
+                key=DOC_ID_KEY, match=models.MatchAny(any=list(doc_ids)))]))
+
+    def delete_matching(self, flt: StoreFilter) -> None:
+        if flt.empty:
+            raise InputError("refusing to delete with an empty filter (it would select every "
+                             "chunk)")
+        self._delete(self._filter(flt, drop_tenant=False))
+
+    def _delete(self, flt: models.Filter | None) -> None:
+        self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt),
+                            wait=True)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def count(self, flt: StoreFilter | None = None) -> int:
+        return self._client.count(self.collection, count_filter=self._filter(flt),
+                                  exact=True).count
+
+    def chunks_of(self, doc_id: str, *, tenant: str | None = None,
+                  with_vectors: bool = False) -> list[StoredChunk]:
+        records, _ = self._client.scroll(
+            self.collection,
+            scroll_filter=self._filter(StoreFilter(tenant=tenant, doc_ids=(doc_id,)),
+                                       drop_tenant=False),
+            limit=MAX_CHUNKS_PER_POST, with_payload=True, with_vectors=with_vectors,
+        )
+        found = [_stored(r) for r in records]
+        return sorted(found, key=lambda c: _chunk_number(c.node_id))
+
+    def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
+                     limit: int) -> list[StoredChunk]:
+        return [_stored(p) for p in self._client.query_points(
+            self.collection, query=list(vector), using=DENSE, query_filter=self._filter(flt),
+            limit=limit, with_payload=True,
+        ).points]
+
+    def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
+                      limit: int) -> list[StoredChunk]:
+        if not vector.indices:  # a query of stopwords only: nothing to match, and no error
+            return []
+        query = models.SparseVector(indices=vector.indices, values=vector.values)
+        return [_stored(p) for p in self._client.query_points(
+            self.collection, query=query, using=SPARSE, query_filter=self._filter(flt),
+            limit=limit, with_payload=True,
+        ).points]
+
+    def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
+               page: int = 2048) -> Iterator[StoredChunk]:
+        offset: Any = None
+        payload: bool | list[str] = list(fields) if fields is not None else True
+        while True:
+            records, offset = self._client.scroll(
+                self.collection, scroll_filter=self._filter(flt), limit=page, offset=offset,
+                with_payload=payload, with_vectors=False,
+            )
+            yield from (_stored(r) for r in records)
+            if offset is None:
+                return
+
+    # -- filters --------------------------------------------------------------------------------
+
+    def _filter(self, flt: StoreFilter | None, *, drop_tenant: bool = True) -> models.Filter | None:
+        """Our filter in Qdrant's terms; the tenant condition is dropped where every point is the
+        tenant's (local mode; never for deletes, which must stay exact)."""
+        if flt is None:
+            return None
+        must: list[Any] = []
+        if flt.tenant is not None and not (drop_tenant and self.holds_only(flt.tenant)):
+            must.append(models.FieldCondition(key=TENANT_KEY,
+                                              match=models.MatchValue(value=flt.tenant)))
+        if flt.channel_ids:
+            must.append(models.FieldCondition(key="channel_id", match=models.MatchAny(
+                any=[int(c) for c in flt.channel_ids])))
+        if flt.tags:
+            must.append(models.FieldCondition(key="tags", match=models.MatchAny(
+                any=list(flt.tags))))
+        if flt.since is not None or flt.until is not None:
+            must.append(models.FieldCondition(key="date", range=models.Range(
+                gte=flt.since, lte=flt.until)))
+        if flt.doc_ids:
+            must.append(models.FieldCondition(key=DOC_ID_KEY, match=models.MatchAny(
+                any=list(flt.doc_ids))))
+        must_not: list[Any] = []
+        if flt.exclude_doc_ids:
+            must_not.append(models.FieldCondition(key=DOC_ID_KEY, match=models.MatchAny(
+                any=list(flt.exclude_doc_ids))))
+        if not must and not must_not:
+            return None
+        return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _stored(record: models.Record | models.ScoredPoint) -> StoredChunk:
+    raw = record.vector
+    vector: dict[str, Any] | None = None
+    if isinstance(raw, dict):
+        vector = {name: SparseVector(list(v.indices), list(v.values))
+                  if isinstance(v, models.SparseVector) else v for name, v in raw.items()}
+    elif raw is not None:
+        vector = {DENSE: raw}
+    return StoredChunk(id=str(record.id), payload=dict(record.payload or {}),
+                       score=float(getattr(record, "score", 0.0) or 0.0), vector=vector)
+
+
+def _chunk_number(node_id: str) -> int:
+    _, _, n = node_id.rpartition("#")
+    return int(n) if n.isdigit() else 0
+
+
+__all__ = ["NODE_ID_KEY", "QdrantStore", "open_client"]
