@@ -22,31 +22,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from rag.errors import InputError, TgragError
+from rag.errors import Forbidden, InputError, RateLimited, Unauthorized
+from rag.ids import DEFAULT_TENANT, validate_tenant
 from rag.settings import Settings
-from rag.tenants import DEFAULT_TENANT, validate_tenant
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-class Unauthorized(TgragError):
-    http_status = 401
-    title = "Unauthorized"
-    headers = {"WWW-Authenticate": 'Bearer realm="tgrag"'}
-
-
-class Forbidden(TgragError):
-    http_status = 403
-    title = "Forbidden"
-
-
-class RateLimited(TgragError):
-    http_status = 429
-    title = "Too many requests"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, hint=f"retry after {retry_after} s")
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,16 +7,28 @@ surfaces map them once: the CLI to an exit code and one line, the API to
 
     TgragError
     ├── InputError            bad input: a file, a record, a query or an option (exit 2, HTTP 400)
+    │   ├── NotReadable       a file that is no Telegram export or dump at all
+    │   ├── UploadTooLarge    an upload over TGRAG_MAX_UPLOAD_MB (HTTP 413)
+    │   └── NotLoggedIn       the Telegram session is not logged in (or was logged out)
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
-    ├── BackendUnavailable    Redis or Qdrant cannot be reached or opened (exit 3, HTTP 503)
-    │   └── DataDirLocked     embedded mode: another process owns the data folder
+    ├── BackendUnavailable    Redis, the vector store or Telegram cannot be reached (exit 3,
+    │   │                     HTTP 503)
+    │   ├── DataDirLocked     embedded mode: another process owns the data folder
+    │   └── TelegramUnavailable  Telegram cannot be reached, or asks to wait (flood wait)
     ├── Busy                  another worker holds the resource, e.g. a channel's sync lock
     │                         (exit 3, HTTP 409)
     ├── ModelMismatch         the collection was built with another model (exit 4, HTTP 409)
-    └── LLMError              the LLM failed or refused (exit 5, HTTP 502)
+    ├── LLMError              the LLM failed or refused (exit 5, HTTP 502)
+    ├── Unauthorized          no or a wrong API key (HTTP 401)
+    ├── Forbidden             the key may not use this route (HTTP 403)
+    └── RateLimited           too many requests (HTTP 429, ``Retry-After``)
+
+An error may carry ``headers`` (HTTP response headers the API adds, e.g. ``Retry-After``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class TgragError(Exception):
@@ -25,6 +37,7 @@ class TgragError(Exception):
     exit_code: int = 1
     http_status: int = 500
     title: str = "tgrag error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only default; instances set their own
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -87,3 +100,66 @@ class LLMError(TgragError):
     exit_code = 5
     http_status = 502
     title = "LLM failure"
+
+
+class NotReadable(InputError):
+    """A file that is no Telegram export or dump at all; ``reason`` says why (without the path)."""
+
+    title = "Not a Telegram export"
+
+    HINT = "pass a Telegram Desktop export folder or its result.json, or a JSON/JSONL dump of posts"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", hint=self.HINT)
+        self.path = path
+        self.reason = reason
+
+
+class UploadTooLarge(InputError):
+    """An upload larger than ``TGRAG_MAX_UPLOAD_MB``."""
+
+    http_status = 413
+    title = "Upload too large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the upload is {size} bytes; the limit is {limit} bytes",
+                         hint="split the export or raise TGRAG_MAX_UPLOAD_MB")
+
+
+class NotLoggedIn(InputError):
+    """The Telegram session is missing, was never logged in, or was logged out."""
+
+    title = "Not logged in to Telegram"
+
+
+class TelegramUnavailable(BackendUnavailable):
+    """Telegram cannot be reached right now, or asks to wait before the next request."""
+
+    title = "Telegram unavailable"
+
+
+class Unauthorized(TgragError):
+    """No API key, or one that is not configured."""
+
+    http_status = 401
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="tgrag"'}  # noqa: RUF012
+
+
+class Forbidden(TgragError):
+    """The caller's key may not use this route."""
+
+    http_status = 403
+    title = "Forbidden"
+
+
+class RateLimited(TgragError):
+    """Too many requests for this key; ``retry_after`` seconds until the next is allowed."""
+
+    http_status = 429
+    title = "Too many requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, hint=f"retry after {retry_after} s")
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}

@@ -2,9 +2,8 @@
 
 The upload is streamed to a temporary file (never held in memory), refused with ``413`` past
 ``TGRAG_MAX_UPLOAD_MB`` (:class:`UploadLimit` stops reading the body at that size), and
-ingested by a background job on the app's single ingest thread, so ingest writes never run
-concurrently (Qdrant's local client is not safe for concurrent writers).  The posts belong to
-the uploader's tenant.
+ingested by a background job on the services' single upload thread
+(:meth:`api.services.Services.submit_upload`).  The posts belong to the uploader's tenant.
 """
 
 from __future__ import annotations
@@ -14,23 +13,17 @@ import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Path, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Path, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import IndexDep
+from api.deps import ServicesDep
 from api.schemas import COMMON, JobAccepted, JobOut, problems
-from ingest.jobs import IngestJobs
 from ingest.readers.dump import JSONL_SUFFIXES
-from rag.errors import InputError
-from rag.index import Index
+from rag.errors import InputError, UploadTooLarge
 from rag.settings import Settings
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file
 UPLOAD_PATH = "/ingest/export"
-
-
-def _jobs(index: Index) -> IngestJobs:
-    return IngestJobs(index.redis, index.namespace)
 
 
 def make_router(settings: Settings) -> APIRouter:
@@ -40,8 +33,7 @@ def make_router(settings: Settings) -> APIRouter:
     @router.post(UPLOAD_PATH, status_code=202, response_model=JobAccepted,
                  responses=problems(400, 413))
     def ingest_export(
-        request: Request,
-        index: IndexDep,
+        services: ServicesDep,
         file: Annotated[UploadFile, File(description="A Telegram Desktop export's result.json, "
                                          "or a JSON array / JSONL dump of posts.")],
     ) -> dict[str, Any]:
@@ -62,32 +54,18 @@ def make_router(settings: Settings) -> APIRouter:
         if size > limit:  # the body limit leaves room for multipart framing
             path.unlink(missing_ok=True)
             raise UploadTooLarge(size, limit)
-        jobs = _jobs(index)
-        job = jobs.create(index.tenant, name)
-        state = request.app.state
-        # Built before the worker can touch the job: it mutates the same object.
-        accepted = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
-                    "bytes": size}
-        state.ingest_executor.submit(jobs.run, job, path, index, state.write_lock)
-        return accepted
+        job, accepted = services.submit_upload(path, name)
+        return {"job_id": job.id, "status": accepted["status"], "status_url": f"/jobs/{job.id}",
+                "bytes": size}
 
     @router.get("/jobs/{job_id}", response_model=JobOut, responses=problems(404))
     def job_status(job_id: Annotated[str, Path(description="From POST /ingest/export.",
                                                max_length=64)],
-                   index: IndexDep) -> dict[str, Any]:
+                   services: ServicesDep) -> dict[str, Any]:
         """Status and progress (new/updated/unchanged/skipped) of an ingest job."""
-        return _jobs(index).get(job_id, index.tenant).to_dict()
+        return services.upload_job(job_id).to_dict()
 
     return router
-
-
-class UploadTooLarge(InputError):
-    http_status = 413
-    title = "Upload too large"
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the upload is {size} bytes; the limit is {limit} bytes",
-                         hint="split the export or raise TGRAG_MAX_UPLOAD_MB")
 
 
 class UploadLimit:

@@ -14,7 +14,7 @@ from ingest.readers.base import PostReader, ReadItem, SkippedRecord
 from ingest.readers.dump import JSONL_SUFFIXES, DumpReader, dump_records, looks_like_jsonl
 from ingest.readers.export import RESULT_FILE, ExportReader, is_export
 from ingest.readers.source import json_error_reason, read_source
-from rag.errors import InputError
+from rag.errors import InputError, NotReadable
 
 __all__ = [
     "DumpReader",
@@ -33,18 +33,7 @@ EXPECTED = (
     "expected a Telegram Desktop export (result.json or its folder), a JSON array of posts, "
     "an object with \"messages\": [...], or JSONL (one post object per line)"
 )
-PATH_HINT = (
-    "pass a Telegram Desktop export folder or its result.json, or a JSON/JSONL dump of posts"
-)
-
-
-class NotReadable(InputError):
-    """A file that is no Telegram export or dump at all; ``reason`` says why (without the path)."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}", hint=PATH_HINT)
-        self.path = path
-        self.reason = reason
+PATH_HINT = NotReadable.HINT
 
 
 def open_reader(path: str | Path, max_post_chars: int = DEFAULT_MAX_POST_CHARS) -> PostReader:
