@@ -35,6 +35,7 @@ from pydantic import PrivateAttr
 
 from ingest.tagging import KeywordTagger, RedisDocFrequency, hashtags, normalize_tag
 from rag.errors import LLMError
+from rag.ids import namespace
 from rag.llm import build_llm, finish_reason
 from rag.settings import Settings
 
@@ -108,7 +109,11 @@ def clean_tags(raw: Sequence[str], max_tags: int = 7) -> list[str]:
 
 
 class TagCache:
-    """LLM tagging results in Redis, keyed by sha256 of model name + prompt version + text."""
+    """LLM tagging results in Redis, keyed by sha256 of model name + prompt version + text.
+
+    Shared by every collection (``tgrag:tags:llm:*``): an answer depends on the model and the
+    text only, so a second collection reuses what the first paid for.
+    """
 
     def __init__(self, client: redis.Redis, model: str, prefix: str = "tgrag:tags:llm") -> None:
         self.r, self.model, self.prefix = client, model, prefix
@@ -229,15 +234,19 @@ class LLMTagger(BaseExtractor):
 GigaChatTagger = LLMTagger
 
 
+def keyword_tagger(settings: Settings, client: redis.Redis | None) -> KeywordTagger:
+    """The offline tagger, with corpus-wide document frequencies in Redis when ``client`` is
+    given (tags then do not depend on which posts happen to share a batch)."""
+    df = RedisDocFrequency(client, f"{namespace(settings.collection)}:tags:df") if client else None
+    return KeywordTagger(df=df)
+
+
 def build_tagger(
     settings: Settings, client: redis.Redis | None, llm: LLM | None = None
 ) -> BaseExtractor:
-    """The tagger for the settings: the LLM tagger when an LLM is configured, else keywords.
-
-    Both use corpus-wide document frequencies in Redis when ``client`` is given.
-    """
-    df = RedisDocFrequency(client, f"tgrag:{settings.collection}:tags:df") if client else None
-    keywords = KeywordTagger(df=df)
+    """The tagger for the settings: the LLM tagger when an LLM is configured (``llm``, or one
+    built from the settings), else keywords; both with corpus-wide statistics (see above)."""
+    keywords = keyword_tagger(settings, client)
     if not settings.llm_tagging:
         return keywords
     try:

@@ -5,17 +5,20 @@ A LlamaIndex ``IngestionPipeline`` with a ``RedisDocumentStore`` (``UPSERTS``) a
 
 1. classify each post against the docstore hash: new, updated or unchanged (unchanged is skipped);
 2. tag, split and embed the new and updated posts;
-3. upsert their chunks into Qdrant under deterministic point ids, then delete the chunks each post
-   no longer has (``PostStore.add``): an edited post never leaves stale points, and its old vectors
-   stay searchable until the new ones exist;
+3. upsert their chunks into the vector store under deterministic point ids, then delete the chunks
+   each post no longer has (``ChunkStore.write``): an edited post never leaves stale points, and
+   its old vectors stay searchable until the new ones exist;
 4. only then record the post's hash in the docstore, the commit point (the document body first,
-   the hash last, so a recorded hash always comes with its text).
+   the hash last, so a recorded hash always comes with its text), after the store has flushed.
 
 A crash before 4 leaves the post unrecorded, so the next run redoes it and overwrites the same
 points: exactly one set of points per post, none lost.  An *updated* post still has its old hash
 during 2-4, so before step 2 its id goes into a Redis "pending" set, cleared after step 4: if the
 next run brings the post back with its old, committed text (an older export, a reverted edit), the
-hash matches but Qdrant holds the uncommitted text, and the pending mark makes the run redo it.
+hash matches but the store holds the uncommitted text, and the pending mark makes the run redo it.
+
+A batch runs under the index's write lock (``Index.write_lock``), so batches of several writers
+(an upload, a sync, live edits) never interleave inside steps 1-4.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from pydantic import PrivateAttr
 from ingest.documents import Post
 from ingest.readers.base import ReadItem, SkippedRecord
 from ingest.splitting import PostSplitter
-from ingest.tagging import KeywordTagger
 from rag.index import Index
 from rag.metrics import INGEST_POSTS
 from rag.redis_backend import kvstore
@@ -44,21 +46,45 @@ from rag.sparse import SparseEncoder
 log = logging.getLogger("tgrag.ingest")
 
 
+class PendingPosts:
+    """The ids of posts written to the store but not committed yet (the Redis set
+    ``<namespace>:pending``; see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._r = client
+        self.key = f"{namespace}:pending"
+
+    def mark(self, doc_ids: Iterable[str]) -> None:
+        ids = list(doc_ids)
+        if ids:
+            self._r.sadd(self.key, *ids)
+
+    def clear(self, doc_ids: Iterable[str]) -> None:
+        ids = list(doc_ids)
+        if ids:
+            self._r.srem(self.key, *ids)
+
+    def ids(self) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m for m in self._r.smembers(self.key)}
+
+
 class SafeUpsertPipeline(IngestionPipeline):
     """``UPSERTS`` that classifies but never deletes up front (see module docstring, step 3)."""
 
     _plan: dict[str, str] = PrivateAttr(default_factory=dict)
-    _redis: Any = PrivateAttr(default=None)
-    _pending_key: str = PrivateAttr(default="")
+    _pending: PendingPosts | None = PrivateAttr(default=None)
+    _before_commit: Callable[[], None] | None = PrivateAttr(default=None)
 
-    def track_pending(self, client: redis.Redis, key: str) -> None:
-        """Keep the ids of posts written but not yet committed in the Redis set ``key``."""
-        self._redis, self._pending_key = client, key
+    def track_pending(self, pending: PendingPosts,
+                      before_commit: Callable[[], None] | None = None) -> None:
+        """Keep the ids of posts written but not yet committed in ``pending``; call
+        ``before_commit`` (the store's flush) before each commit."""
+        self._pending, self._before_commit = pending, before_commit
 
     def _handle_upserts(self, nodes: Sequence[BaseNode]) -> Sequence[BaseNode]:
         assert self.docstore is not None
         self._plan = {}
-        pending = self._pending_ids()
+        pending = self._pending.ids() if self._pending is not None else set()
         to_run: list[BaseNode] = []
         for node in nodes:
             doc_id = node.ref_doc_id or node.node_id
@@ -67,16 +93,9 @@ class SafeUpsertPipeline(IngestionPipeline):
                 continue
             self._plan[doc_id] = "updated" if existing else "new"
             to_run.append(node)
-        if self._redis is not None and self._plan:
-            # Before any Qdrant write (see the module docstring).
-            self._redis.sadd(self._pending_key, *self._plan)
+        if self._pending is not None:
+            self._pending.mark(self._plan)  # before any store write (see the module docstring)
         return to_run
-
-    def _pending_ids(self) -> set[str]:
-        if self._redis is None:
-            return set()
-        return {m.decode() if isinstance(m, bytes) else m
-                for m in self._redis.smembers(self._pending_key)}
 
     def _update_docstore(self, nodes: Sequence[BaseNode], *args: Any, **kwargs: Any) -> None:
         """The commit: ``add_documents`` writes each body, then its hash (no separate hash write).
@@ -85,9 +104,11 @@ class SafeUpsertPipeline(IngestionPipeline):
         committed hash whose body is missing or, for an edit, still the old text.
         """
         assert self.docstore is not None
+        if nodes and self._before_commit is not None:
+            self._before_commit()  # the chunks are durable before the docstore says "done"
         self.docstore.add_documents(nodes, store_text=kwargs.get("store_doc_text", True))
-        if self._redis is not None and nodes:
-            self._redis.srem(self._pending_key, *[n.node_id for n in nodes])
+        if self._pending is not None:
+            self._pending.clear(n.node_id for n in nodes)
 
     @property
     def plan(self) -> dict[str, str]:
@@ -122,7 +143,12 @@ ProgressCallback = Callable[[int, IngestReport], None]
 
 
 class PostPipeline:
-    """Ingests posts into an opened :class:`Index`."""
+    """Ingests posts into an opened :class:`Index`: tag → split → sparse → embed → store.
+
+    ``tagger`` defaults to the offline keyword tagger with corpus-wide document frequencies in
+    Redis (``ingest.llm_tagging.keyword_tagger``); the composition root passes the configured
+    one (``api.services.Services.pipeline``), so every ingest path tags alike.
+    """
 
     def __init__(
         self,
@@ -131,6 +157,8 @@ class PostPipeline:
         batch_size: int | None = None,
         use_cache: bool = True,
     ) -> None:
+        from ingest.llm_tagging import keyword_tagger
+
         settings = index.settings
         self.index = index
         self.batch_size = batch_size or settings.ingest_batch_size
@@ -138,7 +166,7 @@ class PostPipeline:
         self.splitter = PostSplitter(
             emb.count_tokens, chunk_tokens=min(settings.chunk_tokens, emb.max_tokens - 16)
         )
-        self.tagger = tagger or KeywordTagger()
+        self.tagger = tagger or keyword_tagger(settings, index.redis)
         self.sparse = SparseEncoder()
         cache = None
         if use_cache:
@@ -148,13 +176,14 @@ class PostPipeline:
             )
         self.pipeline = SafeUpsertPipeline(
             transformations=[self.tagger, self.splitter, self.sparse, emb.model],
-            vector_store=index.store,
+            vector_store=index.vector_store(),
             docstore=index.docstore,
             docstore_strategy=DocstoreStrategy.UPSERTS,
             cache=cache,
             disable_cache=cache is None,
         )
-        self.pipeline.track_pending(index.redis, f"{index.namespace}:pending")
+        self.pipeline.track_pending(PendingPosts(index.redis, index.namespace),
+                                    before_commit=index.store.flush)
 
     def ingest(
         self, items: Iterable[ReadItem], on_progress: ProgressCallback | None = None
@@ -194,19 +223,20 @@ class PostPipeline:
 
     def _run_batch(self, posts: list[Post], report: IngestReport) -> int:
         docs = [p.to_document() for p in posts]
-        nodes = self.pipeline.run(documents=docs)
-        plan = self.pipeline.plan
-        report.new += sum(1 for v in plan.values() if v == "new")
-        report.updated += sum(1 for v in plan.values() if v == "updated")
-        report.unchanged += len(docs) - len(plan)
+        with self.index.write_lock:
+            nodes = self.pipeline.run(documents=docs)
+            plan = self.pipeline.plan
+            # Idempotent, and done for unchanged posts too, so a crash between the docstore commit
+            # and this line heals on the next run.
+            self.index.catalog.record_posts(
+                [(p.channel_id, p.channel, p.channel_title, p.message_id, p.date) for p in posts]
+            )
         new = sum(1 for v in plan.values() if v == "new")
+        report.new += new
+        report.updated += len(plan) - new
+        report.unchanged += len(docs) - len(plan)
         INGEST_POSTS.inc("new", amount=new)
         INGEST_POSTS.inc("updated", amount=len(plan) - new)
         INGEST_POSTS.inc("unchanged", amount=len(docs) - len(plan))
         report.embedded_nodes += sum(1 for n in nodes if n.embedding is not None)
-        # Idempotent, and done for unchanged posts too, so a crash between the docstore commit
-        # and this line heals on the next run.
-        self.index.catalog.record_posts(
-            [(p.channel_id, p.channel, p.channel_title, p.message_id, p.date) for p in posts]
-        )
         return len(posts)

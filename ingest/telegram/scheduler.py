@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import redis
 
+from ingest.job_store import JobStore
 from ingest.telegram.sync import ChannelSync, SyncResult
 from rag.errors import NotFoundError
 
 log = logging.getLogger("tgrag.scheduler")
-JOB_TTL = 7 * 86400  # finished jobs are kept a week
 
 
 @dataclass
@@ -48,9 +47,10 @@ class SyncJob:
 
 
 class JobRegistry:
+    """Sync jobs (records in a :class:`JobStore`, kind ``tg:job``)."""
+
     def __init__(self, client: redis.Redis, namespace: str) -> None:
-        self._r = client
-        self._prefix = f"{namespace}:tg:job:"
+        self.store: JobStore[SyncJob] = JobStore(client, namespace, "tg:job", SyncJob)
 
     def create(self, channels_total: int) -> SyncJob:
         job = SyncJob(id=secrets.token_hex(8), channels_total=channels_total,
@@ -59,16 +59,13 @@ class JobRegistry:
         return job
 
     def save(self, job: SyncJob) -> None:
-        self._r.set(self._prefix + job.id, json.dumps(job.to_dict(), ensure_ascii=False),
-                    ex=JOB_TTL)
+        self.store.save(job)
 
     def get(self, job_id: str) -> SyncJob:
-        raw = self._r.get(self._prefix + job_id)
-        if raw is None:
+        job = self.store.load(job_id)
+        if job is None:
             raise NotFoundError(f"sync job {job_id!r} does not exist (or expired)")
-        data = json.loads(raw)
-        known = {f.name for f in fields(SyncJob)}
-        return SyncJob(**{k: v for k, v in data.items() if k in known})
+        return job
 
 
 class SyncScheduler:
@@ -84,7 +81,7 @@ class SyncScheduler:
         self.sync = sync
         self.on_result = on_result
         self.interval = sync.settings.sync_interval if interval is None else interval
-        self.jobs = JobRegistry(sync.index.redis, sync.index.namespace)
+        self.jobs = JobRegistry(sync.registry.redis, sync.registry.namespace)
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._job_tasks: set[asyncio.Task[Any]] = set()

@@ -15,26 +15,9 @@ from typing import Any
 import redis
 
 from rag.errors import InputError, NotFoundError
+from rag.ids import normalize_ref
 
 STATUSES = ("pending", "syncing", "ok", "failed")
-
-
-def normalize_ref(ref: str | int) -> str:
-    """The registry key of a channel reference: ``@Name``, ``t.me/Name``, ``name`` → ``name``."""
-    text = str(ref).strip()
-    for prefix in ("https://", "http://", "t.me/", "@"):
-        text = text.removeprefix(prefix)
-    text = text.strip("/")
-    if not text:
-        raise InputError(f"empty channel reference {ref!r}", hint="use @username or an id")
-    if text.lstrip("-").isdigit():
-        from ingest.documents import normalize_channel_id
-
-        return str(normalize_channel_id(text))
-    if "/" in text or " " in text:
-        raise InputError(f"{ref!r} is not a channel username or id",
-                         hint="use @username, https://t.me/username or a numeric id")
-    return text.lower()
 
 
 def _try_normalize(ref: str | int) -> str | None:
@@ -70,11 +53,22 @@ class ChannelState:
 
 
 class ChannelRegistry:
-    """The channels to follow, in one Redis hash ``ref → state json``."""
+    """The channels to follow, in one Redis hash ``ref → state json`` (``<ns>:tg:channels``),
+    and their sync locks (``<ns>:tg:lock:<ref>``)."""
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._r = client
+        self.namespace = namespace
         self.key = f"{namespace}:tg:channels"
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The client, for the owners of the other ``<ns>:tg:*`` keys (the sync job records)."""
+        return self._r
+
+    def lock(self, ref: str, ttl: float) -> RedisLock:
+        """The lock a worker holds while syncing the channel ``ref`` (or deleting its posts)."""
+        return RedisLock(self._r, f"{self.namespace}:tg:lock:{ref}", ttl)
 
     def add(self, ref: str | int) -> ChannelState:
         """Register a channel (idempotent: an existing one keeps its cursor)."""
@@ -175,8 +169,3 @@ class RedisLock:
                 return False
             time.sleep(poll)
         return True
-
-
-def channel_lock(client: redis.Redis, namespace: str, ref: str, ttl: float) -> RedisLock:
-    """The lock a worker holds while syncing the channel ``ref`` (``<ns>:tg:lock:<ref>``)."""
-    return RedisLock(client, f"{namespace}:tg:lock:{ref}", ttl)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ from ingest.deletion import delete_channel, delete_posts
 from ingest.documents import Post
 from ingest.pipeline import IngestReport, PostPipeline
 from ingest.telegram.reader import ChannelRef, TelegramReader
-from ingest.telegram.state import ChannelRegistry, ChannelState, channel_lock
+from ingest.telegram.state import ChannelRegistry, ChannelState
 from rag.errors import Busy, InputError, NotFoundError, TgragError
 from rag.index import Index
 
@@ -90,8 +89,9 @@ class ChannelFailed(Exception):
 class ChannelSync:
     """Syncs registered channels into an opened :class:`Index` through a connected client.
 
-    ``write_lock`` is the process's lock for index writes, if it has other writers (the API's
-    uploads and channel removals): Qdrant's local client is not safe for concurrent writers.
+    ``pipeline`` is the process's one pipeline (``api.services.Services.pipeline``), so synced
+    posts are tagged exactly like uploaded or CLI-ingested ones.  Its batches and the deletions
+    take the index's write lock themselves, in the worker thread they run in.
     """
 
     def __init__(
@@ -99,22 +99,19 @@ class ChannelSync:
         index: Index,
         client: TelegramClient,
         *,
-        pipeline: PostPipeline | None = None,
+        pipeline: PostPipeline,
+        registry: ChannelRegistry | None = None,
         listener: SyncListener | None = None,
-        write_lock: threading.Lock | None = None,
     ) -> None:
         self.index = index
         self.client = client
         self.settings = index.settings
-        self.pipeline = pipeline or PostPipeline(index)
-        self.registry = ChannelRegistry(index.redis, index.namespace)
+        self.pipeline = pipeline
+        self.registry = registry or ChannelRegistry(index.redis, index.namespace)
         self.listener = listener
         # Flood waits must reach us (to be reported and resumed from the cursor), not be slept
         # through silently inside Telethon.
         client.flood_sleep_threshold = 0
-        # One pipeline run at a time: live handlers and a sync may both want to write.
-        self._write_lock = asyncio.Lock()
-        self._shared_lock = write_lock
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -192,30 +189,16 @@ class ChannelSync:
         return result
 
     async def ingest_posts(self, posts: Sequence[Post]) -> IngestReport:
-        """Run the (sync) pipeline in a worker thread; one write at a time."""
-        async with self._write_lock:
-            return await asyncio.to_thread(self._shared(self.pipeline.ingest), list(posts))
+        """Run the (blocking) pipeline in a worker thread."""
+        return await asyncio.to_thread(self.pipeline.ingest, list(posts))
 
     async def delete_posts(self, channel_id: int, message_ids: Sequence[int]) -> int:
-        """Remove posts from Qdrant, the docstore and the catalog (idempotent)."""
+        """Remove posts from the store, the docstore and the catalog (idempotent)."""
         ids = sorted(set(message_ids))
         if not ids:
             return 0
-        async with self._write_lock:
-            await asyncio.to_thread(self._shared(delete_posts), self.index, channel_id, ids)
+        await asyncio.to_thread(delete_posts, self.index, channel_id, ids)
         return len(ids)
-
-    def _shared(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` run under the process's shared write lock, if any (in the worker thread)."""
-        lock = self._shared_lock
-        if lock is None:
-            return fn
-
-        def locked(*args: Any) -> Any:
-            with lock:
-                return fn(*args)
-
-        return locked
 
     # -- one channel ----------------------------------------------------------------------------
 
@@ -328,19 +311,14 @@ class ChannelSync:
     # -- helpers --------------------------------------------------------------------------------
 
     def _window_ids(self, channel_id: int) -> list[int]:
-        # The catalog's per-channel sorted set (message id scored by date) is the list of what is
-        # indexed; no public accessor exists for a range of it yet.
-        key = self.index.catalog._posts_key(channel_id)
-        r = self.index.redis
-        ids = set(r.zrevrange(key, 0, self.settings.sync_rescan_posts - 1)) \
-            if self.settings.sync_rescan_posts else set()
-        if self.settings.sync_rescan_days:
-            since = time.time() - self.settings.sync_rescan_days * 86400
-            ids |= set(r.zrangebyscore(key, since, "+inf"))
-        return sorted(int(i) for i in ids)
+        days = self.settings.sync_rescan_days
+        return self.index.catalog.recent_post_ids(
+            channel_id, self.settings.sync_rescan_posts,
+            time.time() - days * 86400 if days else None,
+        )
 
     def _indexed_count(self, channel_id: int) -> int:
-        return int(self.index.redis.zcard(self.index.catalog._posts_key(channel_id)))
+        return self.index.catalog.post_count(channel_id)
 
     def _advance(self, state: ChannelState, upto: int) -> None:
         if upto > state.last_message_id:
@@ -372,7 +350,7 @@ class ChannelSync:
     async def _locked(self, ref: str) -> AsyncIterator[bool]:
         """Hold ``<ns>:tg:lock:<ref>`` while syncing, renewed every third of its expiry."""
         ttl = self.settings.sync_lock_ttl
-        lock = channel_lock(self.index.redis, self.index.namespace, ref, ttl)
+        lock = self.registry.lock(ref, ttl)
         if not lock.acquire():
             yield False
             return
@@ -426,19 +404,19 @@ def remove_channel(
     ref: str,
     *,
     delete_posts: bool = False,
-    write_lock: threading.Lock | None = None,
     wait: float | None = None,
+    registry: ChannelRegistry | None = None,
 ) -> ChannelRemoval:
     """Stop following a channel; with ``delete_posts`` also delete its posts from the index.
 
     Deleting takes the channel's sync lock first (waiting up to ``wait`` seconds, default
     ``TGRAG_SYNC_LOCK_TTL``, for a running sync; then :class:`Busy`), so no sync re-adds posts
-    meanwhile, then unfollows, then deletes (``ingest.deletion``: Qdrant, docstore, catalog).  A
+    meanwhile, then unfollows, then deletes (``ingest.deletion``: store, docstore, catalog).  A
     channel that is indexed but not followed (an export, or a removal interrupted after the
     unfollow) can be given too: its posts are deleted.  Blocking: call it from a thread in async
     code.
     """
-    registry = ChannelRegistry(index.redis, index.namespace)
+    registry = registry or ChannelRegistry(index.redis, index.namespace)
     if not delete_posts:
         state = registry.remove(ref)
         return ChannelRemoval(removed=state, channel_id=state.channel_id)
@@ -453,7 +431,7 @@ def remove_channel(
     lock = None
     if state is not None:
         ttl = index.settings.sync_lock_ttl
-        lock = channel_lock(index.redis, index.namespace, state.ref, ttl)
+        lock = registry.lock(state.ref, ttl)
         if not lock.wait(ttl if wait is None else wait):
             raise Busy(f"channel {state.ref} is being synced right now",
                        hint="try again when that sync ends (the lock of a worker that died "
@@ -463,8 +441,7 @@ def remove_channel(
             registry.remove(state.ref)
         deleted = 0
         if channel_id is not None:
-            with write_lock or contextlib.nullcontext():
-                deleted = delete_channel(index, channel_id)
+            deleted = delete_channel(index, channel_id)
         log.info("channel %s removed, %d posts deleted", ref, deleted)
         return ChannelRemoval(removed=state, channel_id=channel_id, deleted_posts=deleted)
     finally:
