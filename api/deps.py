@@ -1,4 +1,9 @@
-"""Dependencies shared by the routers: the caller's view of the index, the search filters."""
+"""Dependencies of the routers, injected once here: the caller, and the caller's services.
+
+``ServicesDep`` is the process's :class:`~api.services.Services` as the caller's tenant sees it;
+depending on it authenticates the request (no route reaches the index unauthenticated) and
+scopes every read and write to the caller's tenant.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,24 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.security import Principal, authenticate
-from rag.index import Index
-from rag.search import SearchFilters, parse_date
+from api.security import Principal, authenticate, require_operator
+from api.services import Services
+from rag.search import SearchFilters
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def get_index(request: Request,
-              principal: Annotated[Principal, Depends(authenticate)]) -> Index:
-    """The process's index (opened by the lifespan), as the caller's tenant sees it.
-
-    Depending on it authenticates the request, so no route can reach the index unauthenticated,
-    and every search or tag count made through it is filtered to the caller's tenant.
-    """
-    return request.app.state.index.for_tenant(principal.tenant)
+def get_services(request: Request, principal: PrincipalDep) -> Services:
+    """The services (built by the lifespan), as the caller's tenant sees them."""
+    services: Services = request.app.state.services
+    return services.for_tenant(principal.tenant)
 
 
-IndexDep = Annotated[Index, Depends(get_index)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+OperatorDep = Annotated[Principal, Depends(require_operator)]
 
 
-def build_filters(index: Index, channel: list[str], tag: list[str], since: str | None,
+def build_filters(services: Services, channel: list[str], tag: list[str], since: str | None,
                   until: str | None) -> SearchFilters:
-    return SearchFilters(
-        channel_ids=[index.catalog.resolve(c) for c in channel],
-        tags=list(tag),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-        tenant=index.tenant,
-    )
+    """Search filters from query/body parameters (channels resolved in the tenant's catalog)."""
+    return services.filters(channel, tag, since, until)

@@ -61,15 +61,17 @@ class IndexCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Any]:
-        index = getattr(self.app.state, "index", None)
-        if index is not None:
+        services = getattr(self.app.state, "services", None)  # set while the lifespan runs
+        if services is not None:
+            index = services.index
             try:
                 posts, points = index.post_count(), index.store.count()
             except Exception:  # a backend hiccup must not break the scrape
                 posts = points = None
             if posts is not None:
                 yield GaugeMetricFamily("tgrag_index_posts", "Posts in the docstore.", posts)
-                yield GaugeMetricFamily("tgrag_index_points", "Chunk vectors in Qdrant.", points)
+                yield GaugeMetricFamily("tgrag_index_points", "Chunk vectors in the store.",
+                                        points)
         ingest = CounterMetricFamily("tgrag_ingest_posts", "Posts seen by ingestion, by outcome.",
                                      labels=["outcome"])
         for (outcome,), value in sorted(INGEST_POSTS.snapshot().items()):

@@ -1,13 +1,13 @@
-"""Retrieval evaluation on a BEIR dataset through the real ingestion pipeline and retriever.
+"""Retrieval evaluation on a BEIR dataset through the real ingestion pipeline and the real search.
 
 1. The corpus becomes posts (channel 0, message id = 1-based ordinal in ``corpus.jsonl``, text =
-   title + text) and goes through :class:`~ingest.pipeline.PostPipeline` into an embedded Qdrant
+   title + text) and goes through :class:`~ingest.pipeline.PostPipeline` into an embedded store
    and Redis under ``<data_dir>/eval/<key>``, ``key`` hashing the corpus bytes, the embedding
    model and the sparse encoder settings.  Re-runs find every post unchanged and embed nothing.
-2. Each query fetches one dense and one sparse candidate list (posts, ``depth`` each) through
-   :class:`~rag.hybrid.HybridRetriever`; they are cached next to the index, so trying another
-   fusion costs no Qdrant query.  ``hybrid`` is computed from the same lists with
-   :func:`rag.hybrid.fuse` — exactly what search does.
+2. Each query is ranked by :meth:`rag.search.PostSearcher.rank` — the ranking ``tgrag search``
+   and the API return, near-duplicate collapsing included (``--no-collapse`` switches it off, and
+   the result says which) — taking the top ``RUN_DEPTH`` posts of each mode.  A hit that stands
+   for a group of copies counts as the post it shows, as a user sees it.
 3. Metrics by ``ranx`` (nDCG@10, MRR@10, Recall@1/10/100) and a paired two-sided t-test between
    every pair of modes (``ranx.compare``).
 """
@@ -15,11 +15,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +26,20 @@ from eval.beir import BeirDataset, load_beir
 from ingest.documents import Post
 from ingest.pipeline import PostPipeline
 from rag.errors import InputError
-from rag.hybrid import MODES, FusionConfig, HybridRetriever, fuse
+from rag.hybrid import MODES, FusionConfig, validate_mode
+from rag.ids import parse_doc_id
 from rag.index import Index
+from rag.search import MAX_K, PostSearcher
 from rag.settings import Settings
 from rag.sparse import SparseEncoder
 
 log = logging.getLogger("tgrag.eval")
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
-RUN_DEPTH = 100  # posts per query in a run: Recall@100 needs 100
+RUN_DEPTH = MAX_K  # posts per query in a run: Recall@100 needs 100
 EVAL_CHANNEL = 0
 SIGNIFICANCE = 0.05
 Ranked = list[tuple[str, float]]
-
-
-@dataclass
-class Candidates:
-    """Per query: the dense and the sparse post lists (BEIR doc ids, best first)."""
-
-    dense: dict[str, Ranked] = field(default_factory=dict)
-    sparse: dict[str, Ranked] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 @dataclass
@@ -58,17 +50,19 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]  # mode → metric → value
     pvalues: dict[str, dict[str, dict[str, float]]]  # mode → other mode → metric → p
     fusion: FusionConfig
+    collapse_duplicates: bool = True
     index_seconds: float = 0.0
     query_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The contract shape, plus ``fusion`` and ``pvalues`` for the curious."""
+        """The contract shape, plus how search was configured and ``pvalues`` for the curious."""
         return {
             "dataset": self.dataset,
             "queries": self.queries,
             "docs": self.docs,
             "modes": {m: {k: round(v, 4) for k, v in ms.items()} for m, ms in self.metrics.items()},
             "fusion": asdict(self.fusion),
+            "collapse_duplicates": self.collapse_duplicates,
             "pvalues": self.pvalues,
         }
 
@@ -83,8 +77,9 @@ class EvalResult:
                 mark = "†" if p is not None and p < SIGNIFICANCE else ""
                 cells.append(f"{ms[metric]:.4f}{mark}")
             rows.append(f"| {mode} | " + " | ".join(cells) + " |")
-        note = (f"\n{self.dataset}: {self.queries} queries, {self.docs} docs; † = differs from "
-                f"dense, paired t-test p < {SIGNIFICANCE}")
+        copies = "collapsed" if self.collapse_duplicates else "not collapsed"
+        note = (f"\n{self.dataset}: {self.queries} queries, {self.docs} docs; near-duplicates "
+                f"{copies}; † = differs from dense, paired t-test p < {SIGNIFICANCE}")
         return "\n".join(rows) + note
 
 
@@ -131,51 +126,27 @@ def index_dataset(ds: BeirDataset, settings: Settings,
 # -- retrieval ------------------------------------------------------------------------------------
 
 
-def collect(index: Index, ds: BeirDataset, depth: int,
-            on_progress: Callable[[int, int], None] | None = None) -> Candidates:
-    """Dense and sparse candidates for every query, cached per (index, queries, depth)."""
-    ids = list(ds.corpus)  # ordinal n ↔ ids[n - 1]
-    key = hashlib.sha256(json.dumps([sorted(ds.queries.items()), depth]).encode()).hexdigest()
-    path = index.settings.data_dir / f"candidates-{key[:16]}.json"
-    if path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Candidates({q: [tuple(x) for x in v] for q, v in data["dense"].items()},
-                          {q: [tuple(x) for x in v] for q, v in data["sparse"].items()},
-                          data["seconds"])
-    retriever = HybridRetriever(index.store, index.embedding.model.get_query_embedding)
-    out = Candidates()
-    started = time.perf_counter()
+def rank_queries(index: Index, ds: BeirDataset, modes: Sequence[str], fusion: FusionConfig,
+                 collapse_duplicates: bool, depth: int = RUN_DEPTH,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 ) -> dict[str, dict[str, dict[str, float]]]:
+    """mode → query → BEIR doc → score: the top ``depth`` posts ``PostSearcher.rank`` returns.
 
-    def beir_ids(hits: Sequence[tuple[str, Any]]) -> Ranked:
-        return [(ids[int(doc_id.rsplit(":", 1)[1]) - 1], float(p.score)) for doc_id, p in hits]
-
+    Scores are positional (ranx re-sorts by score, and fused scores may tie)."""
+    ids = list(ds.corpus)  # ordinal n ↔ ids[n - 1] (to_posts)
+    searcher = PostSearcher(index, fusion=fusion, collapse_duplicates=collapse_duplicates)
+    runs: dict[str, dict[str, dict[str, float]]] = {m: {} for m in modes}
     for n, (qid, text) in enumerate(ds.queries.items(), start=1):
-        out.dense[qid] = beir_ids(retriever.dense(text, None, depth))
-        out.sparse[qid] = beir_ids(retriever.sparse(text, None, depth))
+        for mode in modes:
+            try:
+                page = searcher.rank(text, k=depth, mode=mode)
+            except InputError as err:  # an empty or overlong query: no results, counted as such
+                log.warning("query %s not searchable: %s", qid, err)
+                page = []  # type: ignore[assignment]
+            top = [ids[parse_doc_id(hit.id)[2] - 1] for hit in page]
+            runs[mode][qid] = {d: float(len(top) - i) for i, d in enumerate(top)}
         if on_progress:
             on_progress(n, len(ds.queries))
-    out.seconds = time.perf_counter() - started
-    path.write_text(json.dumps(asdict(out), ensure_ascii=False), encoding="utf-8")
-    return out
-
-
-def make_runs(cands: Candidates, modes: Sequence[str], fusion: FusionConfig,
-              k: int = RUN_DEPTH) -> dict[str, dict[str, dict[str, float]]]:
-    """mode → query → doc → score, top ``k`` per query."""
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    for mode in modes:
-        run: dict[str, dict[str, float]] = {}
-        for qid in cands.dense:
-            if mode == "dense":
-                ranked = cands.dense[qid]
-            elif mode == "sparse":
-                ranked = cands.sparse[qid]
-            else:
-                ranked = fuse(cands.dense[qid], cands.sparse[qid], fusion)
-            # Positional scores: ranx re-sorts by score, and the fused scores may tie.
-            top = ranked[:k]
-            run[qid] = {d: float(len(top) - i) for i, (d, _) in enumerate(top)}
-        runs[mode] = run
     return runs
 
 
@@ -232,10 +203,16 @@ def bar_chart(result: EvalResult, path: Path) -> Path:
 def parse_modes(value: str | Sequence[str]) -> list[str]:
     modes = [m.strip() for m in (value.split(",") if isinstance(value, str) else value)]
     modes = [m for m in modes if m]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise InputError(f"unknown mode(s) {', '.join(bad) or '(none)'}",
-                         hint="--modes takes a comma-separated subset of dense,sparse,hybrid")
+    if not modes:
+        raise InputError("no mode given", hint="--modes takes a comma-separated subset of "
+                         + ",".join(MODES))
+    for mode in modes:
+        try:
+            validate_mode(mode)
+        except InputError as err:
+            raise InputError(f"unknown mode(s) {', '.join(m for m in modes if m not in MODES)}",
+                             hint="--modes takes a comma-separated subset of "
+                             + ",".join(MODES)) from err
     return list(dict.fromkeys(modes))
 
 
@@ -246,23 +223,29 @@ def evaluate_retrieval(
     limit: int | None = None,
     fusion: FusionConfig | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    collapse_duplicates: bool | None = None,
 ) -> EvalResult:
-    """Index (or reuse) the dataset, retrieve with every mode and score the runs."""
+    """Index (or reuse) the dataset, rank every query with every mode and score the runs.
+
+    ``fusion`` and ``collapse_duplicates`` default to the settings, i.e. to what search does."""
     ds = load_beir(dataset).limited(limit)
     modes = parse_modes(modes)
     fusion = fusion or FusionConfig.from_settings(settings)
+    collapse = settings.collapse_duplicates if collapse_duplicates is None else collapse_duplicates
     started = time.perf_counter()
     index = index_dataset(ds, settings, (lambda d, t: on_progress("index", d, t))
                           if on_progress else None)
     try:
         index_seconds = time.perf_counter() - started
-        cands = collect(index, ds, max(RUN_DEPTH, fusion.depth),
-                        (lambda d, t: on_progress("query", d, t)) if on_progress else None)
+        started = time.perf_counter()
+        runs = rank_queries(index, ds, modes, fusion, collapse, RUN_DEPTH,
+                            (lambda d, t: on_progress("query", d, t)) if on_progress else None)
+        query_seconds = time.perf_counter() - started
     finally:
         index.close()
-    metrics, pvalues = score(ds, make_runs(cands, modes, fusion))
+    metrics, pvalues = score(ds, runs)
     return EvalResult(ds.name, len(ds.queries), len(ds.corpus), metrics, pvalues, fusion,
-                      index_seconds, cands.seconds)
+                      collapse, index_seconds, query_seconds)
 
 
 def _slug(name: str) -> str:

@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import IndexDep
+from api.deps import OperatorDep, ServicesDep
 from api.schemas import COMMON, Health, Ready, problems
-from api.security import require_operator
 
 WEB_PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
 
@@ -34,16 +33,16 @@ def web_page() -> FileResponse:
 
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
-def ready(index: IndexDep) -> JSONResponse:
-    """Readiness: Redis and Qdrant answer (503 and which one failed, otherwise)."""
+def ready(services: ServicesDep) -> JSONResponse:
+    """Readiness: Redis and the vector store answer (503 and which one failed, otherwise)."""
     checks: dict[str, str] = {}
     try:
-        index.redis.ping()
+        services.index.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:  # any failure means "not ready"; say which
         checks["redis"] = f"error: {exc}"
     try:
-        index.qdrant.get_collection(index.store.collection_name)
+        services.index.store.check()
         checks["qdrant"] = "ok"
     except Exception as exc:
         checks["qdrant"] = f"error: {exc}"
@@ -52,11 +51,11 @@ def ready(index: IndexDep) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-@router.get("/metrics", dependencies=[Depends(require_operator)], responses={
+@router.get("/metrics", responses={
     **problems(403),
     200: {"content": {CONTENT_TYPE_LATEST: {"example": "tgrag_index_posts 12.0\n"}},
           "description": "Prometheus text exposition"}})
-def metrics(request: Request) -> Response:
+def metrics(request: Request, operator: OperatorDep) -> Response:
     """Request counts and latencies by route and status, index size, ingest and LLM counters."""
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)

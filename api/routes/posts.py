@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from api.deps import IndexDep
+from api.deps import ServicesDep
 from api.schemas import COMMON, PostOut, SimilarResponse, problems
-from rag.posts import get_post, similar_posts
 from rag.search import MAX_K
 
 router = APIRouter(prefix="/posts", tags=["posts"], responses=COMMON)
@@ -19,9 +18,9 @@ MessagePath = Annotated[int, Path(description="Message id in the channel.",
 
 
 @router.get("/{channel}/{message_id}", response_model=PostOut, responses=problems(400, 404))
-def post(channel: ChannelPath, message_id: MessagePath, index: IndexDep) -> dict[str, Any]:
+def post(channel: ChannelPath, message_id: MessagePath, services: ServicesDep) -> dict[str, Any]:
     """The whole post: text, metadata, tags and link."""
-    return get_post(index, channel, message_id).to_dict()
+    return services.post(channel, message_id).to_dict()
 
 
 @router.get("/{channel}/{message_id}/similar", response_model=SimilarResponse,
@@ -29,10 +28,10 @@ def post(channel: ChannelPath, message_id: MessagePath, index: IndexDep) -> dict
 def similar(
     channel: ChannelPath,
     message_id: MessagePath,
-    index: IndexDep,
+    services: ServicesDep,
     k: Annotated[int, Query(description=f"Posts to return, 1..{MAX_K}.",
                             json_schema_extra={"minimum": 1, "maximum": MAX_K})] = 10,
 ) -> dict[str, Any]:
     """More like this: posts nearest to this one's stored vectors, itself excluded; its own
     copies (forwards, cross-posts) are listed in copies, not as similar posts."""
-    return similar_posts(index, channel, message_id, k=k).to_dict()
+    return services.similar(channel, message_id, k=k).to_dict()

@@ -6,25 +6,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import IndexDep, build_filters
+from api.deps import ServicesDep, build_filters
 from api.schemas import COMMON, SearchRequest, SearchResponse, StatsResponse, problems
-from rag.posts import tenant_stats
-from rag.search import MAX_K, MAX_OFFSET, MAX_QUERY_CHARS, PostSearcher
+from rag.search import MAX_K, MAX_OFFSET, MAX_QUERY_CHARS
 
 router = APIRouter(tags=["search"], responses=COMMON)
 ERRORS = problems(400, 503)
 
 
-def _search(index: IndexDep, body: SearchRequest) -> dict[str, Any]:
-    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
-    mode = {"mode": body.mode} if body.mode else {}  # unset: TGRAG_SEARCH_MODE
-    page = PostSearcher(index).search(body.q, filters, k=body.k, offset=body.offset, **mode)
-    return page.to_dict()
+def _search(services: ServicesDep, body: SearchRequest) -> dict[str, Any]:
+    filters = build_filters(services, body.channel, body.tag, body.since, body.until)
+    # mode unset: TGRAG_SEARCH_MODE
+    return services.search(body.q, filters, k=body.k, mode=body.mode or None,
+                           offset=body.offset).to_dict()
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS)
 def search(
-    index: IndexDep,
+    services: ServicesDep,
     q: Annotated[str, Query(description=f"What to look for (1..{MAX_QUERY_CHARS} characters).",
                             json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS,
                                                "pattern": r"\S"},
@@ -47,16 +46,16 @@ def search(
     query's words in highlights), near-duplicates collapsed into copies, paged by offset."""
     body = SearchRequest.model_construct(q=q, k=k, offset=offset, channel=channel, tag=tag,
                                          since=since, until=until, mode=mode)
-    return _search(index, body)
+    return _search(services, body)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
-def search_post(body: SearchRequest, index: IndexDep) -> dict[str, Any]:
+def search_post(body: SearchRequest, services: ServicesDep) -> dict[str, Any]:
     """``GET /search`` with a JSON body (long queries, many filters)."""
-    return _search(index, body)
+    return _search(services, body)
 
 
 @router.get("/stats", response_model=StatsResponse, responses=problems(503))
-def stats(index: IndexDep) -> dict[str, Any]:
+def stats(services: ServicesDep) -> dict[str, Any]:
     """Your tenant's posts, vectors and channels."""
-    return tenant_stats(index)
+    return services.stats()

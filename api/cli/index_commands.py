@@ -1,103 +1,39 @@
-"""The ``tgrag`` command line: a thin surface over ``rag`` and ``ingest``.
-
-Every command loads the settings, opens the :class:`~rag.index.Index` (``purpose="tgrag <cmd>"``,
-so a locked data folder names its owner), calls the core and prints the result: human text by
-default, the contract's JSON shapes with ``--json``.  Expected errors (:class:`TgragError`) become
-one ``error:`` line plus a ``hint:`` line on stderr and the error's exit code, in exactly one
-place (:class:`TgragGroup`), so the console script and ``CliRunner`` behave the same.
-"""
+"""``tgrag ingest``, ``search``, ``similar``, ``stats`` and ``serve``, added to the CLI by
+``register(app)`` (``api/cli/__init__.py``)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import typer
-from pydantic import ValidationError
-from typer.core import TyperGroup
 
-from api.logging import configure_logging
-from rag.errors import InputError, TgragError
+from api.cli.context import open_services, print_json
+from rag.errors import InputError
 from rag.settings import Settings
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestReport
-    from rag.index import Index
     from rag.search import PostHit
 
 MAX_SKIPPED_SHOWN = 10
 
 
-class TgragGroup(TyperGroup):
-    """Maps :class:`TgragError` to one line on stderr and its exit code (the only such place)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TgragError as err:
-            click.echo(f"error: {err.message}", err=True)
-            if err.hint:
-                click.echo(f"hint: {err.hint}", err=True)
-            raise typer.Exit(err.exit_code) from None
-
-
-app = typer.Typer(
-    cls=TgragGroup,
-    name="tgrag",
-    help="Search Telegram channels: ingest exports, search posts, serve the HTTP API.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold credentials
-)
-
-
-def load_settings() -> Settings:
-    """Settings from the environment and ``.env``; a bad value is an input error, not a trace."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"invalid setting TGRAG_{field.upper()}: {first['msg']}",
-            hint="fix the TGRAG_* environment variable or the .env file",
-        ) from None
-
-
-@app.callback()
-def _root(ctx: typer.Context) -> None:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    ctx.obj = settings
-
-
-@contextmanager
-def open_index(ctx: typer.Context, command: str) -> Iterator[Index]:
-    from rag.index import Index
-
-    with Index.open(ctx.obj, purpose=f"tgrag {command}") as index:
-        yield index
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+def register(app: typer.Typer) -> None:
+    for command in (ingest, search, similar, stats, serve):
+        app.command()(command)
 
 
 # -- ingest ---------------------------------------------------------------------------------------
 
 
-@app.command()
 def ingest(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Telegram exports (folders) or JSON/JSONL dumps."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Ingest Telegram exports and dumps; unchanged posts are not embedded again."""
-    from ingest.pipeline import PostPipeline
     from ingest.readers import read_paths
     from ingest.readers.base import SkippedRecord
 
@@ -106,21 +42,18 @@ def ingest(
     # knows its total.
     items = list(read_paths(paths, settings.max_post_chars))
     total = sum(1 for item in items if not isinstance(item, SkippedRecord))
-    with open_index(ctx, "ingest") as index:
-        from ingest.llm_tagging import build_tagger
-
-        pipeline = PostPipeline(index, tagger=build_tagger(settings, index.redis))
+    with open_services(ctx, "ingest") as services:
         if as_json:
-            report = pipeline.ingest(items)
+            report = services.ingest(items)
         else:
-            report = _ingest_with_progress(pipeline, items, total)
+            report = _ingest_with_progress(services, items, total)
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         _print_report(report)
 
 
-def _ingest_with_progress(pipeline: Any, items: list[Any], total: int) -> IngestReport:
+def _ingest_with_progress(services: Any, items: list[Any], total: int) -> IngestReport:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -147,7 +80,7 @@ def _ingest_with_progress(pipeline: Any, items: list[Any], total: int) -> Ingest
         disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("ingest", total=total)
-        return pipeline.ingest(
+        return services.ingest(  # type: ignore[no-any-return]
             items, on_progress=lambda done, _report: progress.update(task, completed=done)
         )
 
@@ -169,7 +102,6 @@ def _print_report(report: IngestReport) -> None:
 # -- search ---------------------------------------------------------------------------------------
 
 
-@app.command()
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="What to look for, in any words."),
@@ -187,29 +119,23 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Search posts; results are posts (not chunks), best first, copies collapsed."""
-    from rag.search import PostSearcher, SearchFilters, parse_date, validate_offset, validate_query
+    from rag.search import parse_filters, validate_offset, validate_query
 
     mode = mode or ctx.obj.search_mode
     validate_query(query, k, mode)  # fail before loading the model
     validate_offset(offset)
-    filters = SearchFilters(
-        tags=list(tag),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-    )
-    filters.validate()
-    with open_index(ctx, "search") as index:
-        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
-        page = PostSearcher(index).search(query, filters, k=k, mode=mode, offset=offset)
+    parse_filters(tag, since, until)  # likewise
+    with open_services(ctx, "search") as services:
+        filters = services.filters(channel, tag, since, until)
+        page = services.search(query, filters, k=k, mode=mode, offset=offset)
     if as_json:
-        _print_json(page.to_dict())
+        print_json(page.to_dict())
         return
     _print_hits(page, start=offset + 1)
     if page.next_offset is not None:
         click.secho(f"more: --offset {page.next_offset}", dim=True)
 
 
-@app.command()
 def similar(
     ctx: typer.Context,
     channel: str = typer.Argument(..., help="Channel id or username of the post."),
@@ -218,15 +144,14 @@ def similar(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """More like this: the posts nearest to one post (its copies listed apart)."""
-    from rag.posts import similar_posts
     from rag.search import MAX_K
 
     if not 1 <= k <= MAX_K:  # fail before opening the index
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 10")
-    with open_index(ctx, "similar") as index:
-        found = similar_posts(index, channel, message_id, k=k)
+    with open_services(ctx, "similar") as services:
+        found = services.similar(channel, message_id, k=k)
     if as_json:
-        _print_json(found.to_dict())
+        print_json(found.to_dict())
         return
     if found.copies:
         click.echo("copies of this post: " + ", ".join(_copy_name(c) for c in found.copies))
@@ -268,16 +193,15 @@ def _copy_name(hit: PostHit) -> str:
 # -- stats ----------------------------------------------------------------------------------------
 
 
-@app.command()
 def stats(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print stats as JSON."),
 ) -> None:
     """What is indexed: posts, vectors, model, and per-channel counts and date ranges."""
-    with open_index(ctx, "stats") as index:
-        data = index.stats()
+    with open_services(ctx, "stats") as services:
+        data = services.stats(all_tenants=True)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     click.echo(f"posts: {data['posts']}  points: {data['points']}  "
                f"embedding model: {data['embedding_model']}")
@@ -301,7 +225,6 @@ def _day(ts: int | None) -> str:
 # -- serve ----------------------------------------------------------------------------------------
 
 
-@app.command()
 def serve(
     ctx: typer.Context,
     host: str | None = typer.Option(None, help="Bind address [default: 127.0.0.1]."),
@@ -318,31 +241,12 @@ def serve(
     port = port or settings.port
     check_bind(settings, host)  # no API keys → loopback only
     # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
-    with open_index(ctx, "serve") as index:
+    with open_services(ctx, "serve") as services:
         if not settings.api_keys:
             click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
                        err=True)
         click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)
         uvicorn.run(
-            create_app(settings, index=index), host=host, port=port, log_config=None,
+            create_app(settings, services=services), host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), access_log=settings.log_level.upper() == "DEBUG",
         )
-
-
-# Command groups that live in their own modules (one job each).
-from api.eval_commands import register as _register_eval  # noqa: E402
-from api.qa_commands import register as _register_qa  # noqa: E402
-from api.sync_commands import register as _register_sync  # noqa: E402
-
-_register_qa(app)
-_register_sync(app)
-_register_eval(app)
-
-
-def main() -> None:
-    """Console-script entry point (``tgrag = "api.cli:main"``)."""
-    app(prog_name="tgrag")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -5,8 +5,8 @@ then ``event: sources`` (the list of sources), then ``event: done`` (the whole a
 first event is computed before the response starts, so a bad request or an LLM failure up front
 is an ordinary problem+json error; a failure mid-stream becomes ``event: error``.
 
-The LLM is built once per app (``app.state.qa_llm``) so its OAuth token and concurrency limit are
-shared by all requests.
+The LLM is the services' one (built once per process), so its OAuth token and concurrency limit
+are shared by all requests.
 """
 
 from __future__ import annotations
@@ -15,21 +15,17 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.app import get_index
-from api.deps import build_filters
-from api.schemas import AskResponse, TagsResponse
+from api.deps import ServicesDep, build_filters
+from api.errors import problem_body
+from api.schemas import COMMON, AskResponse, TagsResponse, problems
 from rag.errors import TgragError
-from rag.index import Index
-from rag.llm import build_llm
-from rag.qa import QAEngine, QAEvent
-from rag.tag_stats import top_tags
+from rag.qa import QAEvent
 
-router = APIRouter()
-IndexDep = Annotated[Index, Depends(get_index)]
+router = APIRouter(tags=["ask"], responses={**COMMON, **problems(400, 502, 503)})
 
 
 class AskRequest(BaseModel):
@@ -41,17 +37,10 @@ class AskRequest(BaseModel):
     until: str | None = Field(None, description="Inclusive end date.")
 
 
-def _engine(request: Request, index: Index) -> QAEngine:
-    state = request.app.state
-    if not hasattr(state, "qa_llm"):
-        state.qa_llm = build_llm(index.settings)
-    return QAEngine(index, state.qa_llm)
-
-
 @router.post("/ask", response_model=AskResponse)
-def ask(body: AskRequest, request: Request, index: IndexDep) -> dict[str, Any]:
-    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
-    return _engine(request, index).ask(body.question, filters, k=body.k).to_dict()
+def ask(body: AskRequest, services: ServicesDep) -> dict[str, Any]:
+    filters = build_filters(services, body.channel, body.tag, body.since, body.until)
+    return services.ask(body.question, filters, k=body.k).to_dict()
 
 
 def _sse(event: QAEvent) -> str:
@@ -66,9 +55,9 @@ def _sse(event: QAEvent) -> str:
         "properties": {"event": {"enum": ["token", "sources", "done", "error"]},
                        "data": {"type": "string", "description": "JSON"}}}, "example":
                 'event: token\ndata: {"text": "Банк России повысил ставку [1]"}\n\n'}}}})
-def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> StreamingResponse:
-    filters = build_filters(index, body.channel, body.tag, body.since, body.until)
-    events = _engine(request, index).stream(body.question, filters, k=body.k)
+def ask_stream(body: AskRequest, services: ServicesDep) -> StreamingResponse:
+    filters = build_filters(services, body.channel, body.tag, body.since, body.until)
+    events = services.stream(body.question, filters, k=body.k)
     first = next(events)  # errors before the first token are plain HTTP errors
 
     def body_iter() -> Iterator[str]:
@@ -77,9 +66,8 @@ def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> Streaming
             for event in events:
                 yield _sse(event)
         except TgragError as err:
-            problem = {"title": err.title, "detail": err.message, "hint": err.hint,
-                       "status": err.http_status}
-            yield f"event: error\ndata: {json.dumps(problem, ensure_ascii=False)}\n\n"
+            problem = json.dumps(problem_body(err), ensure_ascii=False)
+            yield f"event: error\ndata: {problem}\n\n"
 
     return StreamingResponse(body_iter(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -87,11 +75,11 @@ def ask_stream(body: AskRequest, request: Request, index: IndexDep) -> Streaming
 
 @router.get("/tags", response_model=TagsResponse)
 def tags(
-    index: IndexDep,
+    services: ServicesDep,
     channel: Annotated[list[str], Query(description="Channel id, username or title.")] = [],  # noqa: B006
     since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM] or unix.")] = None,
     until: Annotated[str | None, Query(description="Inclusive end date.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Tags to return.")] = 50,
 ) -> dict[str, Any]:
     """Top tags with the number of posts carrying each."""
-    return top_tags(index, build_filters(index, channel, [], since, until), limit=limit)
+    return services.tags(build_filters(services, channel, [], since, until), limit=limit)

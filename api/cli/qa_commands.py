@@ -1,4 +1,5 @@
-"""``tgrag ask`` and ``tgrag tags``, added to the CLI by ``register(app)`` in ``api/cli.py``.
+"""``tgrag ask`` and ``tgrag tags``, added to the CLI by ``register(app)``
+(``api/cli/__init__.py``).
 
 ``ask`` streams the answer to the terminal as it is written, then lists the sources; with
 ``--json`` it prints the contract's ask JSON once the answer is complete.
@@ -30,26 +31,19 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
 ) -> None:
     """Answer a question from the indexed posts, citing them as [1], [2] …"""
-    from api.cli import _print_json, open_index
+    from api.cli.context import open_services, print_json
     from rag.llm import build_llm
-    from rag.qa import QAEngine
-    from rag.search import SearchFilters, parse_date, validate_query
+    from rag.search import parse_filters, validate_query
 
     validate_query(question, k or 1, "dense")  # fail before loading the model
-    filters = SearchFilters(
-        tags=list(tag),
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-    )
-    filters.validate()
+    parse_filters(tag, since, until)  # likewise
     llm = build_llm(ctx.obj)  # a credentials problem shows before the index is opened
-    with open_index(ctx, "ask") as index:
-        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
-        engine = QAEngine(index, llm)
+    with open_services(ctx, "ask", llm=llm) as services:
+        filters = services.filters(channel, tag, since, until)
         if as_json:
-            _print_json(engine.ask(question, filters, k=k).to_dict())
+            print_json(services.ask(question, filters, k=k).to_dict())
             return
-        for event in engine.stream(question, filters, k=k):
+        for event in services.stream(question, filters, k=k):
             if event.type == "token":
                 click.echo(event.data, nl=False)
             elif event.type == "sources":
@@ -83,19 +77,14 @@ def tags(
     as_json: bool = typer.Option(False, "--json", help="Print tags as JSON."),
 ) -> None:
     """The most frequent tags, with the number of posts carrying each."""
-    from api.cli import _print_json, open_index
-    from rag.search import SearchFilters, parse_date
-    from rag.tag_stats import top_tags
+    from api.cli.context import open_services, print_json
+    from rag.search import parse_filters
 
-    filters = SearchFilters(
-        since=parse_date(since) if since else None,
-        until=parse_date(until, end_of_day=True) if until else None,
-    )
-    with open_index(ctx, "tags") as index:
-        filters.channel_ids = [index.catalog.resolve(c) for c in channel]
-        data = top_tags(index, filters, limit=limit)
+    parse_filters((), since, until)  # bad dates fail before the data folder is taken
+    with open_services(ctx, "tags") as services:
+        data = services.tags(services.filters(channel, (), since, until), limit=limit)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     if not data["tags"]:
         click.echo("no tags yet: run `tgrag ingest PATH`")

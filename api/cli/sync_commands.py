@@ -1,11 +1,12 @@
 """``tgrag login``, ``tgrag channels add|remove|list``, ``tgrag sync``, ``tgrag watch`` and
-``tgrag worker``, added to the CLI by ``register(app)`` in ``api/cli.py``.
+``tgrag worker``, added to the CLI by ``register(app)`` (``api/cli/__init__.py``).
 
 Each command that talks to Telegram runs ONE event loop for its whole life (one top-level
 ``asyncio.run``); Telethon, the sync and the scheduler all live in it.  Every client comes from
-:func:`new_client`, the one seam tests replace to put a fake MTProto transport under the real
-``TelegramClient``.  ``watch`` and ``worker`` run until Ctrl-C or SIGTERM (``docker stop``), which
-cancel them cleanly: sync locks are released, the client disconnects, cursors stay committed.
+the services' Telegram connector (``ingest.telegram.connector``), which also maps Telegram's
+failures to tgrag errors, the same ones the API reports.  ``watch`` and ``worker`` run until
+Ctrl-C or SIGTERM (``docker stop``), which cancel them cleanly: sync locks are released, the
+client disconnects, cursors stay committed.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from rag.errors import BackendUnavailable, InputError
+from api.cli.context import open_services
+from ingest.telegram.connector import TelegramConnector, telegram_errors
+from rag.errors import InputError
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
 
+    from api.services import Services
     from ingest.telegram.sync import SyncResult
-    from rag.index import Index
     from rag.settings import Settings
 
 channels_app = typer.Typer(help="Channels followed by `tgrag sync`, `watch` and `worker`.",
                            no_args_is_help=True)
 LOGIN_ATTEMPTS = 3  # wrong codes or passwords before `tgrag login` gives up
-NOT_LOGGED_IN_HINT = ("run `tgrag login --save`, or set TGRAG_TG_SESSION to the string "
-                      "`tgrag login` prints")
 
 
 def register(app: typer.Typer) -> None:
@@ -43,13 +44,6 @@ def register(app: typer.Typer) -> None:
     app.command()(sync)
     app.command()(watch)
     app.command()(worker)
-
-
-def new_client(settings: Settings, **options: Any) -> TelegramClient:
-    """The Telegram client of every command here (``make_client`` options)."""
-    from ingest.telegram.reader import make_client
-
-    return make_client(settings, **options)
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -79,12 +73,6 @@ def _run_service(coro: Coroutine[Any, Any, None]) -> None:
         click.echo("stopped", err=True)
 
 
-def _registry(index: Index) -> Any:
-    from ingest.telegram.state import ChannelRegistry
-
-    return ChannelRegistry(index.redis, index.namespace)
-
-
 # -- login ----------------------------------------------------------------------------------------
 
 
@@ -103,24 +91,20 @@ def login(
     secret. With --save it goes to <data dir>/telegram.session instead, which sync, watch, worker
     and serve use when TGRAG_TG_SESSION is unset.
     """
-    from telethon import errors
     from telethon.sessions import StringSession
 
     from ingest.telegram.reader import SESSION_FILE, save_session_file
 
     settings: Settings = ctx.obj
-    client = new_client(settings, for_login=True, receive_updates=False)
+    telegram = TelegramConnector(settings)
+    client = telegram.client(for_login=True, receive_updates=False)
 
     async def main() -> tuple[Any, str]:
-        await _connect(client)
+        await telegram.connect(client)
         try:
-            me = await _sign_in(client, phone)
+            with telegram_errors():  # a flood wait here: "wait N seconds and try again"
+                me = await _sign_in(client, phone)
             return me, str(client.session.save())
-        except errors.FloodWaitError as exc:
-            raise BackendUnavailable(
-                f"Telegram asks to wait {exc.seconds}s before another login attempt",
-                hint=f"wait {exc.seconds} seconds and run `tgrag login` again",
-            ) from exc
         finally:
             await client.disconnect()
 
@@ -205,11 +189,9 @@ def channels_add(
     refs: list[str] = typer.Argument(..., help="@username, t.me link or channel id."),
 ) -> None:
     """Follow channels (resolved at the first sync)."""
-    from api.cli import open_index
-
-    with open_index(ctx, "channels add") as index:
+    with open_services(ctx, "channels add") as services:
         for ref in refs:
-            state = _registry(index).add(ref)
+            state = services.follow(ref)
             click.echo(f"following {state.ref}")
 
 
@@ -223,12 +205,9 @@ def channels_remove(
     ),
 ) -> None:
     """Stop following channels; their posts stay searchable unless --delete-posts."""
-    from api.cli import open_index
-    from ingest.telegram.sync import remove_channel
-
-    with open_index(ctx, "channels remove") as index:
+    with open_services(ctx, "channels remove") as services:
         for ref in refs:
-            done = remove_channel(index, ref, delete_posts=delete_posts)
+            done = services.remove_channel(ref, delete_posts=delete_posts)
             if done.deleted_posts is None:
                 assert done.removed is not None
                 click.echo(f"removed {done.removed.ref} (its posts stay indexed; "
@@ -246,10 +225,8 @@ def channels_list(
     as_json: bool = typer.Option(False, "--json", help="Print the channels as JSON."),
 ) -> None:
     """Followed channels with their cursor, last sync and status."""
-    from api.cli import open_index
-
-    with open_index(ctx, "channels list") as index:
-        states = _registry(index).list()
+    with open_services(ctx, "channels list") as services:
+        states = services.channels()
     if as_json:
         click.echo(json.dumps({"channels": [s.to_dict() for s in states]}, ensure_ascii=False,
                               indent=2))
@@ -300,24 +277,6 @@ def _echo_result(r: SyncResult) -> None:
         click.echo(f"{r.ref}: skipped, no longer followed")
 
 
-async def _connect(client: TelegramClient) -> None:
-    try:
-        await client.connect()
-    except (ConnectionError, OSError) as exc:
-        raise BackendUnavailable(f"cannot connect to Telegram: {exc}",
-                                 hint="check the network connection and try again") from exc
-
-
-async def _connected(index: Index, *, receive_updates: bool) -> TelegramClient:
-    client = new_client(index.settings, receive_updates=receive_updates)
-    await _connect(client)
-    if not await client.is_user_authorized():
-        await client.disconnect()
-        raise InputError("the Telegram session is not logged in (never, or logged out since)",
-                         hint=NOT_LOGGED_IN_HINT)
-    return client
-
-
 def sync(
     ctx: typer.Context,
     channel: list[str] = typer.Option([], "--channel", "-c",
@@ -327,26 +286,21 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Sync followed channels once: new posts, then edits and deletions in the recent window."""
-    from api.cli import open_index
-    from ingest.telegram.sync import ChannelSync
     from rag.search import parse_date
 
     if backfill and since:
         raise InputError("use either --backfill or --since, not both")
     since_dt = datetime.fromtimestamp(parse_date(since), UTC) if since else None
 
-    async def main(index: Index) -> list[SyncResult]:
-        client = await _connected(index, receive_updates=False)
-        try:
-            syncer = ChannelSync(index, client, listener=None if as_json else _echo_event)
-            refs = [_registry(index).add(c).ref for c in channel] or None
+    async def main(services: Services) -> list[SyncResult]:
+        async with services.telegram.session() as client:
+            syncer = services.channel_sync(client, listener=None if as_json else _echo_event)
+            refs = [services.follow(c).ref for c in channel] or None
             return await syncer.sync_all(refs, backfill=backfill, since=since_dt,
                                          on_result=None if as_json else _echo_result)
-        finally:
-            await client.disconnect()
 
-    with open_index(ctx, "sync") as index:
-        results = _run(main(index))
+    with open_services(ctx, "sync") as services:
+        results = _run(main(services))
     if as_json:
         click.echo(json.dumps({"results": [r.to_dict() for r in results]}, ensure_ascii=False,
                               indent=2))
@@ -361,34 +315,19 @@ def watch(ctx: typer.Context) -> None:
     which come only for channels the account has joined (`tgrag worker` syncs the others). Runs
     until Ctrl-C or SIGTERM.
     """
-    from telethon import errors
-
-    from api.cli import open_index
     from ingest.telegram.live import register_live_handlers
-    from ingest.telegram.sync import ChannelSync
 
-    async def main(index: Index) -> None:
-        client = await _connected(index, receive_updates=True)
-        try:
-            syncer = ChannelSync(index, client, listener=_echo_event)
+    async def main(services: Services) -> None:
+        async with services.telegram.session(receive_updates=True) as client:
+            syncer = services.channel_sync(client, listener=_echo_event)
             register_live_handlers(client, syncer)
             for result in await syncer.sync_all():
                 _echo_result(result)
             click.echo("watching; Ctrl-C to stop", err=True)
             await client.run_until_disconnected()
-        except (ConnectionError, OSError) as exc:
-            raise BackendUnavailable(
-                f"lost the connection to Telegram: {exc}",
-                hint="check the network and run `tgrag watch` again; it catches up first",
-            ) from exc
-        except errors.UnauthorizedError as exc:
-            raise InputError("the Telegram session was logged out",
-                             hint=NOT_LOGGED_IN_HINT) from exc
-        finally:
-            await client.disconnect()
 
-    with open_index(ctx, "watch") as index:
-        _run_service(main(index))
+    with open_services(ctx, "watch") as services:
+        _run_service(main(services))
 
 
 def worker(
@@ -401,9 +340,7 @@ def worker(
     Several workers share the channels (each is synced by one worker at a time, under a lock in
     Redis). For a single run, e.g. from cron, use `tgrag sync`.
     """
-    from api.cli import open_index
     from ingest.telegram.scheduler import SyncScheduler
-    from ingest.telegram.sync import ChannelSync
 
     settings: Settings = ctx.obj
     every = settings.sync_interval if interval is None else interval
@@ -412,16 +349,13 @@ def worker(
                          hint="pass --interval or set TGRAG_SYNC_INTERVAL > 0; for a single run "
                               "use `tgrag sync`")
 
-    async def main(index: Index) -> None:
-        client = await _connected(index, receive_updates=False)
-        try:
-            syncer = ChannelSync(index, client, listener=_echo_event)
+    async def main(services: Services) -> None:
+        async with services.telegram.session() as client:
+            syncer = services.channel_sync(client, listener=_echo_event)
             scheduler = SyncScheduler(syncer, interval=every, on_result=_echo_result)
             click.echo(f"syncing the followed channels every {every:g}s; Ctrl-C to stop",
                        err=True)
             await scheduler.run_forever()
-        finally:
-            await client.disconnect()
 
-    with open_index(ctx, "worker") as index:
-        _run_service(main(index))
+    with open_services(ctx, "worker") as services:
+        _run_service(main(services))

@@ -1,6 +1,6 @@
-"""``tgrag eval retrieval|generate|answers``, added to the CLI by ``register(app)`` in
-``api/cli.py``.  The work is in ``eval/``; these are the options, the progress lines on stderr and
-the printed tables.
+"""``tgrag eval retrieval|generate|answers``, added to the CLI by ``register(app)``
+(``api/cli/__init__.py``).  The work is in ``eval/``; these are the options, the progress lines
+on stderr and the printed tables.
 
 Without an LLM (``TGRAG_LLM=none``) ``generate`` is an input error (exit 2: there is nothing it can
 produce), while ``answers`` is *skipped* with a message and exit 0, so a script that runs every
@@ -44,8 +44,12 @@ def retrieval(
     sparse_weight: float | None = typer.Option(None, "--sparse-weight", min=0.0),
     rrf_k: float | None = typer.Option(None, "--rrf-k", min=0.0),
     depth: int | None = typer.Option(None, "--depth", min=1, help="Hybrid candidates per list."),
+    collapse: bool | None = typer.Option(
+        None, "--collapse/--no-collapse",
+        help="Collapse near-duplicate posts as search does [default: TGRAG_COLLAPSE_DUPLICATES]."),
 ) -> None:
-    """Index a BEIR dataset through the real pipeline (cached) and score each search mode."""
+    """Index a BEIR dataset through the real pipeline (cached) and score each search mode, as
+    `tgrag search` ranks (same searcher)."""
     try:
         from eval.retrieval import bar_chart, evaluate_retrieval, parse_modes
         from rag.hybrid import FusionConfig
@@ -67,7 +71,8 @@ def retrieval(
         if done == total or done % 200 == 0:
             click.echo(f"{stage}: {done}/{total}", err=True)
 
-    result = evaluate_retrieval(dataset, settings, mode_list, limit, config, progress)
+    result = evaluate_retrieval(dataset, settings, mode_list, limit, config, progress,
+                                collapse_duplicates=collapse)
     click.echo(result.to_markdown())
     if json_path:
         _write_json(json_path, result.to_json())
@@ -95,7 +100,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Make question → post pairs from your indexed channels with the LLM (BEIR format)."""
-    from api.cli import _print_json, open_index
+    from api.cli.context import open_services, print_json
     from eval.generate import MIN_POST_CHARS, GenerateReport, check_out_dir, generate_dataset
     from eval.llm_util import require_llm
     from rag.llm import build_llm
@@ -112,14 +117,14 @@ def generate(
             click.echo(f"generate: {report.questions}/{n} questions ({report.tried} posts tried, "
                        f"{report.rejected} rejected, {report.failed} failed)", err=True)
 
-    with open_index(ctx, "eval generate") as index:
+    with open_services(ctx, "eval generate", llm=llm) as services:
         report = generate_dataset(
-            index, llm, out, channels=channel, n=n, seed=seed,
+            services.index, llm, out, channels=channel, n=n, seed=seed,
             min_chars=min_chars or MIN_POST_CHARS, max_corpus=max_corpus, force=force,
             on_progress=progress,
         )
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
     click.echo(report.summary())
     click.echo(f"next: tgrag eval retrieval --dataset {out}", err=True)

@@ -1,0 +1,76 @@
+"""What every command shares: the settings, the services, JSON output, and the one place errors
+become an exit code.
+
+Every command loads the settings (the root callback), opens the services
+(``purpose="tgrag <cmd>"``, so a locked data folder names its owner), calls a use case and prints
+the result: human text by default, the contract's JSON shapes with ``--json``.  Expected errors
+(:class:`TgragError`) become one ``error:`` line plus a ``hint:`` line on stderr and the error's
+exit code, in exactly one place (:class:`TgragGroup`), so the console script and ``CliRunner``
+behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from api.logging import configure_logging
+from api.services import Services
+from rag.errors import InputError, TgragError
+from rag.settings import Settings
+
+_UNSET: Any = object()
+
+
+class TgragGroup(TyperGroup):
+    """Maps :class:`TgragError` to one line on stderr and its exit code (the only such place)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TgragError as err:
+            click.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                click.echo(f"hint: {err.hint}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and ``.env``; a bad value is an input error, not a trace."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"invalid setting TGRAG_{field.upper()}: {first['msg']}",
+            hint="fix the TGRAG_* environment variable or the .env file",
+        ) from None
+
+
+def root(ctx: typer.Context) -> None:
+    """The root callback: settings and logging, before any command."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+@contextmanager
+def open_services(ctx: typer.Context, command: str, *, llm: Any = _UNSET) -> Iterator[Services]:
+    """The services for one command (``llm``: one the command already built)."""
+    services = Services.open(ctx.obj, purpose=f"tgrag {command}", llm=llm)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))

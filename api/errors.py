@@ -1,0 +1,83 @@
+"""Errors over HTTP, mapped once: every failure becomes ``application/problem+json`` (RFC 9457)
+with ``{type, title, status, detail, hint}``.
+
+:class:`~rag.errors.TgragError` s keep their own status, title and hint; request validation is a
+422 listing each bad parameter; anything unexpected is a 500 whose detail says nothing about
+the internals (the log has the traceback).  :func:`problem_body` is the same mapping for a
+failure that happens mid-stream (``/ask/stream``'s ``event: error``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.errors import TgragError
+
+log = logging.getLogger("tgrag.api")
+PROBLEM = "application/problem+json"
+_HTTP_HINTS = {404: "see /docs for the routes", 405: "see /docs for the routes",
+               413: "send a smaller body (uploads: TGRAG_MAX_UPLOAD_MB)"}
+
+
+def error_type(exc: BaseException) -> str:
+    """``urn:tgrag:error:<kebab-case class name>``, e.g. ``urn:tgrag:error:input-error``."""
+    return "urn:tgrag:error:" + re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
+
+
+def problem_body(exc: TgragError) -> dict[str, Any]:
+    """The problem+json body of a tgrag error."""
+    return {"type": error_type(exc), "title": exc.title, "status": exc.http_status,
+            "detail": exc.message, "hint": exc.hint}
+
+
+def problem(status: int, title: str, detail: str, *, type_: str = "about:blank",
+            hint: str | None = None, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem response; ``hint`` (what to do about it) is always present."""
+    body = {"type": type_, "title": title, "status": status, "detail": detail, "hint": hint,
+            **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+async def _tgrag_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TgragError)
+    response = JSONResponse(problem_body(exc), status_code=exc.http_status, media_type=PROBLEM)
+    response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ()) if p != "query"), "msg": e.get("msg")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    return problem(422, "Invalid request", detail, errors=errors,
+                   hint="see /docs for the parameters of this route")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = problem(exc.status_code, str(exc.detail), str(exc.detail),
+                       hint=_HTTP_HINTS.get(exc.status_code))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem(500, "Internal error", "the server failed; see its log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TgragError, _tgrag_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
