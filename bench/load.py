@@ -111,9 +111,11 @@ def sample_queries(data_dir: Path, n: int = 200) -> list[str]:
     """Word windows (3-6 words) from random indexed chunks."""
     rng = random.Random(SEED)
     with Index.open(Settings(data_dir=data_dir), purpose="bench load queries") as index:
-        records, _ = index.qdrant.scroll(index.store.collection_name, limit=2000,
-                                         with_payload=["text"], with_vectors=False)
-    texts = [str((r.payload or {}).get("text", "")) for r in records]
+        texts = []
+        for chunk in index.store.scroll(fields=["text"]):
+            texts.append(chunk.text)
+            if len(texts) >= 2000:
+                break
     queries: list[str] = []
     for text in rng.sample(texts, min(len(texts), n * 2)):
         words = [w for w in text.split() if w.isalpha() and len(w) > 3]

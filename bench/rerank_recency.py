@@ -221,7 +221,7 @@ def news_candidates(index: Index, news: NewsSet, pool: int, cache: Path
     qrels count every copy)."""
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
-    retriever = HybridRetriever(index.store, index.embedding.model.get_query_embedding,
+    retriever = HybridRetriever(index.store, index.embedding.embed_query,
                                 fusion=FusionConfig.from_settings(index.settings))
     out: dict[str, dict[str, list[tuple[str, float, int]]]] = {}
     started = time.perf_counter()
@@ -229,7 +229,7 @@ def news_candidates(index: Index, news: NewsSet, pool: int, cache: Path
         out[name] = {}
         for qid, text in qs.items():
             cands = retriever.retrieve(text, "hybrid", None, pool)
-            out[name][qid] = [(c.doc_id, c.score, int((c.point.payload or {}).get("date", 0)))
+            out[name][qid] = [(c.doc_id, c.score, int(c.chunk.payload.get("date", 0)))
                               for c in cands]
     n = sum(len(q) for q in news.queries.values())
     print(f"retrieval: {n} queries in {time.perf_counter() - started:.0f} s", flush=True)
@@ -345,8 +345,7 @@ def untrained_minilm(path: Path) -> Path:
 
 def cmd_rerank(args: argparse.Namespace) -> None:
     from eval.beir import load_beir
-    from eval.retrieval import RUN_DEPTH, collect, index_dataset
-    from rag.hybrid import fuse
+    from eval.retrieval import RUN_DEPTH, index_dataset, rank_queries
     from rag.rerank import CrossEncoderScorer
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -354,8 +353,9 @@ def cmd_rerank(args: argparse.Namespace) -> None:
         args.model = untrained_minilm(OUT / "untrained-minilm-cross-encoder")
     ds = load_beir(args.dataset).limited(args.limit)
     fusion = FusionConfig.from_settings(settings)
-    with index_dataset(ds, settings) as index:
-        cands = collect(index, ds, max(RUN_DEPTH, fusion.depth))
+    with index_dataset(ds, settings) as index:  # the hybrid default exactly as search ranks
+        runs = rank_queries(index, ds, ["hybrid"], fusion, settings.collapse_duplicates,
+                            RUN_DEPTH)["hybrid"]
     scorer = CrossEncoderScorer(str(args.model))
     scorer.score("warm-up", ["load the model before the clock starts"])
     texts = {doc_id: doc.full_text for doc_id, doc in ds.corpus.items()}
@@ -364,7 +364,7 @@ def cmd_rerank(args: argparse.Namespace) -> None:
     reranked: dict[str, dict[str, float]] = {}
     spent = 0.0
     for qid, query in ds.queries.items():
-        ranked = [d for d, _ in fuse(cands.dense[qid], cands.sparse[qid], fusion)][:RUN_DEPTH]
+        ranked = list(runs[qid])[:RUN_DEPTH]
         hybrid[qid] = {d: float(len(ranked) - n) for n, d in enumerate(ranked)}
         head, tail = ranked[: args.depth], ranked[args.depth:]
         started = time.perf_counter()

@@ -4,8 +4,9 @@ Not a test module (no ``test_`` prefix).  Run as a script it ingests ``make_post
 into ``data_dir`` with small batches, printing ``committed <n>`` after each committed batch, and can
 kill itself with SIGKILL at an exact point of the write order:
 
-- ``--die after-add:N``   right after the N-th ``PostStore.add`` (Qdrant written, docstore not);
-- ``--die before-delete:N`` inside the N-th ``PostStore.add``, after the upsert and before the
+- ``--die after-add:N``   right after the N-th store write (``ChunkStore.write``: the vectors
+  written, the docstore not);
+- ``--die before-delete:N`` inside the N-th store write, after the upsert and before the
   deletion of the chunks a post no longer has.
 """
 
@@ -56,29 +57,28 @@ def make_posts(n: int, version: int = 0) -> list[Post]:
     ]
 
 
-def _arm(mode: str) -> None:
-    from rag.store import PostStore
-
+def _arm(mode: str, store_class: type) -> None:
+    """Kill this process at the point ``mode`` names, in the engine class the index opened."""
     kind, _, nth = mode.partition(":")
     target = int(nth)
-    calls = {"add": 0}
-    original_add = PostStore.add
-    original_delete = PostStore._delete_points
+    calls = {"write": 0}
+    original_write = store_class.write
+    original_delete = store_class._delete_stale
 
-    def add(self, nodes, **kwargs):  # type: ignore[no-untyped-def]
-        calls["add"] += 1
-        out = original_add(self, nodes, **kwargs)
-        if kind == "after-add" and calls["add"] == target:
+    def write(self, chunks):  # type: ignore[no-untyped-def]
+        calls["write"] += 1
+        out = original_write(self, chunks)
+        if kind == "after-add" and calls["write"] == target:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
-    def delete_points(self, doc_id, keep):  # type: ignore[no-untyped-def]
-        if kind == "before-delete" and calls["add"] == target:
+    def delete_stale(self, keep):  # type: ignore[no-untyped-def]
+        if kind == "before-delete" and calls["write"] == target:
             os.kill(os.getpid(), signal.SIGKILL)
-        return original_delete(self, doc_id, keep)
+        return original_delete(self, keep)
 
-    PostStore.add = add  # type: ignore[method-assign]
-    PostStore._delete_points = delete_points  # type: ignore[method-assign]
+    store_class.write = write  # type: ignore[attr-defined]
+    store_class._delete_stale = delete_stale  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -94,10 +94,10 @@ def main() -> None:
     from rag.index import Index
     from rag.settings import Settings
 
-    if args.die:
-        _arm(args.die)
     settings = Settings(data_dir=Path(args.data_dir), _env_file=None)  # type: ignore[call-arg]
     index = Index.open(settings, purpose="crash-test")
+    if args.die:
+        _arm(args.die, type(index.store))
     print(f"opened {os.getpid()}", flush=True)
     pipeline = PostPipeline(index, batch_size=args.batch)
     pipeline.ingest(make_posts(args.n, args.version),

@@ -129,7 +129,7 @@ def test_health_ok(client: TestClient) -> None:
 
 
 def test_health_reports_what_failed(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    index = client.app.state.index  # type: ignore[attr-defined]
+    index = client.app.state.services.index  # type: ignore[attr-defined]
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ConnectionError("connection refused")
@@ -147,7 +147,7 @@ def test_health_reports_what_failed(client: TestClient, monkeypatch: pytest.Monk
 
 
 def test_import_opens_nothing() -> None:
-    assert not hasattr(api.app.app.state, "index")
+    assert not hasattr(api.app.app.state, "services")
 
 
 def test_lifespan_owns_the_data_folder(settings: Settings, client: TestClient) -> None:

@@ -269,13 +269,13 @@ def test_metrics(client: TestClient) -> None:
 def test_llm_calls_are_counted(client: TestClient) -> None:
     from llama_index.core.llms import MockLLM
 
-    state = client.app.state  # type: ignore[attr-defined]
-    state.qa_llm = MockLLM(max_tokens=8)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.llm = MockLLM(max_tokens=8)
     try:
         answer = client.post("/ask", json={"question": "Что решил Банк России по ставке?"})
         assert answer.json()["mode"] == "generative"
     finally:
-        del state.qa_llm
+        services.llm = None
     assert 'tgrag_llm_calls_total{kind="chat",outcome="ok"}' in client.get("/metrics").text
 
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from api.cli import _marked, app, main
+from api.cli import app, main
+from api.cli.index_commands import _marked
 from ingest.pipeline import PostPipeline
 from rag.datadir import DataDirLock
 from rag.index import Index

@@ -22,9 +22,9 @@ import pytest
 from ingest.documents import Post
 from ingest.pipeline import PostPipeline
 from rag.errors import DataDirLocked
+from rag.ids import point_id
 from rag.index import Index
 from rag.settings import Settings
-from rag.store import point_id
 from tests.crash_ingest import LONG_EVERY, make_posts
 
 HELPER = Path(__file__).resolve().parent / "crash_ingest.py"
@@ -88,7 +88,7 @@ def expected_points(pipeline: PostPipeline, p: Post) -> dict[str, str]:
 
 
 def actual_points(index: Index, doc_id: str) -> dict[str, str]:
-    return {str(r.id): r.payload["text"] for r in index.store.points_of(doc_id)}
+    return {str(r.id): r.payload["text"] for r in index.store.chunks_of(doc_id)}
 
 
 def assert_exactly(index: Index, posts: list[Post]) -> None:

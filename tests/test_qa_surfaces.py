@@ -31,16 +31,14 @@ def filled(index: Index) -> Index:
 @pytest.fixture
 def client(filled: Index) -> Iterator[TestClient]:
     from api.app import create_app
-    from api.qa_routes import router
 
     app: FastAPI = create_app(filled.settings, index=filled)
-    app.include_router(router)
     with TestClient(app) as c:
         yield c
 
 
 def test_tags_count_posts_not_chunks(filled: Index) -> None:
-    assert len(filled.store.points_of("tg:1002:100")) >= 2
+    assert len(filled.store.chunks_of("tg:1002:100")) >= 2
     data = top_tags(filled)
     assert data["posts"] == 5
     assert {"tag": "метро", "posts": 2} in data["tags"]
@@ -71,7 +69,7 @@ def test_http_ask_and_stream_and_tags(client: TestClient) -> None:
 
 def test_cli_ask_and_tags(filled: Index, monkeypatch: pytest.MonkeyPatch) -> None:
     from api import cli
-    from api.qa_commands import register
+    from api.cli.qa_commands import register
 
     if not any(c.name in ("ask",) or getattr(c.callback, "__name__", "") == "ask"
                for c in cli.app.registered_commands):

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from qdrant_client import models
 
 from ingest.pipeline import PostPipeline
 from rag.errors import InputError
@@ -21,6 +20,7 @@ from rag.search import (
     make_snippet,
     parse_date,
 )
+from rag.store import StoredChunk
 from tests.conftest import module_settings
 from tests.search_corpus import CITY, ECON, GAMES, LONG_POST, corpus, ts
 
@@ -117,7 +117,7 @@ def test_link_without_username_uses_the_c_form(searcher: PostSearcher) -> None:
 def test_long_post_has_several_chunks_but_appears_once(
     filled: Index, searcher: PostSearcher
 ) -> None:
-    assert len(filled.store.points_of("tg:1002:100")) >= 2
+    assert len(filled.store.chunks_of("tg:1002:100")) >= 2
     hits = searcher.search("строительство новых линий метро и новые поезда", k=20)
     ids = [h.id for h in hits]
     assert ids.count("tg:1002:100") == 1
@@ -135,10 +135,10 @@ def test_k_counts_posts_not_chunks(searcher: PostSearcher) -> None:
 
 
 def test_collapse_keeps_the_best_chunk_per_post() -> None:
-    def point(doc: str, n: int, score: float) -> models.ScoredPoint:
-        return models.ScoredPoint(id=f"00000000-0000-0000-0000-00000000000{n}", version=0,
-                                  score=score, payload={"doc_id": doc, "text": f"chunk {n}",
-                                                        "date": 0})
+    def point(doc: str, n: int, score: float) -> StoredChunk:
+        return StoredChunk(id=f"00000000-0000-0000-0000-00000000000{n}",
+                           score=score, payload={"doc_id": doc, "text": f"chunk {n}",
+                                                 "date": 0})
 
     hits = collapse([point("a", 1, 0.5), point("b", 2, 0.7), point("a", 3, 0.9)])
     assert [(h.id, h.snippet, h.score) for h in hits] == [("a", "chunk 3", 0.9),

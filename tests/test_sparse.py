@@ -17,7 +17,6 @@ from rag.hybrid import (
     normalize,
     rrf,
     score_fusion,
-    search_sparse,
 )
 from rag.index import Index
 from rag.search import PostSearcher, SearchFilters
@@ -145,7 +144,7 @@ def filled(index: Index) -> Index:
 
 @pytest.mark.slow
 def test_pipeline_writes_sparse_vectors_outside_the_payload(filled: Index) -> None:
-    (point,) = filled.store.points_of("tg:7:1")
+    (point,) = filled.store.chunks_of("tg:7:1", with_vectors=True)
     assert "sparse" in point.vector and point.vector["sparse"].indices
     assert not any(k.startswith("_") for k in point.payload)
 
@@ -154,16 +153,16 @@ def test_pipeline_writes_sparse_vectors_outside_the_payload(filled: Index) -> No
 def test_local_mode_applies_idf(filled: Index) -> None:
     enc = SparseEncoder()
     # "москв" is in 2 posts, "метро" in 1: with IDF the rare term outweighs the common one
-    hits = search_sparse(filled.store, enc.encode_query("москва метро"), None, 5)
+    hits = filled.store.search_sparse(enc.encode_query("москва метро"), None, 5)
     assert hits[0].payload["doc_id"] == "tg:7:3"
-    common = search_sparse(filled.store, enc.encode_query("москва"), None, 5)[0].score
-    rare = search_sparse(filled.store, enc.encode_query("метро"), None, 5)[0].score
+    common = filled.store.search_sparse(enc.encode_query("москва"), None, 5)[0].score
+    rare = filled.store.search_sparse(enc.encode_query("метро"), None, 5)[0].score
     n, df_common, df_rare = 5, 2, 1
     idf = lambda df: math.log((n - df + 0.5) / (df + 0.5) + 1)  # noqa: E731
     assert rare / common == pytest.approx(
         idf(df_rare) / idf(df_common), rel=0.2  # tf parts differ only by length norm
     )
-    assert search_sparse(filled.store, enc.encode_query("и в на"), None, 5) == []
+    assert filled.store.search_sparse(enc.encode_query("и в на"), None, 5) == []
 
 
 @pytest.mark.slow

@@ -1,12 +1,12 @@
 """``tgrag login``, ``watch``, ``worker`` and ``channels remove --delete-posts``, run as commands.
 
 The real CLI (``api.cli.app`` through ``CliRunner``) with the real ``TelegramClient``; only its
-MTProto transport is fake (``tests/fake_telegram.py``), put in through the commands' one seam,
-``api.sync_commands.new_client``.  The fake server checks logins for real (codes, and two-step
-verification by SRP), so a session is usable by a later command only if the login produced it.
-While ``watch`` or ``worker`` runs, ``FakeTelegram.script`` plays Telegram inside the command's
-event loop: it pushes updates, adds posts, and finally stops the command with the signal a user
-(Ctrl-C) or ``docker stop`` (SIGTERM) would send.
+MTProto transport is fake (``tests/fake_telegram.py``), put in through the one seam,
+``ingest.telegram.connector.new_client``.  The fake server checks logins for real (codes, and
+two-step verification by SRP), so a session is usable by a later command only if the login
+produced it.  While ``watch`` or ``worker`` runs, ``FakeTelegram.script`` plays Telegram inside
+the command's event loop: it pushes updates, adds posts, and finally stops the command with the
+signal a user (Ctrl-C) or ``docker stop`` (SIGTERM) would send.
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from qdrant_client import models
 from telethon import functions, types
 from telethon.crypto import AuthKey
 from telethon.sessions import SQLiteSession, StringSession
 from typer.testing import CliRunner
 
-from api import sync_commands
 from api.cli import app
 from ingest.pipeline import PostPipeline
+from ingest.telegram import connector
 from ingest.telegram.reader import make_client
-from ingest.telegram.state import ChannelRegistry, channel_lock
+from ingest.telegram.state import ChannelRegistry
 from ingest.telegram.sync import ChannelSync, remove_channel
 from rag.index import Index
 from rag.settings import Settings
+from rag.store import StoreFilter
 from tests.fake_telegram import (
     FakeChannel,
     FakeSender,
@@ -70,7 +70,7 @@ def cli(settings: Settings, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("TGRAG_TG_API_ID", "1")
     monkeypatch.setenv("TGRAG_TG_API_HASH", "x")
     # The seam: the commands' clients are the real make_client's, over the fake transport.
-    monkeypatch.setattr(sync_commands, "new_client",
+    monkeypatch.setattr(connector, "new_client",
                         lambda s, **options: fake.attach(make_client(s, **options)))
     runner = CliRunner()
 
@@ -89,8 +89,7 @@ def doc_ids(index: Index) -> set[str]:
 
 
 def channel_points(index: Index, channel_id: int) -> int:
-    return index.store.count(models.Filter(must=[models.FieldCondition(
-        key="channel_id", match=models.MatchValue(value=channel_id))]))
+    return index.store.count(StoreFilter(channel_ids=(channel_id,)))
 
 
 # -- login ----------------------------------------------------------------------------------------
@@ -219,13 +218,13 @@ def test_watch_indexes_edits_and_deletes_pushed_updates_until_ctrl_c(
     assert fake.senders[-1].disconnects
     with Index.open(settings) as index:
         assert doc_ids(index) == {f"tg:{NEWS_ID}:{i}" for i in (1, 5, 6)}
-        (point,) = index.store.points_of(f"tg:{NEWS_ID}:1")
+        (point,) = index.store.chunks_of(f"tg:{NEWS_ID}:1")
         assert "орбиту" in point.payload["text"]
-        assert index.store.points_of(f"tg:{NEWS_ID}:2") == []
+        assert index.store.chunks_of(f"tg:{NEWS_ID}:2") == []
         state = ChannelRegistry(index.redis, index.namespace).require("technews")
         assert (state.status, state.last_message_id) == ("ok", 6)
-        assert not index.redis.exists(channel_lock(index.redis, index.namespace, "technews",
-                                                   1).key)
+        assert not index.redis.exists(ChannelRegistry(index.redis, index.namespace)
+                                      .lock("technews", 1).key)
 
 
 def test_watch_exits_with_a_clear_error_when_the_connection_is_lost(
@@ -255,7 +254,7 @@ def test_worker_syncs_every_interval_respects_locks_and_stops_on_sigterm(
     logged_in(fake, monkeypatch)
     assert cli("channels", "add", "technews", "sport").exit_code == 0
     with Index.open(settings) as index:  # another worker is syncing `sport`
-        other = channel_lock(index.redis, index.namespace, "sport", ttl=600)
+        other = ChannelRegistry(index.redis, index.namespace).lock("sport", ttl=600)
         assert other.acquire()
     news = fake.channels[NEWS_ID]
 
@@ -276,7 +275,7 @@ def test_worker_syncs_every_interval_respects_locks_and_stops_on_sigterm(
     with Index.open(settings) as index:
         assert doc_ids(index) == {f"tg:{NEWS_ID}:{i}" for i in (1, 2, 5, 6)}
         assert index.redis.get(other.key).decode() == other.token  # never taken from its owner
-        mine = channel_lock(index.redis, index.namespace, "technews", 1)
+        mine = ChannelRegistry(index.redis, index.namespace).lock("technews", 1)
         assert not index.redis.exists(mine.key)  # released on SIGTERM
         registry = ChannelRegistry(index.redis, index.namespace)
         assert registry.require("technews").status == "ok"
@@ -305,7 +304,7 @@ def test_channels_remove_keeps_or_deletes_posts(
     assert kept.exit_code == 0 and "its posts stay indexed" in kept.stdout
     with Index.open(settings) as index:
         assert f"tg:{SPORT_ID}:1" in doc_ids(index)
-        busy = channel_lock(index.redis, index.namespace, "technews", ttl=600)
+        busy = ChannelRegistry(index.redis, index.namespace).lock("technews", ttl=600)
         assert busy.acquire()  # a sync of technews is running somewhere
 
     monkeypatch.setenv("TGRAG_SYNC_LOCK_TTL", "0.3")  # how long removal waits for it
@@ -366,7 +365,8 @@ def test_remove_channel_interrupted_is_finished_by_running_it_again(
     assert ChannelRegistry(index.redis, index.namespace).get("technews") is None
     assert channel_points(index, NEWS_ID) == 0
     assert any(d.startswith(f"tg:{NEWS_ID}:") for d in doc_ids(index))
-    assert not index.redis.exists(channel_lock(index.redis, index.namespace, "technews", 1).key)
+    assert not index.redis.exists(ChannelRegistry(index.redis, index.namespace)
+                                  .lock("technews", 1).key)
 
     monkeypatch.setattr(index.docstore, "delete_document", real_delete)
     done = remove_channel(index, "technews", delete_posts=True)
@@ -375,7 +375,8 @@ def test_remove_channel_interrupted_is_finished_by_running_it_again(
     assert [c.channel for c in index.catalog.channels()] == ["sport"]
 
     async def stale_run() -> Any:  # a scheduler round listed technews before the removal
-        return await ChannelSync(index, new_client(fake)).sync_all(["technews"])
+        sync = ChannelSync(index, new_client(fake), pipeline=PostPipeline(index))
+        return await sync.sync_all(["technews"])
 
     (stale,) = run(stale_run())
     assert stale.status == "removed"
@@ -395,9 +396,10 @@ def test_delete_channels_route_with_delete_posts(tmp_path: Path) -> None:
     news.post("Запущен новый спутник связи")
     news.post("Курс рубля стабилен")
     with Index.open(settings) as index:
-        run(ChannelSync(index, new_client(fake)).sync_channel("technews"))
+        run(ChannelSync(index, new_client(fake), pipeline=PostPipeline(index))
+            .sync_channel("technews"))
         with TestClient(create_app(settings, index=index)) as http:
-            lock = channel_lock(index.redis, index.namespace, "technews", ttl=600)
+            lock = ChannelRegistry(index.redis, index.namespace).lock("technews", ttl=600)
             assert lock.acquire()
             busy = http.delete("/channels", params={"channel": "technews", "delete_posts": True})
             assert busy.status_code == 409, busy.text

@@ -55,7 +55,7 @@ def doc_ids(index: Any) -> set[str]:
 
 
 def points(index: Any, doc_id: str) -> list[Any]:
-    return index.store.points_of(doc_id)
+    return index.store.chunks_of(doc_id)
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ def test_make_client_needs_credentials(settings: Settings) -> None:
         make_client(with_creds)
 
 
-# -- surfaces (api/sync_routes.py, api/sync_commands.py) ------------------------------------------
+# -- surfaces (api/routes/sync.py, api/cli/sync_commands.py) --------------------------------------
 
 
 def test_routes_channels_and_background_sync_job(index: Any, pipeline: PostPipeline,
@@ -360,15 +360,14 @@ def test_routes_channels_and_background_sync_job(index: Any, pipeline: PostPipel
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.sync_routes import router
 
     app = create_app(index.settings, index=index)
-    app.include_router(router)
     with TestClient(app) as http:
         assert http.post("/channels", json={"channel": "@TechNews"}).status_code == 201
         assert [c["ref"] for c in http.get("/channels").json()["channels"]] == ["technews"]
         # the client is created on the server's loop, as get_scheduler would do it
-        app.state.tg_sync = http.portal.call(_scheduler_on_loop, index, fake, pipeline)
+        app.state.services.set_scheduler(
+            http.portal.call(_scheduler_on_loop, index, fake, pipeline))
         started = http.post("/sync", json={})
         assert started.status_code == 202, started.text
         job_id = started.json()["job_id"]
@@ -391,12 +390,12 @@ def test_cli_channels_commands(settings: Settings, monkeypatch: pytest.MonkeyPat
     import typer
     from typer.testing import CliRunner
 
-    from api import cli
-    from api.sync_commands import register
+    from api.cli import context as cli
+    from api.cli.sync_commands import register
 
     monkeypatch.setenv("TGRAG_DATA_DIR", str(settings.data_dir))
     app = typer.Typer(cls=cli.TgragGroup)
-    app.callback()(cli._root)
+    app.callback()(cli.root)
     register(app)
     runner = CliRunner()
     assert runner.invoke(app, ["channels", "add", "@technews", "t.me/Sport"]).exit_code == 0

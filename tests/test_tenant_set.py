@@ -6,21 +6,21 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ingest.jobs import TenantPost
+from ingest.documents import Post
 from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.search import PostSearcher, SearchFilters
 from rag.settings import Settings
-from rag.store import PostStore
+from rag.store.qdrant import QdrantStore
 from tests.search_corpus import corpus
 
 POSTS = [p for p in corpus() if p.message_id <= 2]  # 6 posts of the default tenant
 SECRET = "Секретный отчёт компании Acme о слиянии с конкурентом будет опубликован в понедельник."
 
 
-def acme_posts() -> list[TenantPost]:
+def acme_posts() -> list[Post]:
     base = asdict(POSTS[0])
-    return [TenantPost(**{**base, "text": SECRET, "message_id": 900}, tenant="acme")]
+    return [Post(**{**base, "text": SECRET, "message_id": 900, "tenant": "acme"})]
 
 
 def doc_ids(index: Index, query: str, mode: str) -> list[str]:
@@ -31,11 +31,11 @@ def test_single_tenant_index_drops_the_tenant_condition(index: Index) -> None:
     assert index.store.holds_only("default")  # an empty collection holds no other tenant
     PostPipeline(index).ingest(POSTS)
     assert index.store.holds_only("default")
-    assert SearchFilters(tenant="default").for_store(index.store) is None
+    assert index.store._filter(SearchFilters(tenant="default").to_store()) is None
     # Other conditions stay; a tenant that owns nothing here keeps its condition.
-    flt = SearchFilters(tenant="default", channel_ids=[1]).for_store(index.store)
+    flt = index.store._filter(SearchFilters(tenant="default", channel_ids=[1]).to_store())
     assert flt is not None and [c.key for c in flt.must] == ["channel_id"]
-    assert SearchFilters(tenant="acme").for_store(index.store) is not None
+    assert index.store._filter(SearchFilters(tenant="acme").to_store()) is not None
     assert not index.store.holds_only("acme")
 
 
@@ -63,17 +63,17 @@ def test_collection_without_the_set_is_scanned_once(settings: Settings) -> None:
         PostPipeline(index).ingest(POSTS)
         PostPipeline(index.for_tenant("acme")).ingest(acme_posts())
         # As written by a version that did not keep the set.
-        index.qdrant.update_collection(index.store.collection_name, metadata={"tenants": None})
+        index.store.client.update_collection(index.store.collection, metadata={"tenants": None})
     with Index.open(settings, purpose="pytest tenants legacy") as index:
         assert not index.store.holds_only("default")
-        meta = index.qdrant.get_collection(index.store.collection_name).config.metadata
+        meta = index.store.client.get_collection(index.store.collection).config.metadata
         assert meta["tenants"] == ["acme", "default"]
 
 
 def test_server_mode_never_drops_the_condition(index: Index) -> None:
     PostPipeline(index).ingest(POSTS)
     # track_tenants=False is how Index opens a Qdrant server, where other processes write too.
-    store = PostStore.open(index.qdrant, index.store.collection_name, index.store.model_name,
-                           index.store.dim)
+    store = QdrantStore(index.store.client, index.store.collection, index.store.model_name,
+                        index.store.dim)
     assert not store.holds_only("default")
-    assert SearchFilters(tenant="default").for_store(store) is not None
+    assert store._filter(SearchFilters(tenant="default").to_store()) is not None
