@@ -156,6 +156,40 @@ class Settings(BaseSettings):
         5, ge=0, description="Retries (with backoff) on a dropped connection."
     )
 
+    # Alerts (saved searches; rag/alerts/, threshold measured in docs/eval.md)
+    alert_threshold: float = Field(
+        0.86, gt=0, le=1, description="Semantic alerts: default cosine (query vs the post's best "
+        "chunk) at or above which a post matches."
+    )
+    alert_mode: Literal["dense", "hybrid"] = Field(
+        "hybrid", description="Semantic alerts: default mode; hybrid also needs one of the "
+        "query's words (lemma-aware) in the post."
+    )
+    alert_max_per_tenant: int = Field(100, ge=1, description="Saved alerts a tenant may have.")
+    alert_poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between the alert dispatcher's passes (serve, worker, "
+        "watch)."
+    )
+    alert_claim_ttl: float = Field(
+        60, gt=0, description="Seconds a dispatcher's claim on an outbox entry or a delivery "
+        "lives (a killed process's claims run out)."
+    )
+    alert_max_attempts: int = Field(
+        6, ge=1, description="Delivery attempts (webhook, bot) before a dead letter."
+    )
+    alert_retry_backoff: float = Field(
+        30.0, ge=0, description="First delivery retry delay in seconds; doubles on each retry."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing every webhook; unset = a secret per alert, "
+        "shown once when it is saved."
+    )
+    alert_webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
+    alert_webhook_private: bool = Field(
+        False, description="Let tenants other than default send webhooks to loopback and "
+        "private addresses."
+    )
+
     # API
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

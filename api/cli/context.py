@@ -65,7 +65,10 @@ def root(ctx: typer.Context) -> None:
 @contextmanager
 def open_services(ctx: typer.Context, command: str, *, llm: Any = _UNSET) -> Iterator[Services]:
     """The services for one command (``llm``: one the command already built)."""
-    services = Services.open(ctx.obj, purpose=f"tgrag {command}", llm=llm)
+    # Only a given LLM is passed on: this module's _UNSET is not the services' own marker, and
+    # passing it made every ingest tag with a non-LLM (a warning per batch, keyword tags).
+    given = {} if llm is _UNSET else {"llm": llm}
+    services = Services.open(ctx.obj, purpose=f"tgrag {command}", **given)
     try:
         yield services
     finally:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
+from api.cli.alert_commands import echo_pass
 from api.cli.context import open_services, print_json
 from rag.errors import InputError
 from rag.settings import Settings
@@ -33,7 +34,8 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="Telegram exports (folders) or JSON/JSONL dumps."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Ingest Telegram exports and dumps; unchanged posts are not embedded again."""
+    """Ingest Telegram exports and dumps; unchanged posts are not embedded again. New posts
+    are then checked against your alerts (`tgrag alerts`)."""
     from ingest.readers import read_paths
     from ingest.readers.base import SkippedRecord
 
@@ -47,10 +49,12 @@ def ingest(
             report = services.ingest(items)
         else:
             report = _ingest_with_progress(services, items, total)
+        alerts = services.dispatch_alerts()  # what this ingest added, checked against alerts
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "alerts": alerts.to_dict()})
     else:
         _print_report(report)
+        echo_pass(alerts)
 
 
 def _ingest_with_progress(services: Any, items: list[Any], total: int) -> IngestReport:
