@@ -290,7 +290,8 @@ class AlertCreated(AlertOut):
         {**ALERT_EXAMPLE, "webhook_secret": "mJ1q…"}]})
     webhook_secret: str | None = Field(
         None, description="The key of the webhook's X-Tgrag-Signature (HMAC-SHA256 of the body), "
-        "shown only here; absent when the deployment signs with TGRAG_ALERT_WEBHOOK_SECRET.")
+        "shown only here; null without a webhook or when the deployment signs with "
+        "TGRAG_ALERT_WEBHOOK_SECRET.")
 
 
 class AlertList(BaseModel):

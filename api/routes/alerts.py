@@ -49,12 +49,10 @@ def list_alerts(services: ServicesDep) -> dict[str, Any]:
 def add_alert(body: AlertIn, services: ServicesDep) -> dict[str, Any]:
     """Save an alert: posts indexed from now on that match it are kept (``GET
     /alerts/{id}/matches``) and POSTed to its webhook.  ``webhook_secret`` signs the webhooks
-    and is shown only in this response.  Try the rule first with ``POST /alerts/test``."""
+    and is shown only in this response (``null`` without a webhook, or when the deployment signs
+    with ``TGRAG_ALERT_WEBHOOK_SECRET``).  Try the rule first with ``POST /alerts/test``."""
     alert = services.add_alert(body.query, webhook=body.webhook, **_options(body))
-    out = alert.to_dict()
-    if alert.secret:
-        out["webhook_secret"] = alert.secret
-    return out
+    return {**alert.to_dict(), "webhook_secret": alert.secret}
 
 
 @router.delete("/alerts", response_model=AlertRemoved, responses=problems(404))
