@@ -368,6 +368,10 @@ class FakeBot:
     def __init__(self) -> None:
         self.sent: list[Notification] = []
         self.fail = 0
+        self.connected = True
+
+    def available(self) -> bool:
+        return self.connected
 
     def send(self, notification: Notification) -> None:
         if self.fail:
@@ -386,9 +390,12 @@ def test_bot_alerts_are_delivered_by_the_bots_notifier_only(
     queue = _queue(root.index)
     assert queue.pending("bot") == 1
     bot = FakeBot()
-    bot.fail = 1
+    bot.fail, bot.connected = 1, False
     root.add_notifier(bot)
     try:
+        assert root.dispatch_alerts().retrying == 0  # not connected here: left alone
+        assert queue.pending("bot") == 1
+        bot.connected = True
         assert root.dispatch_alerts().retrying == 1
         time.sleep(0.06)
         assert root.dispatch_alerts().delivered == 1

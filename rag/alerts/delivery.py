@@ -69,13 +69,18 @@ class Notification:
 class Notifier(Protocol):
     """Sends the notifications of one delivery channel.
 
-    ``channel`` names the queue it consumes (``"webhook"``, ``"bot"``).  ``send`` delivers one
+    ``channel`` names the queue it consumes (``"webhook"``, ``"bot"``).  ``available()`` says
+    whether this process can send right now (the bot: connected and holding the bot's claim); when
+    it is false the queue is left alone, nothing is counted as a failure.  ``send`` delivers one
     notification or raises :class:`rag.errors.DeliveryFailed` (retried with backoff, then
-    dead-lettered; any other exception counts the same).  It is called from the dispatcher's
-    thread, one notification at a time, and may block up to its own timeout.
+    dead-lettered; any other exception counts the same).  Both are called from the dispatcher's
+    thread, one notification at a time; ``send`` may block up to its own timeout (an asyncio
+    client hands the coroutine to its loop: ``run_coroutine_threadsafe(...).result(timeout)``).
     """
 
     channel: str
+
+    def available(self) -> bool: ...
 
     def send(self, notification: Notification) -> None: ...
 

@@ -176,7 +176,9 @@ class AlertDispatcher:
     def _deliver(self, report: PassReport) -> bool:
         """One round over every notifier's queue; whether anything was taken."""
         took = False
-        for notifier in self.notifiers:
+        for notifier in list(self.notifiers):
+            if not notifier.available():
+                continue
             for item in self.queue.take(notifier.channel):
                 took = True
                 alert = self.store.load(item.alert_id)

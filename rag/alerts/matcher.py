@@ -8,6 +8,14 @@ cached per process, against each post's best chunk), and the words rule reads th
 from the docstore.  The dispatcher calls it with the posts of an ingest batch; ``alerts test``
 with the candidates a search over the recent posts retrieves, so a rule is tuned on exactly the
 check that will run.
+
+Nothing here is specific to channel posts: a check sees a committed document's id, its stored
+payload (:attr:`Scored.payload`) and its text.  A group-chat message indexed later (with
+``chat_type``, ``sender_id``, ``sender_name`` and ``reply_to`` in its metadata, a window of its
+thread as text) is recorded by the same pipeline hook into the same outbox and checked here like a
+post; a ``mention`` rule (the account's username or chosen words) is one more case of
+:meth:`AlertMatcher._matched` over the same stems and payload, and filters on the sender or the
+chat go into :meth:`AlertFilters.store_filter` as the channel filter does.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class Scored:
     score: float
     matched: bool
     hit: PostHit  # snippet around the query's words in the whole post; ``hit.text`` = the post
+    payload: dict[str, Any] = field(default_factory=dict)  # the post's stored metadata
 
     @property
     def text(self) -> str:
@@ -93,7 +102,8 @@ class AlertMatcher:
             if text is None:
                 continue
             out.append(Scored(doc_id, score, self._matched(alert, rule, score, texts, doc_id),
-                              _hit(chunk, score, text, rule.stems if rule else frozenset())))
+                              _hit(chunk, score, text, rule.stems if rule else frozenset()),
+                              chunk.payload))
         return sorted(out, key=lambda s: (s.matched, s.score), reverse=True)
 
     def match(self, alert: Alert, doc_ids: Iterable[str],

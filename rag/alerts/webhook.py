@@ -56,6 +56,9 @@ class WebhookNotifier:
                                              follow_redirects=False,
                                              headers={"User-Agent": USER_AGENT})
 
+    def available(self) -> bool:
+        return True  # a failing receiver is the delivery's failure, retried
+
     def secret(self, notification: Notification) -> str:
         alert = notification.alert
         if alert.secret:
