@@ -471,8 +471,8 @@ class Services:
             return shared.dispatcher  # type: ignore[no-any-return]
 
     def dispatch_alerts(self) -> PassReport:
-        """One dispatcher pass now (the CLI after an ingest or a sync)."""
-        return self.alert_dispatcher().run_pass()
+        """One dispatcher pass now, until nothing is due (the CLI after an ingest or a sync)."""
+        return self.alert_dispatcher().run_pass(rounds=None)
 
     def start_alerts(self) -> AlertDispatcher:
         """Run the dispatcher in the background (``tgrag serve``, ``worker``, ``watch``)."""

@@ -97,6 +97,12 @@ class DeliveryItem:
     queued: float = 0.0
     failed: float | None = None
 
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DeliveryItem:
+        data = json.loads(raw)
+        # Fields a newer version added are ignored, so an older process can still read it.
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "channel": self.channel, "post": self.doc_id,
                 "attempts": self.attempts, "error": self.error,
@@ -140,7 +146,7 @@ class DeliveryQueue:
             if raw is None:  # delivered by someone whose claim had expired: nothing left to do
                 lost.append(member)
                 continue
-            items.append(DeliveryItem(**json.loads(raw)))
+            items.append(DeliveryItem.from_json(raw))
         if lost:
             self._r.zrem(self._queue(channel), *lost)
             self.claims.release(lost)
@@ -178,7 +184,7 @@ class DeliveryQueue:
 
     def dead_letters(self, alert_id: str) -> list[DeliveryItem]:
         """The alert's dead letters, oldest failure first."""
-        items = [DeliveryItem(**json.loads(raw))
+        items = [DeliveryItem.from_json(raw)
                  for raw in self._r.hgetall(self._dead(alert_id)).values()]
         return sorted(items, key=lambda i: i.failed or 0)
 

@@ -87,18 +87,23 @@ class AlertDispatcher:
 
     # -- one pass -------------------------------------------------------------------------------
 
-    def run_pass(self, deliver: bool = True) -> PassReport:
-        """Check every due outbox entry, then (``deliver``) send every due delivery."""
+    def run_pass(self, deliver: bool = True, rounds: int | None = MAX_ROUNDS) -> PassReport:
+        """Check the due outbox entries, then (``deliver``) send the due deliveries: at most
+        ``rounds`` rounds of each (the background thread stays responsive), or until nothing is
+        due (``None``: the CLI after an ingest)."""
         report = PassReport()
-        for _ in range(MAX_ROUNDS):
+        done = 0
+        while rounds is None or done < rounds:
             entries = self.outbox.take()
             if not entries:
                 break
             self._check(entries, report)
-        if deliver:
-            for _ in range(MAX_ROUNDS):
-                if not self._deliver(report):
-                    break
+            done += 1
+        done = 0
+        while deliver and (rounds is None or done < rounds):
+            if not self._deliver(report):
+                break
+            done += 1
         return report
 
     def _check(self, entries: list[OutboxEntry], report: PassReport) -> None:
