@@ -236,3 +236,40 @@ def test_http_alert_test_and_errors(client: TestClient) -> None:
     assert_problem(client.get("/alerts/0123456789ab/matches", headers=OP), 404, "no alert")
     assert_problem(client.get("/alerts/x/matches", params={"k": 0}, headers=OP), 400, "k must")
     assert_problem(client.get("/alerts", headers={"X-API-Key": "wrong"}), 401)
+
+
+# -- Telegram: sync and live updates --------------------------------------------------------------
+
+
+def test_synced_and_live_posts_are_checked(index: Index) -> None:
+    from datetime import timedelta
+
+    from telethon import types
+
+    from api.services import Services
+    from ingest.telegram.live import register_live_handlers
+    from tests.fake_telegram import FakeChannel, FakeTelegram, dispatch, new_client, run
+
+    services = Services(index)  # the index fixture closes it
+    alert = services.add_alert("ракета", rule="words")
+    fake = FakeTelegram()
+    news = fake.add(FakeChannel(1500000001, "technews", "Тех новости"))
+    news.post("Запуск ракеты назначен на пятницу", age=timedelta(days=1))
+    news.post("Курс рубля стабилен", age=timedelta(days=1))
+
+    async def main() -> None:
+        client = new_client(fake)
+        sync = services.channel_sync(client)  # THE pipeline, with the outbox hook
+        await sync.sync_channel("@technews")
+        live = register_live_handlers(client, sync)
+        msg = news.post("Ракету вывезли на стартовый стол")
+        await dispatch(client, news, types.UpdateNewChannelMessage(msg, pts=1, pts_count=1))
+        await live.drain()
+        edited = news.edit(2, "Курс рубля упал после запуска ракеты")  # now it matches
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+
+    run(main())
+    report = services.dispatch_alerts()
+    assert report.matches == 3
+    assert sorted(h["message_id"] for h in services.alert_matches(alert.id)["results"]) == [1, 2, 3]
