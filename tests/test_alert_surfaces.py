@@ -50,13 +50,18 @@ def receiver() -> Iterator[WebhookReceiver]:
 # -- CLI ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="module")
+def cli_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = module_settings(tmp_path_factory, "alerts_cli")
     with Index.open(settings, purpose="pytest alerts cli") as index:
         PostPipeline(index).ingest(POSTS)
-    monkeypatch.setenv("TGRAG_DATA_DIR", str(settings.data_dir))
     return settings.data_dir
+
+
+@pytest.fixture
+def cli_dir(cli_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(cli_data))
+    return cli_data
 
 
 def tgrag(*args: str) -> Result:
