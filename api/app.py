@@ -24,7 +24,7 @@ from api.routes import ingest, ops, posts, qa, search, sync
 from api.security import Authenticator, authenticate, require_operator
 from api.services import Services
 from rag.index import Index
-from rag.settings import Settings
+from rag.settings import Settings, load_settings
 
 __all__ = ["app", "create_app"]
 log = logging.getLogger("tgrag.api")
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     Reading the settings (and the API keys) happens here; opening backends, in the lifespan.
     """
-    s = settings or Settings()
+    s = settings or load_settings()
     authenticator = Authenticator(s)
     given = services or (Services(index) if index is not None else None)
 

