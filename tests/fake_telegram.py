@@ -194,6 +194,8 @@ class FakeBot:
         self.inline_answers: dict[int, Any] = {}  # query id → SetInlineBotResultsRequest
         self.commands: list[Any] = []  # SetBotCommandsRequest, as received
         self.edit_times: list[tuple[float, int]] = []  # (monotonic time, message id) per edit
+        self.edit_attempts: list[tuple[float, int]] = []  # every editMessage, refused ones too
+        self.floods = 0  # FLOOD_WAIT answers given to edits
         self.flood_edits: list[int] = []  # FLOOD_WAIT seconds for the next edits, one each
         self.min_edit_interval: float | None = None  # faster edits in one chat get FLOOD_WAIT
         self._query_ids = iter(range(9_000_001, 10**9))
@@ -337,7 +339,8 @@ class FakeBot:
         if isinstance(request, functions.messages.EditMessageRequest):
             return self._edit(request)
         if isinstance(request, functions.messages.GetMessagesRequest):
-            msgs = [self.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
+            msgs = [self.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
             people = {p.user_id for m in msgs if isinstance(m, types.Message)
                       for p in [m.peer_id]}
             return types.messages.Messages(messages=msgs, chats=[], topics=[],
@@ -392,10 +395,13 @@ class FakeBot:
         if not old.out:
             raise errors.MessageAuthorRequiredError(request)
         now = time.monotonic()
+        self.edit_attempts.append((now, old.id))
         if self.flood_edits:
+            self.floods += 1
             raise errors.FloodWaitError(request, capture=self.flood_edits.pop(0))
         chat_edits = [t for t, mid in self.edit_times if self.messages[mid].peer_id == old.peer_id]
         if self.min_edit_interval and chat_edits and now - chat_edits[-1] < self.min_edit_interval:
+            self.floods += 1
             raise errors.FloodWaitError(request, capture=1)
         text = old.message if request.message is None else request.message
         entities = old.entities if request.message is None else request.entities
@@ -578,7 +584,8 @@ class FakeTelegram:
             return self._history(ch, request)
         if isinstance(request, functions.channels.GetMessagesRequest):
             ch = self._channel(request.channel, request)
-            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
+            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
             return types.messages.ChannelMessages(pts=1, count=len(msgs), messages=msgs,
                                                   topics=[], chats=[ch.tl], users=[])
         raise NotImplementedError(type(request).__name__)

@@ -146,8 +146,8 @@ def results_page(query: str, hits: Sequence[PostHit], offset: int, next_offset: 
     return PageView(text, list(hits[:used]), next_offset)
 
 
-def similar_view(source: PostHit | None, source_title: str, source_date: int | None,
-                 hits: Sequence[PostHit], lang: Lang) -> tuple[Html, list[PostHit]]:
+def similar_view(source_title: str, source_date: int | None, hits: Sequence[PostHit],
+                 lang: Lang) -> tuple[Html, list[PostHit]]:
     header = t(lang, "similar_header", title=source_title, date=day(source_date, lang))
     if not hits:
         return join([header, t(lang, "no_similar")], "\n\n"), []

@@ -77,7 +77,7 @@ class BotRunner:
         self.state, self.detail, self.username = "stopped", "", ""
         self.client: TelegramClient | None = None
         self.handlers: BotHandlers | None = None
-        self.attempts = 0  # connection attempts (tests, logs)
+        self.attempt_times: list[float] = []  # loop time of each connection attempt
         self._task: asyncio.Task[None] | None = None
         self._auth_error: BaseException | None = None
         self._holding = False  # this process has the claim: its state is the bot's state
@@ -181,9 +181,10 @@ class BotRunner:
 
     async def _run_once(self, claim: Any) -> None:
         """One connection's life: connect, log in, answer until it ends (then raise why)."""
-        self.attempts += 1
+        self.attempt_times.append(asyncio.get_running_loop().time())
         self._auth_error = None
-        self._set("connecting")
+        if self.state not in ("offline", "unauthorized"):  # a retry keeps saying what failed
+            self._set("connecting")
         client = self.client_factory()
         self.client = client
         try:

@@ -34,7 +34,9 @@ class StreamingMessage:
         self._wanted: Html | None = shown
         self._buttons: Any = None
         self._final = False
-        self._not_before = 0.0  # monotonic time of the next allowed edit
+        # The message was just sent: that counts against the limit too.  (An answer that comes
+        # whole, extractive or "nothing found", is then shown by one edit, not two.)
+        self._not_before = time.monotonic() + interval  # the next edit, not before
         self._dirty = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._pump())
 
