@@ -740,7 +740,8 @@ class FakeSender:
         if not self.auth_key.key:
             self.auth_key.key = os.urandom(256)  # the key exchange of a new session
         self._opened = self._connected = True
-        self._disconnected = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._disconnected = self._loop.create_future()
         if self.server.script is not None:
             self.script_task = asyncio.get_running_loop().create_task(self._run_script())
         return True
@@ -774,8 +775,17 @@ class FakeSender:
     # -- the server's side of the connection --------------------------------------------------
 
     def push(self, updates: Any) -> None:
-        """Deliver updates as the real sender does: into the client's update queue."""
-        self._updates.put_nowait(updates)
+        """Deliver updates as the real sender does: into the client's update queue (from any
+        thread: a test may play Telegram while the client runs in a server's loop)."""
+        loop = getattr(self, "_loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._updates.put_nowait(updates)
+        else:
+            loop.call_soon_threadsafe(self._updates.put_nowait, updates)
 
     def drop(self, exc: BaseException) -> None:
         """The connection is lost for good (the real sender's reconnects failed)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.conftest import module_settings
 from tests.fake_gigachat import FakeGigaChat, Reply, gigachat_llm
 from tests.fake_telegram import (
     FakeBot,
+    FakeChannel,
     FakeTelegram,
     buttons_of,
     run,
@@ -565,3 +567,185 @@ def test_network_loss_and_a_revoked_token_are_retried_with_backoff_and_shown_by_
     with http:
         with_bot(bot_index, tmp_path, scenario)
         assert ready() is None  # stopped: nothing to report (no token configured here)
+
+
+def test_one_bot_process_per_token_the_other_stands_by_and_takes_over(
+    bot_index: Index, tmp_path: Path
+) -> None:
+    fake = FakeTelegram(require_auth=True)
+    tgbot = fake.add_bot()
+    first = Harness(bot_index, tmp_path / "one", fake=fake, bot=tgbot)
+    second = Harness(bot_index, tmp_path / "two", fake=fake, bot=tgbot)
+
+    async def main() -> None:
+        await first.start()
+        await second.runner.start()
+        await until(lambda: second.runner.state == "standby", "the second process to wait")
+        assert tgbot.logins == 1
+        await first.ask(ALICE, "ключевую ставку")
+        await asyncio.sleep(0.3)
+        assert len(tgbot.sent(fake.people[ALICE])) == 1  # answered once, not twice
+        await first.stop()
+        await until(lambda: second.runner.state == "ok", "the take-over")
+        assert tgbot.logins == 2
+        await second.ask(ALICE, "станции метро")
+        await second.stop()
+
+    run(main())
+
+
+# -- inline mode, help, commands ------------------------------------------------------------------
+
+
+def test_inline_mode_returns_articles_page_by_page(bot_index: Index, tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        alice, bob = h.person(ALICE), h.person(BOB)
+
+        async def inline(person: types.User, query: str, offset: str = "") -> Any:
+            query_id = h.bot.inline(person, query, offset)
+            await until(lambda: query_id in h.bot.inline_answers, "the inline answer")
+            return h.bot.inline_answers[query_id]
+
+        first = await inline(alice, "станции метро")
+        assert first.private and first.cache_time == 0  # never shown to another user
+        assert len(first.results) == 10 and first.next_offset == "10"
+        top = first.results[0]
+        assert top.type == "article" and top.title.startswith("Город и транспорт · ")
+        assert "метро" in top.description
+        sent = top.send_message
+        assert sent.message.startswith("Город и транспорт · ") and sent.no_webpage
+        assert any(isinstance(e, types.MessageEntityTextUrl) for e in sent.entities)
+        more = await inline(alice, "станции метро", offset="10")
+        assert {r.id for r in more.results}.isdisjoint(r.id for r in first.results)
+        english = await inline(bob, "ключевую ставку @econ_daily")
+        assert english.results[0].title == "Экономика за день · 2024-05-01"
+        assert all(r.id.startswith("tg:1001:") for r in english.results)
+        empty = await inline(alice, "   ")
+        assert empty.results == [] and empty.next_offset is None
+
+    with_bot(bot_index, tmp_path, scenario)
+
+
+def test_help_in_the_users_language_and_unknown_commands(bot_index: Index, tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        ru = await h.ask(ALICE, "/start")
+        assert ru.message.startswith("tgrag ищет по постам Telegram-каналов.")
+        assert f"Ваш Telegram id: {ALICE}" in ru.message and "/follow" not in ru.message
+        assert "@tgrag_bot запрос" in ru.message
+        en = await h.ask(BOB, "/help")
+        assert en.message.startswith("tgrag searches the posts of Telegram channels.")
+        admin = await h.ask(ADMIN, "/help")
+        assert "/follow @канал, /unfollow @канал" in admin.message
+        assert (await h.ask(ALICE, "/frobnicate")).message == (
+            "Не знаю такой команды; /help — что я умею.")
+        assert (await h.ask(ALICE, "/search")).message.startswith("Напишите, что искать")
+        assert (await h.ask(ALICE, "#ключевая_ставка")).message.startswith(
+            "🔎 #ключевая_ставка · 1–")
+        # the command menu Telegram apps show, in both languages
+        assert {c.lang_code for c in h.bot.commands} == {"", "en"}
+
+    with_bot(bot_index, tmp_path, scenario)
+
+
+# -- channels -------------------------------------------------------------------------------------
+
+NEWS_ID = 1500000001
+
+
+def channel_fixture(fake: FakeTelegram) -> FakeChannel:
+    news = fake.add(FakeChannel(NEWS_ID, "technews", "Тех новости"))
+    news.post("Запущен новый спутник связи для северных регионов", age=timedelta(days=2))
+    news.post("Курс рубля стабилен третий день подряд", age=timedelta(days=1))
+    return news
+
+
+def test_channels_forwarded_posts_and_admin_follow_unfollow(index: Index, tmp_path: Path) -> None:
+    from telethon import TelegramClient
+    from telethon.sessions import StringSession
+
+    from ingest.telegram.sync import ChannelSync
+
+    fake = FakeTelegram(require_auth=True)
+    news = channel_fixture(fake)
+    account = fake.login_session()  # the user account sync reads channels with (tgrag login)
+    clients: list[TelegramClient] = []
+
+    async def sync() -> ChannelSync:
+        client = fake.attach(TelegramClient(StringSession(account), 1, "x",
+                                            receive_updates=False))
+        await client.connect()
+        clients.append(client)
+        return ChannelSync(index, client)
+
+    async def scenario(h: Harness) -> None:
+        try:
+            await follow_scenario(h)
+        finally:
+            for client in clients:
+                await client.disconnect()
+
+    async def follow_scenario(h: Harness) -> None:
+        empty = await h.ask(ADMIN, "/channels")
+        assert empty.message == "Каналов пока нет; добавьте: /follow @канал"
+        not_admin = await h.ask(ALICE, "", forward_of=(news, 1))
+        assert not_admin.message == (
+            "Это пост из канала «Тех новости»; добавить канал может администратор.")
+        assert not_admin.reply_markup is None
+        offer = await h.ask(ADMIN, "", forward_of=(news, 1))
+        assert offer.message == "Это пост из канала «Тех новости». Следить за каналом?"
+        assert buttons_of(offer) == [[("Следить за каналом", b"f:technews")]]
+        # the same data pressed by a non-admin (a forged press) does nothing
+        forged = h.bot.forge_click(h.person(ALICE), offer.id, b"f:technews")
+        await until(lambda: forged in h.bot.callback_answers, "the refusal")
+        assert h.bot.callback_answers[forged].message == (
+            "Добавлять и убирать каналы могут только администраторы.")
+
+        await h.press(ADMIN, offer, "Следить за каналом")
+        await until(lambda: "Слежу" in h.bot.messages[offer.id].message, "the sync")
+        assert h.bot.messages[offer.id].message == (
+            "Слежу за «Тех новости»: 2 поста в поиске (2 новых).")
+        found = await h.ask(ADMIN, "спутник связи")
+        assert links(found)[0] == "https://t.me/technews/1"
+        again = await h.ask(ADMIN, "", forward_of=(news, 2))
+        assert again.message == "Канал «Тех новости» уже в поиске."
+        listing = await h.ask(ALICE, "/channels")
+        assert listing.message.startswith("Каналы в поиске (1):\n• Тех новости @technews — "
+                                          "2 поста · синхр. ")
+        assert (await h.ask(ACME_USER, "/channels")).message == "Каналов в поиске пока нет."
+
+        assert (await h.ask(ALICE, "/follow @sport")).message == (
+            "Добавлять и убирать каналы могут только администраторы.")
+        assert (await h.ask(ADMIN, "/follow")).message == "Напишите так: /follow @канал"
+        progress = await h.ask(ADMIN, "/follow @no_such_channel")
+        await until(lambda: h.bot.edits_of(progress.id), "the failed sync")
+        assert h.bot.messages[progress.id].message == (
+            "Не получилось загрузить @no_such_channel: cannot resolve channel: No user has "
+            '"no_such_channel" as username')
+        assert (await h.ask(ADMIN, "/unfollow @no_such_channel")).message == (
+            "Больше не слежу за @no_such_channel; его посты остаются в поиске.")
+        assert (await h.ask(ADMIN, "/unfollow @technews")).message == (
+            "Больше не слежу за @technews; его посты остаются в поиске.")
+        assert (await h.ask(ADMIN, "/unfollow @technews")).message == (
+            "Канала @technews нет в списке.")
+        still = await h.ask(ADMIN, "спутник связи")
+        assert links(still)[0] == "https://t.me/technews/1"  # its posts stay searchable
+
+    with_bot(index, tmp_path, scenario, sync=sync)
+
+
+def test_follow_without_a_telegram_account_leaves_it_to_the_next_sync(
+    index: Index, tmp_path: Path
+) -> None:
+    from ingest.telegram.state import ChannelRegistry
+
+    async def scenario(h: Harness) -> None:
+        progress = await h.ask(ADMIN, "/follow https://t.me/technews")
+        await until(lambda: h.bot.edits_of(progress.id), "the answer")
+        assert h.bot.messages[progress.id].message == (
+            "Канал @technews добавлен; его посты загрузит ближайшая синхронизация.")
+        assert ChannelRegistry(index.redis, index.namespace).require("technews").status == \
+            "pending"
+        listing = await h.ask(ADMIN, "/channels")
+        assert "@technews — 0 постов · ещё не синхронизирован" in listing.message
+
+    with_bot(index, tmp_path, scenario)

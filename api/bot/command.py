@@ -35,10 +35,11 @@ def bot(ctx: typer.Context) -> None:
     if not bot_enabled(settings):
         raise InputError("TGRAG_TG_BOT_TOKEN is not set",
                          hint="create a bot with @BotFather (/newbot) and set its token")
+    # Checked before the data folder is taken (running_bot checks them again).
     if not settings.tg_api_id or not settings.tg_api_hash:
         raise InputError("the bot needs TGRAG_TG_API_ID and TGRAG_TG_API_HASH too",
                          hint="get them at https://my.telegram.org (API development tools)")
-    bot_id_of(settings.tg_bot_token.get_secret_value())  # fail now on a malformed token
+    bot_id_of(settings.tg_bot_token.get_secret_value())
     if AccessList.from_settings(settings).empty:
         click.echo("warning: TGRAG_BOT_USERS and TGRAG_BOT_ADMINS are empty: the bot answers "
                    "nobody", err=True)

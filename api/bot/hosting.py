@@ -19,6 +19,7 @@ from api.bot.access import AccessList
 from api.bot.index_backend import IndexBackend, SyncProvider
 from api.bot.runner import BotRunner, StateListener
 from api.bot.status import StatusBoard
+from rag.errors import TgragError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -43,10 +44,17 @@ def bot_enabled(settings: Settings) -> bool:
 
 def build_runner(settings: Settings, index: Index, *, sync: SyncProvider | None = None,
                  llm: Any = None, on_state: StateListener | None = None) -> BotRunner:
-    """A runner over ``index`` (checks the token and the access lists first)."""
+    """A runner over ``index``; a missing or malformed setting is an :class:`InputError` now,
+    not a bot failing later."""
+    from api.bot.runner import bot_id_of
+    from rag.errors import InputError
     from rag.llm import build_llm
 
     assert settings.tg_bot_token is not None
+    if not settings.tg_api_id or not settings.tg_api_hash:
+        raise InputError("the bot needs TGRAG_TG_API_ID and TGRAG_TG_API_HASH too",
+                         hint="get them at https://my.telegram.org (API development tools)")
+    bot_id_of(settings.tg_bot_token.get_secret_value())
     access = AccessList.from_settings(settings)
     backend = IndexBackend(index, llm=llm if llm is not None else build_llm(settings), sync=sync)
     return BotRunner(
@@ -95,12 +103,21 @@ async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.info("no Telegram account for /follow: %s", exc)
             return None
 
-    async with running_bot(index, sync=api_sync) as runner:
-        app.state.bot = runner
+    runner = None
+    if bot_enabled(index.settings):
         try:
-            yield
-        finally:
-            app.state.bot = None
+            runner = build_runner(index.settings, index, sync=api_sync)
+        except TgragError as err:  # the API works without its bot; /ready says "not running"
+            log.error("the Telegram bot cannot start: %s", err)
+    if runner is not None:
+        await runner.start()
+    app.state.bot = runner
+    try:
+        yield
+    finally:
+        app.state.bot = None
+        if runner is not None:
+            await runner.stop()
 
 
 class UserAccountSync:
