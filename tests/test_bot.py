@@ -338,6 +338,14 @@ def test_a_tenant_never_sees_another_tenants_posts(bot_index: Index, tmp_path: P
         await until(lambda: query in h.bot.callback_answers, "the callback answer")
         assert h.bot.callback_answers[query].message.startswith("Не нашёл")
         assert h.bot.edits_of(own.id) == []
+        # a forged page button naming Alice's query (message ids are per bot, not per chat)
+        alice_query = h.bot.chat(h.person(ALICE))[-2]
+        assert not alice_query.out and alice_query.message == "завод роботов-пылесосов"
+        query = h.bot.forge_click(h.person(ACME_USER), own.id, f"p:{alice_query.id}:0".encode())
+        await until(lambda: query in h.bot.callback_answers, "the callback answer")
+        assert h.bot.callback_answers[query].message == (
+            "Исходный запрос удалён — отправьте его ещё раз.")
+        assert h.bot.edits_of(own.id) == []
         channels = await h.ask(ACME_USER, "/channels")
         assert "Новости Акме" in channels.message and "Экономика" not in channels.message
         inline = h.bot.inline(h.person(ACME_USER), "ключевую ставку")

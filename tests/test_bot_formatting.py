@@ -198,6 +198,12 @@ def test_channel_lists_split_and_a_block_too_long_is_cut_as_text() -> None:
     assert "Канал №1 @chan_1 — 1 пост · последний пост 01.05.2024" in everything
     (cut,) = split_blocks([escape("я" * 5000)])
     assert visible_length(cut) == MAX_MESSAGE and parsed(cut)[0].endswith("…")
+    (emoji,) = split_blocks([escape("🚀" * 3000)])  # two UTF-16 units each
+    assert utf16_len(parsed(emoji)[0]) <= MAX_MESSAGE
+    huge = hit(1, snippet="слово " * 1000)  # a post too long for any message: cut, not skipped
+    view = results_page("слово", [huge, hit(2)], 0, None, "ru")
+    assert view.shown == [huge] and view.next_offset == 1
+    assert visible_length(view.text) <= MAX_MESSAGE
 
 
 def test_language_and_plurals() -> None:

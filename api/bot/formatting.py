@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from api.bot.markup import MAX_MESSAGE, Html, bold, escape, join, link, visible_length
+from api.bot.markup import MAX_MESSAGE, Html, bold, cut, escape, join, link, visible_length
 from api.bot.texts import Lang, posts_count, t
 from rag.search import PostHit
 
@@ -113,7 +113,7 @@ def split_blocks(blocks: Sequence[Html], limit: int = MAX_MESSAGE) -> list[Html]
             from telethon.extensions import html as telegram_html
 
             plain, _ = telegram_html.parse(rest[0])
-            text, used = escape(plain[: limit - 1] + "…"), 1
+            text, used = escape(cut(plain, limit - 1) + "…"), 1
         messages.append(text)
         rest = rest[used:]
     return messages
@@ -140,8 +140,9 @@ def results_page(query: str, hits: Sequence[PostHit], offset: int, next_offset: 
     header = t(lang, "search_header", query=query, first=offset + 1, last=offset + len(hits))
     text, used = pack(header, blocks)
     if used < len(hits):  # shortened at a post boundary: say what it really shows
+        used = max(used, 1)  # a post too long for any message (none should be) is cut
         header = t(lang, "search_header", query=query, first=offset + 1, last=offset + used)
-        text, used = pack(header, blocks[:used])
+        text = split_blocks([join([header, *blocks[:used]], "\n\n")])[0]
         next_offset = offset + used
     return PageView(text, list(hits[:used]), next_offset)
 
@@ -169,11 +170,9 @@ def inline_article(hit: PostHit, lang: Lang) -> tuple[str, str, Html]:
 
 def streaming_answer(text: str, lang: Lang, limit: int = MAX_MESSAGE) -> Html:
     """The answer so far, escaped, with a cursor; cut to fit while it is being written."""
-    body = text.strip() or t(lang, "thinking")
-    room = limit - 10
-    if len(body) > room:
-        body = body[:room]
-    return Html(escape(body) + " ▍") if text.strip() else Html(body)
+    if not text.strip():
+        return t(lang, "thinking")
+    return Html(escape(cut(text.strip(), limit - 10)) + " ▍")
 
 
 def _answer_pieces(text: str) -> list[str]:

@@ -39,6 +39,14 @@ def bold(text: object) -> Html:
     return Html(f"<b>{escape(text)}</b>")
 
 
+def cut(text: str, limit: int) -> str:
+    """The longest start of ``text`` within ``limit`` UTF-16 units (an emoji counts two)."""
+    while len(add_surrogate(text)) > limit:
+        over = len(add_surrogate(text)) - limit
+        text = text[:len(text) - max(1, over // 2)]
+    return text
+
+
 def visible_length(text: Html) -> int:
     """The message's length as Telegram counts it: UTF-16 units of the text after parsing."""
     plain, _ = telegram_html.parse(text)
