@@ -227,21 +227,28 @@ class FakeBot:
         return mid
 
     def write(self, person: types.User, text: str, *, entities: list[Any] | None = None,
-              forward_of: tuple[FakeChannel, int] | None = None) -> types.Message:
-        """``person`` sends the bot ``text`` (or forwards post ``(channel, message_id)``)."""
-        fwd = chats = None
+              forward_of: tuple[FakeChannel, int] | None = None,
+              in_group: int | None = None) -> types.Message:
+        """``person`` sends the bot ``text`` (or forwards post ``(channel, message_id)``), in
+        their private chat with it or in the small group ``in_group`` both are members of."""
+        fwd = None
+        chats: list[Any] = []
         if forward_of is not None:
             channel, post_id = forward_of
             fwd = types.MessageFwdHeader(date=NOW, from_id=types.PeerChannel(channel.id),
                                          channel_post=post_id)
             chats = [channel.tl]
-        msg = types.Message(id=self._next_id(), peer_id=types.PeerUser(person.id),
+        peer: Any = types.PeerUser(person.id)
+        if in_group is not None:
+            peer = types.PeerChat(in_group)
+            chats.append(types.Chat(id=in_group, title="Группа", photo=types.ChatPhotoEmpty(),
+                                    participants_count=3, date=NOW, version=1))
+        msg = types.Message(id=self._next_id(), peer_id=peer,
                             from_id=types.PeerUser(person.id), date=datetime.now(UTC),
                             message=text, entities=entities, fwd_from=fwd, out=False)
         self._keep(msg)
         self.pts += 1
-        self.deliver(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1), [person],
-                     chats or [])
+        self.deliver(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1), [person], chats)
         return msg
 
     def click(self, person: types.User, message: types.Message, text: str) -> int:
@@ -355,6 +362,9 @@ class FakeBot:
         if isinstance(request, functions.bots.SetBotCommandsRequest):
             self.commands.append(request)
             return True
+        if isinstance(request, functions.messages.GetDialogsRequest | functions.messages.
+                      GetHistoryRequest | functions.contacts.ResolveUsernameRequest):
+            raise errors.BotMethodInvalidError(request)  # what Telegram answers a bot
         raise NotImplementedError(f"bot: {type(request).__name__}")
 
     def _difference(self, request: Any) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from telethon import types
+from telethon import functions, types
 
 from api.bot.access import AccessList
 from api.bot.client import make_bot_client
@@ -304,6 +304,19 @@ def test_a_stranger_gets_one_polite_sentence_and_nothing_else(
         assert (await h.ask(667, "привет")).message == REFUSAL_RU
 
     with_bot(bot_index, tmp_path, scenario)
+
+
+def test_groups_are_ignored_not_even_counted(bot_index: Index, tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        for _ in range(3):  # more than Alice's budget, were they handled
+            h.bot.write(h.person(ALICE), "ключевую ставку", in_group=4242)
+        await asyncio.sleep(0.5)
+        reply = await h.ask(ALICE, "станции метро")
+        assert reply.message.startswith("🔎 станции метро")
+        assert not any(isinstance(r, functions.messages.SendMessageRequest)
+                       and not isinstance(r.peer, types.InputPeerUser) for r in h.fake.requests)
+
+    with_bot(bot_index, tmp_path, scenario, rate_limit=2)
 
 
 def test_strangers_share_one_small_budget_of_refusals(bot_index: Index, tmp_path: Path) -> None:

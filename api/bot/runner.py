@@ -81,6 +81,9 @@ class BotRunner:
         self._task: asyncio.Task[None] | None = None
         self._auth_error: BaseException | None = None
         self._holding = False  # this process has the claim: its state is the bot's state
+        # How long the claim and the published state outlive a heartbeat that did not come
+        # (three beats, never under 10 s: a busy loop must not hand the bot to a stand-by).
+        self._lease = max(3 * heartbeat, 10.0)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -122,7 +125,7 @@ class BotRunner:
         if self.board is not None and self._holding:  # a standby process must not overwrite it
             try:
                 self.board.publish(state, detail, bot=self.username,
-                                   ttl=max(3 * self.heartbeat, 1.0))
+                                   ttl=self._lease)
             except Exception as exc:  # Redis briefly down: the bot itself can go on
                 log.warning("cannot publish the bot state: %s", exc)
         if changed:
@@ -134,7 +137,7 @@ class BotRunner:
     async def _supervise(self) -> None:
         base, ceiling = self.backoff
         delay = base
-        claim = self.board.claim(self.bot_id, ttl=max(3 * self.heartbeat, 1.0)) \
+        claim = self.board.claim(self.bot_id, ttl=self._lease) \
             if self.board is not None else None
         try:
             while True:
