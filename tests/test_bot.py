@@ -724,7 +724,7 @@ def test_channels_forwarded_posts_and_admin_follow_unfollow(index: Index, tmp_pa
         await h.press(ADMIN, offer, "Следить за каналом")
         await until(lambda: "Слежу" in h.bot.messages[offer.id].message, "the sync")
         assert h.bot.messages[offer.id].message == (
-            "Слежу за «Тех новости»: 2 поста в поиске (2 новых).")
+            "Слежу за «Тех новости»: 2 поста в поиске (новых: 2).")
         found = await h.ask(ADMIN, "спутник связи")
         assert links(found)[0] == "https://t.me/technews/1"
         again = await h.ask(ADMIN, "", forward_of=(news, 2))

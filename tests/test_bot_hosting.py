@@ -139,7 +139,7 @@ def test_worker_runs_the_bot_on_its_loop_and_follow_uses_its_sync(
     assert fake.script_error is None, fake.script_error
     assert result.exit_code == 0, result.output
     (progress,) = tgbot.sent(admin)
-    assert progress.message == "Слежу за «Тех новости»: 1 пост в поиске (1 новых)."
+    assert progress.message == "Слежу за «Тех новости»: 1 пост в поиске (новых: 1)."
     with Index.open(settings) as index:
         assert index.post_count() == 1
 

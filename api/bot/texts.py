@@ -109,7 +109,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
                        "en": "Usage: <code>/unfollow @channel</code>"},
     "following": {"ru": "Добавляю {ref} и загружаю его посты…",
                   "en": "Adding {ref} and loading its posts…"},
-    "followed": {"ru": "Слежу за «{title}»: {posts} в поиске ({new} новых).",
+    "followed": {"ru": "Слежу за «{title}»: {posts} в поиске (новых: {new}).",
                  "en": "Following “{title}”: {posts} searchable ({new} new)."},
     "followed_later": {
         "ru": "Канал {ref} добавлен; его посты загрузит ближайшая синхронизация.",
