@@ -20,9 +20,10 @@ from telethon import functions, types
 
 from api.bot.access import AccessList
 from api.bot.client import make_bot_client
-from api.bot.index_backend import IndexBackend
 from api.bot.runner import BotRunner
+from api.bot.services_backend import ServicesBackend
 from api.bot.status import StatusBoard
+from api.services import Services
 from ingest.documents import Post
 from ingest.jobs import stamp_tenant
 from ingest.pipeline import PostPipeline
@@ -99,7 +100,7 @@ class Harness:
                                  tg_bot_token=self.bot.token,
                                  _env_file=None)  # type: ignore[call-arg]
         self.runner = BotRunner(
-            self.bot.token, IndexBackend(index, llm=llm, sync=sync),
+            self.bot.token, ServicesBackend(Services(index, llm=llm), sync=sync),
             lambda: self.fake.attach(make_bot_client(self.settings)),
             access=AccessList.parse(list(users), list(admins)), rate_limit=rate_limit,
             edit_interval=edit_interval, board=StatusBoard(index.redis, index.namespace),
@@ -457,10 +458,10 @@ def test_a_backend_or_llm_failure_is_one_sentence_and_the_bot_goes_on(
     bot_index: Index, tmp_path: Path, fake: FakeGigaChat, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from api.bot import index_backend
+    from api.bot import services_backend
     from rag.errors import BackendUnavailable
 
-    real_search = index_backend.IndexTenantBackend.search
+    real_search = services_backend.ServicesTenantBackend.search
     failures = iter([BackendUnavailable("Qdrant at http://qdrant:6333 refused the connection"),
                      RuntimeError("a bug deep inside")])
 
@@ -470,7 +471,7 @@ def test_a_backend_or_llm_failure_is_one_sentence_and_the_bot_goes_on(
             raise failure
         return real_search(self, *args)
 
-    monkeypatch.setattr(index_backend.IndexTenantBackend, "search", flaky)
+    monkeypatch.setattr(services_backend.ServicesTenantBackend, "search", flaky)
     fake.then(*[Reply(status=500)] * 3)  # the LLM fails, retries included
 
     async def scenario(h: Harness) -> None:
@@ -684,19 +685,17 @@ def test_channels_forwarded_posts_and_admin_follow_unfollow(index: Index, tmp_pa
     from telethon import TelegramClient
     from telethon.sessions import StringSession
 
-    from ingest.telegram.sync import ChannelSync
-
     fake = FakeTelegram(require_auth=True)
     news = channel_fixture(fake)
     account = fake.login_session()  # the user account sync reads channels with (tgrag login)
     clients: list[TelegramClient] = []
 
-    async def sync() -> ChannelSync:
+    async def sync() -> Any:
         client = fake.attach(TelegramClient(StringSession(account), 1, "x",
                                             receive_updates=False))
         await client.connect()
         clients.append(client)
-        return ChannelSync(index, client)
+        return Services(index).channel_sync(client)
 
     async def scenario(h: Harness) -> None:
         try:

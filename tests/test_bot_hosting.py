@@ -13,13 +13,13 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from api import sync_commands
 from api.bot import hosting
 from api.bot.client import make_bot_client
 from api.bot.status import StatusBoard
 from api.cli import app
 from ingest.documents import Post
 from ingest.pipeline import PostPipeline
+from ingest.telegram import connector
 from ingest.telegram.reader import make_client
 from rag.index import Index
 from rag.settings import Settings
@@ -49,7 +49,7 @@ def cli(settings: Settings, fake: FakeTelegram, tgbot: FakeBot,
                        "TGRAG_BOT_USERS": str(ALICE), "TGRAG_BOT_EDIT_INTERVAL": "0.1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(hosting, "new_client", lambda s: fake.attach(make_bot_client(s)))
-    monkeypatch.setattr(sync_commands, "new_client",
+    monkeypatch.setattr(connector, "new_client",
                         lambda s, **options: fake.attach(make_client(s, **options)))
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))

@@ -13,7 +13,7 @@ updates into use-case calls through :class:`api.bot.backend.BotBackend` and form
     failures.py       errors → one short sentence, the cause logged
     handlers.py       the Telegram handlers
     backend.py        the use cases the bot needs (a Protocol)
-    index_backend.py  TEMPORARY: that Protocol over rag.index.Index, until api.services
+    services_backend.py  that Protocol over api.services.Services
     runner.py         login, reconnects with backoff, the state /ready reports
     status.py         that state in Redis, and the one-bot-per-token claim
     client.py         the bot's Telethon client and session file

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.errors import InputError
+from rag.ids import DEFAULT_TENANT, validate_tenant
 from rag.settings import Settings
-from rag.tenants import DEFAULT_TENANT, validate_tenant
 
 USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,31}$")
 REFUSALS_PER_MINUTE = 20  # answers to strangers, all of them together

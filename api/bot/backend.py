@@ -1,9 +1,10 @@
 """The use cases the bot needs, as a narrow interface: the bot calls these, never the store.
 
 :class:`BotBackend` gives a tenant's view (:class:`TenantBackend`); every call through it sees
-only that tenant's posts, exactly as an API key of the tenant does.  The composition root
-(``api.services.Services``) is to implement it; until then :mod:`api.bot.index_backend` adapts
-today's :class:`rag.index.Index`.  Calls are blocking (the bot runs them in a thread) except
+only that tenant's posts, exactly as an API key of the tenant does.
+:mod:`api.bot.services_backend` implements it over the composition root
+(:class:`api.services.Services`); the handlers see only this interface, so they can be tested
+and changed apart from it.  Calls are blocking (the bot runs them in a thread) except
 :meth:`TenantBackend.follow`, which syncs over Telegram on the bot's event loop.
 """
 

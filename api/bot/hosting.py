@@ -3,9 +3,10 @@ on their own event loop when ``TGRAG_TG_BOT_TOKEN`` is set (one loop per process
 sync does).  In embedded mode only the process that owns the data folder can run it.
 
 :func:`running_bot` is the one entry point: a context manager that starts a
-:class:`~api.bot.runner.BotRunner` (or does nothing without a token) and stops it on exit.
-``sync`` gives the host's channel sync for ``/follow`` (the API's scheduler, the worker's
-syncer, or a user-account client ``tgrag bot`` connects on first use).
+:class:`~api.bot.runner.BotRunner` over the process's :class:`~api.services.Services` (or does
+nothing without a token) and stops it on exit.  ``sync`` gives the host's channel sync for
+``/follow``: the worker's syncer (:func:`fixed_sync`), or the services' scheduler where a
+Telegram account is configured (:func:`account_sync`, the API and ``tgrag bot``).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from api.bot.access import AccessList
-from api.bot.index_backend import IndexBackend, SyncProvider
-from api.bot.runner import BotRunner, StateListener
+from api.bot.runner import BotRunner, StateListener, bot_id_of
+from api.bot.services_backend import ServicesBackend, SyncProvider
 from api.bot.status import StatusBoard
-from rag.errors import TgragError
+from rag.errors import InputError, TgragError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from telethon import TelegramClient
 
-    from rag.index import Index
+    from api.services import Services
     from rag.settings import Settings
 
 log = logging.getLogger("tgrag.bot")
@@ -42,37 +43,41 @@ def bot_enabled(settings: Settings) -> bool:
     return bool(settings.tg_bot_token and settings.tg_bot_token.get_secret_value())
 
 
-def build_runner(settings: Settings, index: Index, *, sync: SyncProvider | None = None,
-                 llm: Any = None, on_state: StateListener | None = None) -> BotRunner:
-    """A runner over ``index``; a missing or malformed setting is an :class:`InputError` now,
-    not a bot failing later."""
-    from api.bot.runner import bot_id_of
-    from rag.errors import InputError
-    from rag.llm import build_llm
-
-    assert settings.tg_bot_token is not None
+def check_settings(settings: Settings) -> AccessList:
+    """The bot's settings, checked (:class:`InputError` now, not a bot failing later)."""
+    if not bot_enabled(settings):
+        raise InputError("TGRAG_TG_BOT_TOKEN is not set",
+                         hint="create a bot with @BotFather (/newbot) and set its token")
     if not settings.tg_api_id or not settings.tg_api_hash:
         raise InputError("the bot needs TGRAG_TG_API_ID and TGRAG_TG_API_HASH too",
                          hint="get them at https://my.telegram.org (API development tools)")
+    assert settings.tg_bot_token is not None
     bot_id_of(settings.tg_bot_token.get_secret_value())
-    access = AccessList.from_settings(settings)
-    backend = IndexBackend(index, llm=llm if llm is not None else build_llm(settings), sync=sync)
+    return AccessList.from_settings(settings)
+
+
+def build_runner(services: Services, *, sync: SyncProvider | None = None,
+                 on_state: StateListener | None = None) -> BotRunner:
+    settings = services.settings
+    access = check_settings(settings)
+    assert settings.tg_bot_token is not None
+    index = services.index
     return BotRunner(
-        settings.tg_bot_token.get_secret_value(), backend, lambda: new_client(settings),
-        access=access, rate_limit=settings.bot_rate_limit,
+        settings.tg_bot_token.get_secret_value(), ServicesBackend(services, sync=sync),
+        lambda: new_client(settings), access=access, rate_limit=settings.bot_rate_limit,
         edit_interval=settings.bot_edit_interval,
         board=StatusBoard(index.redis, index.namespace), on_state=on_state,
     )
 
 
 @contextlib.asynccontextmanager
-async def running_bot(index: Index, *, sync: SyncProvider | None = None,
+async def running_bot(services: Services, *, sync: SyncProvider | None = None,
                       on_state: StateListener | None = None) -> AsyncIterator[BotRunner | None]:
     """The bot running on this loop while inside (nothing without ``TGRAG_TG_BOT_TOKEN``)."""
-    if not bot_enabled(index.settings):
+    if not bot_enabled(services.settings):
         yield None
         return
-    runner = build_runner(index.settings, index, sync=sync, on_state=on_state)
+    runner = build_runner(services, sync=sync, on_state=on_state)
     await runner.start()
     try:
         yield runner
@@ -89,25 +94,34 @@ def fixed_sync(syncer: Any) -> SyncProvider:
     return provide
 
 
-@contextlib.asynccontextmanager
-async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """For the API's lifespan (after ``app.state.index`` is set): ``app.state.bot``."""
-    index: Index = app.state.index
+def account_sync(services: Services) -> SyncProvider:
+    """The services' scheduler's sync (connected on first use) if a Telegram account is
+    configured; None otherwise, or when it cannot connect (then the next sync reads it)."""
+    from api.routes.sync import telegram_configured
 
-    async def api_sync() -> Any:
-        from api.sync_routes import get_scheduler
-
+    async def provide() -> Any:
+        if not telegram_configured(services):
+            return None
         try:
-            return (await get_scheduler(app, index)).sync
-        except Exception as exc:  # no account configured, or it cannot connect: sync later
-            log.info("no Telegram account for /follow: %s", exc)
+            return (await services.scheduler()).sync
+        except TgragError as exc:
+            log.warning("no Telegram account for /follow: %s", exc)
             return None
 
+    return provide
+
+
+@contextlib.asynccontextmanager
+async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """For the API's lifespan (after ``app.state.services`` is set): the bot while the app
+    runs, as ``app.state.bot``.  A bot that cannot start is logged, and the API serves on
+    (``/ready`` says ``not running``)."""
+    services: Services = app.state.services
     runner = None
-    if bot_enabled(index.settings):
+    if bot_enabled(services.settings):
         try:
-            runner = build_runner(index.settings, index, sync=api_sync)
-        except TgragError as err:  # the API works without its bot; /ready says "not running"
+            runner = build_runner(services, sync=account_sync(services))
+        except TgragError as err:
             log.error("the Telegram bot cannot start: %s", err)
     if runner is not None:
         await runner.start()
@@ -118,44 +132,3 @@ async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.bot = None
         if runner is not None:
             await runner.stop()
-
-
-class UserAccountSync:
-    """``tgrag bot``'s channel sync for ``/follow``: the user account (``tgrag login``)
-    connected on first use, if one is configured; None otherwise."""
-
-    def __init__(self, index: Index) -> None:
-        self.index = index
-        self.client: Any = None
-        self.syncer: Any = None
-
-    def configured(self) -> bool:
-        s = self.index.settings
-        return bool(s.tg_api_id and s.tg_api_hash and (
-            (s.tg_session and s.tg_session.get_secret_value())
-            or (s.data_dir / "telegram.session").exists()))
-
-    async def __call__(self) -> Any:
-        if self.syncer is not None or not self.configured():
-            return self.syncer
-        from api import sync_commands
-        from ingest.telegram.sync import ChannelSync
-
-        client = sync_commands.new_client(self.index.settings, receive_updates=False)
-        try:
-            await client.connect()
-            if not await client.is_user_authorized():
-                raise ConnectionError("the Telegram session is not logged in")
-        except Exception as exc:
-            log.warning("cannot connect the Telegram account for /follow: %s", exc)
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-            return None
-        self.client, self.syncer = client, ChannelSync(self.index, client)
-        return self.syncer
-
-    async def close(self) -> None:
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.disconnect()
-            self.client = self.syncer = None
