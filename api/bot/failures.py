@@ -10,7 +10,7 @@ import logging
 
 from api.bot.markup import Html
 from api.bot.texts import Lang, t
-from rag.errors import Busy, InputError, LLMError, NotFoundError, TgragError
+from rag.errors import Busy, Forbidden, InputError, LLMError, NotFoundError, TgragError
 
 log = logging.getLogger("tgrag.bot")
 
@@ -22,13 +22,15 @@ def failure_text(exc: BaseException, lang: Lang) -> Html:
         return t(lang, "not_found_item", detail=exc.message)
     if isinstance(exc, Busy):
         return t(lang, "busy")
+    if isinstance(exc, Forbidden):
+        return t(lang, "admin_only")
     if isinstance(exc, LLMError):
         return t(lang, "llm_failed")
     return t(lang, "failed")
 
 
 def log_failure(exc: BaseException, what: str) -> None:
-    if isinstance(exc, InputError | NotFoundError | Busy):
+    if isinstance(exc, InputError | NotFoundError | Busy | Forbidden):
         log.info("bot %s: %s", what, exc)
     elif isinstance(exc, TgragError):
         log.warning("bot %s failed: %s", what, exc)
