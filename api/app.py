@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.bot.hosting import bot_lifespan
 from api.errors import install_error_handlers
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
@@ -50,8 +51,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         own = given is None
         app.state.services = given or Services.open(s, purpose="tgrag serve")
         try:
-            # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).
-            async with sync.sync_lifespan(app.state.services):
+            # The sync scheduler and the bot (when TGRAG_TG_BOT_TOKEN is set) run as tasks on
+            # this same event loop (no nested asyncio.run).
+            async with sync.sync_lifespan(app.state.services), bot_lifespan(app):
                 yield
         finally:
             if own:

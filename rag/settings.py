@@ -157,6 +157,29 @@ class Settings(BaseSettings):
         5, ge=0, description="Retries (with backoff) on a dropped connection."
     )
 
+    # Telegram bot (api/bot)
+    tg_bot_token: SecretStr | None = Field(
+        None, description="Bot token from @BotFather; set = `tgrag serve` and `tgrag worker` also "
+        "run the bot (`tgrag bot` runs it alone)."
+    )
+    bot_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Who may use the bot: comma-separated Telegram user ids or @usernames, each "
+        "`id` (tenant default) or `id:tenant`; empty = nobody.",
+    )
+    bot_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated user ids or @usernames (tenant default) who may also "
+        "/follow and /unfollow channels.",
+    )
+    bot_rate_limit: int = Field(
+        30, ge=0, description="Bot requests per minute per user (token bucket); 0 = no limit."
+    )
+    bot_edit_interval: float = Field(
+        1.0, gt=0, description="Seconds between the edits of a bot answer being written "
+        "(Telegram allows about one per second per chat)."
+    )
+
     # API
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -177,7 +200,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field("WARNING", description="Log level (structured logs on stderr).")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

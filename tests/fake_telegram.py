@@ -25,6 +25,20 @@ answers with real TL objects or fails the future with a real RPC error or ``Conn
   on each connect, inside the command's event loop, to act as Telegram while a command runs.
 * Without ``connect()`` (unit tests), ``is_connected()`` is already true and ``client._loop``
   stays ``None``, so Telethon's "event loop must not change" check is not armed.
+* Bots (:class:`FakeBot`, ``add_bot``): ``auth.importBotAuthorization`` logs a connection in with
+  the bot's token (a revoked token is ``ACCESS_TOKEN_EXPIRED``, and revoking unregisters the keys
+  that used it); people (``add_person``) write to the bot in private chats (``UpdateNewMessage``
+  with the account-wide ``pts`` Telegram keeps per bot, the person in ``users`` with their
+  ``lang_code``; forwards of channel posts carry ``fwd_from`` with the channel peer), press inline
+  buttons (``UpdateBotCallbackQuery``; only buttons the message really has, unless forged) and type
+  inline queries (``UpdateBotInlineQuery``).  The bot's ``messages.sendMessage`` /
+  ``editMessage`` are checked as Telegram checks them (4,096 UTF-16 units after entity parsing,
+  entity bounds, 64-byte button data, ``MESSAGE_NOT_MODIFIED``) and kept per chat, with every
+  version, so a test reads what the user saw; ``flood_edits`` answers the next edits with
+  ``FLOOD_WAIT_X`` and ``min_edit_interval`` does so for edits that come too fast.  Updates sent
+  while the bot is offline wait in its update log and come back through ``updates.getDifference``,
+  as Telegram keeps a bot's updates for a while.  ``refuse_connections`` makes ``connect()`` fail
+  like a network that is down.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from typing import Any
 from telethon import TelegramClient, errors, functions, types, utils
 from telethon import password as pwd
 from telethon.crypto import AuthKey
+from telethon.helpers import add_surrogate
 from telethon.sessions import StringSession
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -142,6 +157,318 @@ class Account:
             salt1=self.salt1, salt2=self.salt2, g=3, p=PRIME)
 
 
+MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text after entity parsing
+MAX_BUTTON_DATA = 64  # bytes of an inline button's callback data
+
+
+def utf16_len(text: str) -> int:
+    return len(add_surrogate(text))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """TL values (or lists of them) equal as serialized (what Telegram would compare)."""
+    def raw(x: Any) -> Any:
+        if x is None:
+            return None
+        return [bytes(i) for i in x] if isinstance(x, list) else bytes(x)
+    return raw(a) == raw(b)
+
+
+class FakeBot:
+    """A bot account on the fake server: its private chats as the bot sees them, the updates it
+    was sent (its update log, by account-wide pts) and what it answered."""
+
+    def __init__(self, server: FakeTelegram, bot_id: int, username: str) -> None:
+        self.server = server
+        self.user = types.User(id=bot_id, is_self=True, bot=True, access_hash=bot_id * 5,
+                               first_name="tgrag", username=username, bot_inline_placeholder="")
+        self.token = f"{bot_id}:AAH{secrets.token_hex(16)}"
+        self.revoked_tokens: list[str] = []
+        self.logins = 0  # successful auth.importBotAuthorization calls
+        self.pts = 1
+        self.next_id = 1
+        self.messages: dict[int, types.Message] = {}  # id → the message's current version
+        self.versions: dict[int, list[types.Message]] = {}  # id → every version, oldest first
+        self.log: list[tuple[int, Any, list[Any]]] = []  # (pts, update, chats) for getDifference
+        self.callback_answers: dict[int, Any] = {}  # query id → SetBotCallbackAnswerRequest
+        self.inline_answers: dict[int, Any] = {}  # query id → SetInlineBotResultsRequest
+        self.commands: list[Any] = []  # SetBotCommandsRequest, as received
+        self.edit_times: list[tuple[float, int]] = []  # (monotonic time, message id) per edit
+        self.edit_attempts: list[tuple[float, int]] = []  # every editMessage, refused ones too
+        self.floods = 0  # FLOOD_WAIT answers given to edits
+        self.flood_edits: list[int] = []  # FLOOD_WAIT seconds for the next edits, one each
+        self.min_edit_interval: float | None = None  # faster edits in one chat get FLOOD_WAIT
+        self._query_ids = iter(range(9_000_001, 10**9))
+
+    @property
+    def id(self) -> int:
+        return self.user.id
+
+    def revoke(self) -> str:
+        """@BotFather's /revoke: a new token; the old one and every key it logged in are dead."""
+        self.revoked_tokens.append(self.token)
+        self.token = f"{self.id}:AAH{secrets.token_hex(16)}"
+        for key, user in list(self.server.authorized.items()):
+            if user.id == self.id:
+                del self.server.authorized[key]
+        return self.token
+
+    # -- the people's side --------------------------------------------------------------------
+
+    def _person(self, user_id: int) -> types.User:
+        person = self.server.people.get(user_id)
+        if person is None:
+            raise AssertionError(f"add_person({user_id}) first")
+        return person
+
+    def _next_id(self) -> int:
+        mid = self.next_id
+        self.next_id += 1
+        return mid
+
+    def write(self, person: types.User, text: str, *, entities: list[Any] | None = None,
+              forward_of: tuple[FakeChannel, int] | None = None,
+              in_group: int | None = None) -> types.Message:
+        """``person`` sends the bot ``text`` (or forwards post ``(channel, message_id)``), in
+        their private chat with it or in the small group ``in_group`` both are members of."""
+        fwd = None
+        chats: list[Any] = []
+        if forward_of is not None:
+            channel, post_id = forward_of
+            fwd = types.MessageFwdHeader(date=NOW, from_id=types.PeerChannel(channel.id),
+                                         channel_post=post_id)
+            chats = [channel.tl]
+        peer: Any = types.PeerUser(person.id)
+        if in_group is not None:
+            peer = types.PeerChat(in_group)
+            chats.append(types.Chat(id=in_group, title="Группа", photo=types.ChatPhotoEmpty(),
+                                    participants_count=3, date=NOW, version=1))
+        msg = types.Message(id=self._next_id(), peer_id=peer,
+                            from_id=types.PeerUser(person.id), date=datetime.now(UTC),
+                            message=text, entities=entities, fwd_from=fwd, out=False)
+        self._keep(msg)
+        self.pts += 1
+        self.deliver(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1), [person], chats)
+        return msg
+
+    def click(self, person: types.User, message: types.Message, text: str) -> int:
+        """``person`` presses the inline button labelled ``text`` under the bot's ``message``."""
+        current = self.messages[message.id]
+        found = [b for row in buttons_of(current) for b in row if b[0] == text]
+        if not found:
+            raise AssertionError(f"no button {text!r} under message {message.id}: "
+                                 f"{buttons_of(current)}")
+        return self.forge_click(person, message.id, found[0][1])
+
+    def forge_click(self, person: types.User, message_id: int, data: bytes) -> int:
+        """A callback query with any data (a modified client can send one)."""
+        query_id = next(self._query_ids)
+        self.deliver(types.UpdateBotCallbackQuery(
+            query_id=query_id, user_id=person.id, peer=types.PeerUser(person.id),
+            msg_id=message_id, chat_instance=person.id * 13, data=data), [person], [])
+        return query_id
+
+    def inline(self, person: types.User, query: str, offset: str = "") -> int:
+        """``person`` types ``@bot query`` in some chat."""
+        query_id = next(self._query_ids)
+        self.deliver(types.UpdateBotInlineQuery(query_id=query_id, user_id=person.id,
+                                                query=query, offset=offset), [person], [])
+        return query_id
+
+    def deliver(self, update: Any, users: list[Any], chats: list[Any]) -> None:
+        """Send an update to the bot's connections; pts-bearing ones are also logged for
+        ``getDifference`` (a bot that is offline gets them when it comes back)."""
+        if getattr(update, "pts", None):
+            self.log.append((update.pts, update, users + chats))
+        updates = types.Updates(updates=[update], users=users, chats=chats, date=NOW, seq=0)
+        for sender in self.server.senders:
+            user = self.server.authorized.get(sender.auth_key.key or b"")
+            if sender.is_connected() and sender._opened and user is not None \
+                    and user.id == self.id:
+                sender.push(updates)
+
+    # -- what the bot showed ------------------------------------------------------------------
+
+    def chat(self, person: types.User) -> list[types.Message]:
+        """The private chat with ``person``, oldest first, each message as it is now."""
+        return [m for _, m in sorted(self.messages.items())
+                if m.peer_id == types.PeerUser(person.id)]
+
+    def sent(self, person: types.User) -> list[types.Message]:
+        """The bot's own messages to ``person``, oldest first."""
+        return [m for m in self.chat(person) if m.out]
+
+    def edits_of(self, message_id: int) -> list[types.Message]:
+        return self.versions.get(message_id, [])[1:]
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _keep(self, msg: types.Message) -> None:
+        self.messages[msg.id] = msg
+        self.versions.setdefault(msg.id, []).append(msg)
+
+    def _check_text(self, request: Any, text: str, entities: list[Any] | None,
+                    markup: Any) -> None:
+        if not text.strip():
+            raise errors.MessageEmptyError(request)
+        size = utf16_len(text)
+        if size > MAX_MESSAGE_UTF16:
+            raise errors.MessageTooLongError(request)
+        for ent in entities or []:
+            if ent.offset < 0 or ent.length <= 0 or ent.offset + ent.length > size:
+                raise errors.EntityBoundsInvalidError(request)
+            if isinstance(ent, types.MessageEntityTextUrl) and not ent.url.startswith(
+                    ("https://", "http://", "tg://")):
+                raise errors.EntityBoundsInvalidError(request)
+        for row in getattr(markup, "rows", None) or []:
+            for button in row.buttons:
+                data = button_data(button)
+                if data is not None and not 1 <= len(data) <= MAX_BUTTON_DATA:
+                    raise errors.ButtonDataInvalidError(request)
+
+    def _peer(self, peer: Any, request: Any) -> types.User:
+        person = self.server.people.get(getattr(peer, "user_id", 0))
+        if person is None or peer.access_hash != person.access_hash:
+            raise errors.PeerIdInvalidError(request)
+        return person
+
+    def _updates(self, update: Any, person: types.User) -> types.Updates:
+        return types.Updates(updates=update if isinstance(update, list) else [update],
+                             users=[self.user, person], chats=[], date=NOW, seq=0)
+
+    def answer(self, request: Any) -> Any:
+        if isinstance(request, functions.updates.GetStateRequest):
+            return types.updates.State(pts=self.pts, qts=0, date=NOW, seq=0, unread_count=0)
+        if isinstance(request, functions.updates.GetDifferenceRequest):
+            return self._difference(request)
+        if isinstance(request, functions.messages.SendMessageRequest):
+            return self._send(request)
+        if isinstance(request, functions.messages.EditMessageRequest):
+            return self._edit(request)
+        if isinstance(request, functions.messages.GetMessagesRequest):
+            msgs = [self.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
+            people = {p.user_id for m in msgs if isinstance(m, types.Message)
+                      for p in [m.peer_id]}
+            return types.messages.Messages(messages=msgs, chats=[], topics=[],
+                                           users=[self.server.people[u] for u in people])
+        if isinstance(request, functions.messages.SetBotCallbackAnswerRequest):
+            if request.query_id in self.callback_answers:
+                raise errors.QueryIdInvalidError(request)
+            self.callback_answers[request.query_id] = request
+            return True
+        if isinstance(request, functions.messages.SetInlineBotResultsRequest):
+            return self._inline_results(request)
+        if isinstance(request, functions.bots.SetBotCommandsRequest):
+            self.commands.append(request)
+            return True
+        if isinstance(request, functions.messages.GetDialogsRequest | functions.messages.
+                      GetHistoryRequest | functions.contacts.ResolveUsernameRequest):
+            raise errors.BotMethodInvalidError(request)  # what Telegram answers a bot
+        raise NotImplementedError(f"bot: {type(request).__name__}")
+
+    def _difference(self, request: Any) -> Any:
+        missed = [(pts, u, ents) for pts, u, ents in self.log if pts > request.pts]
+        if not missed:
+            return types.updates.DifferenceEmpty(date=NOW, seq=0)
+        users = {e.id: e for _, _, ents in missed for e in ents if isinstance(e, types.User)}
+        chats = {e.id: e for _, _, ents in missed for e in ents if isinstance(e, types.Channel)}
+        return types.updates.Difference(
+            new_messages=[u.message for _, u, _ in missed if isinstance(u, types.UpdateNewMessage)],
+            new_encrypted_messages=[],
+            other_updates=[u for _, u, _ in missed if not isinstance(u, types.UpdateNewMessage)],
+            chats=list(chats.values()), users=[self.user, *users.values()],
+            state=types.updates.State(pts=self.pts, qts=0, date=NOW, seq=0, unread_count=0))
+
+    def _send(self, request: Any) -> types.Updates:
+        person = self._peer(request.peer, request)
+        self._check_text(request, request.message, request.entities, request.reply_markup)
+        reply_to = getattr(request.reply_to, "reply_to_msg_id", None)
+        msg = types.Message(
+            id=self._next_id(), peer_id=types.PeerUser(person.id), date=datetime.now(UTC),
+            message=request.message, out=True, entities=request.entities,
+            reply_markup=request.reply_markup,
+            reply_to=types.MessageReplyHeader(reply_to_msg_id=reply_to) if reply_to else None,
+        )
+        self._keep(msg)
+        self.pts += 1
+        update = types.UpdateNewMessage(msg, pts=self.pts, pts_count=1)
+        self.log.append((self.pts, update, [person]))
+        return self._updates([types.UpdateMessageID(id=msg.id, random_id=request.random_id),
+                              update], person)
+
+    def _edit(self, request: Any) -> types.Updates:
+        person = self._peer(request.peer, request)
+        old = self.messages.get(request.id)
+        if old is None or old.peer_id != types.PeerUser(person.id):
+            raise errors.MessageIdInvalidError(request)
+        if not old.out:
+            raise errors.MessageAuthorRequiredError(request)
+        now = time.monotonic()
+        self.edit_attempts.append((now, old.id))
+        if self.flood_edits:
+            self.floods += 1
+            raise errors.FloodWaitError(request, capture=self.flood_edits.pop(0))
+        chat_edits = [t for t, mid in self.edit_times if self.messages[mid].peer_id == old.peer_id]
+        if self.min_edit_interval and chat_edits and now - chat_edits[-1] < self.min_edit_interval:
+            self.floods += 1
+            raise errors.FloodWaitError(request, capture=1)
+        text = old.message if request.message is None else request.message
+        entities = old.entities if request.message is None else request.entities
+        markup = request.reply_markup
+        self._check_text(request, text, entities, markup)
+        if text == old.message and _same(entities or [], old.entities or []) \
+                and _same(markup, old.reply_markup):
+            raise errors.MessageNotModifiedError(request)
+        msg = types.Message(id=old.id, peer_id=old.peer_id, date=old.date, message=text,
+                            out=True, entities=entities, reply_markup=markup,
+                            reply_to=old.reply_to, edit_date=datetime.now(UTC))
+        self._keep(msg)
+        self.edit_times.append((now, msg.id))
+        self.pts += 1
+        update = types.UpdateEditMessage(msg, pts=self.pts, pts_count=1)
+        self.log.append((self.pts, update, [person]))
+        return self._updates(update, person)
+
+    def _inline_results(self, request: Any) -> bool:
+        if request.query_id in self.inline_answers:
+            raise errors.QueryIdInvalidError(request)
+        if len(request.results) > 50:
+            raise errors.ResultsTooMuchError(request)
+        for result in request.results:
+            if not 1 <= len(result.id.encode()) <= 64:
+                raise errors.ResultIdInvalidError(request)
+            sent = result.send_message
+            self._check_text(request, sent.message, sent.entities, sent.reply_markup)
+        self.inline_answers[request.query_id] = request
+        return True
+
+
+def button_data(button: Any) -> bytes | None:
+    """A button's callback data (layer 220+ buttons carry it in ``type``); None for URL ones."""
+    kind = getattr(button, "type", None)
+    return getattr(kind, "data", None) if kind is not None else getattr(button, "data", None)
+
+
+def button_url(button: Any) -> str | None:
+    kind = getattr(button, "type", None)
+    return getattr(kind, "url", None) if kind is not None else getattr(button, "url", None)
+
+
+def buttons_of(message: Any) -> list[list[tuple[str, bytes]]]:
+    """The inline keyboard under a message (or an inline result) as ``[[(text, data)]]``
+    (``data`` is ``b""`` for a URL button)."""
+    rows = getattr(getattr(message, "reply_markup", None), "rows", None) or []
+    return [[(b.text, button_data(b) or b"") for b in row.buttons] for row in rows]
+
+
+def html_of(message: Any) -> str:
+    """A message's text and entities as Telegram HTML (what the user sees, formatting included)."""
+    from telethon.extensions import html
+
+    return html.unparse(message.message, message.entities or [])
+
+
 class FakeTelegram:
     """The server: channels, accounts, logged-in auth keys; answers requests with TL objects."""
 
@@ -157,6 +484,9 @@ class FakeTelegram:
         self.script: Callable[[FakeSender], Coroutine[Any, Any, None]] | None = None
         self.script_error: BaseException | None = None
         self._srp: dict[int, tuple[Account, int, int]] = {}  # srp_id → (account, b, B)
+        self.bots: dict[int, FakeBot] = {}
+        self.people: dict[int, types.User] = {}
+        self.refuse_connections = False  # connect() fails, like a network that is down
 
     def add(self, channel: FakeChannel) -> FakeChannel:
         self.channels[channel.id] = channel
@@ -174,6 +504,20 @@ class FakeTelegram:
             account.verifier = pow(3, x, int.from_bytes(PRIME, "big"))
         self.accounts[digits] = account
         return account
+
+    def add_bot(self, username: str = "tgrag_bot", bot_id: int = 777000111) -> FakeBot:
+        """A bot made with @BotFather: its token is ``<bot_id>:<secret>``."""
+        bot = FakeBot(self, bot_id, username)
+        self.bots[bot_id] = bot
+        return bot
+
+    def add_person(self, user_id: int, first_name: str = "Иван", *, username: str | None = None,
+                   lang_code: str = "ru") -> types.User:
+        """Somebody who writes to bots; the bot sees their ``lang_code`` (the app's language)."""
+        user = types.User(id=user_id, access_hash=user_id * 11, first_name=first_name,
+                          username=username, lang_code=lang_code)
+        self.people[user_id] = user
+        return user
 
     def login_session(self, user: types.User = ME) -> str:
         """A session string whose auth key is logged in as ``user`` (what `tgrag login` makes)."""
@@ -224,9 +568,14 @@ class FakeTelegram:
             return self._get_password(request, sender)
         if isinstance(request, functions.auth.CheckPasswordRequest):
             return self._check_password(request, sender)
+        if isinstance(request, functions.auth.ImportBotAuthorizationRequest):
+            return self._import_bot(request, sender)
         me = self._me(request, sender)  # everything below needs a logged-in key
         if isinstance(request, functions.users.GetUsersRequest):
             return [me]
+        bot = self.bots.get(me.id) if me.bot else None
+        if bot is not None:
+            return bot.answer(request)
         if isinstance(request, functions.updates.GetStateRequest):
             return types.updates.State(pts=1, qts=0, date=NOW, seq=0, unread_count=0)
         if isinstance(request, functions.updates.GetDifferenceRequest):
@@ -245,7 +594,8 @@ class FakeTelegram:
             return self._history(ch, request)
         if isinstance(request, functions.channels.GetMessagesRequest):
             ch = self._channel(request.channel, request)
-            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
+            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
             return types.messages.ChannelMessages(pts=1, count=len(msgs), messages=msgs,
                                                   topics=[], chats=[ch.tl], users=[])
         raise NotImplementedError(type(request).__name__)
@@ -257,6 +607,17 @@ class FakeTelegram:
         if user is None:
             raise errors.AuthKeyUnregisteredError(request)
         return user
+
+    def _import_bot(self, request: Any, sender: FakeSender) -> types.auth.Authorization:
+        bot_id, _, _ = request.bot_auth_token.partition(":")
+        bot = self.bots.get(int(bot_id)) if bot_id.isdigit() else None
+        if bot is None or request.bot_auth_token not in (bot.token, *bot.revoked_tokens):
+            raise errors.AccessTokenInvalidError(request)
+        if request.bot_auth_token in bot.revoked_tokens:
+            raise errors.AccessTokenExpiredError(request)
+        self.authorized[sender.auth_key.key] = bot.user
+        bot.logins += 1
+        return types.auth.Authorization(user=bot.user)
 
     def _account(self, phone: str, request: Any) -> Account:
         account = self.accounts.get(phone)
@@ -384,10 +745,13 @@ class FakeSender:
     async def connect(self, connection: Any = None) -> bool:
         if self._opened and self._connected:
             return False  # already connected: the client skips its init
+        if self.server.refuse_connections:
+            raise ConnectionError("network is unreachable")
         if not self.auth_key.key:
             self.auth_key.key = os.urandom(256)  # the key exchange of a new session
         self._opened = self._connected = True
-        self._disconnected = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._disconnected = self._loop.create_future()
         if self.server.script is not None:
             self.script_task = asyncio.get_running_loop().create_task(self._run_script())
         return True
@@ -406,13 +770,32 @@ class FakeSender:
         return asyncio.shield(self._disconnected)
 
     def send(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
-        return self.server.handle(request, self)
+        future = self.server.handle(request, self)
+        if self._opened and future.done() and future.exception() is None:
+            self._store_own_updates(future.result())
+        return future
+
+    def _store_own_updates(self, result: Any) -> None:
+        """What MTProtoSender does with the ``Updates`` a request returns (a sent or edited
+        message): processed by the update loop, so the account's pts moves on, not dispatched."""
+        if isinstance(result, types.Updates | types.UpdateShortSentMessage):
+            result._self_outgoing = True
+            self._updates.put_nowait(result)
 
     # -- the server's side of the connection --------------------------------------------------
 
     def push(self, updates: Any) -> None:
-        """Deliver updates as the real sender does: into the client's update queue."""
-        self._updates.put_nowait(updates)
+        """Deliver updates as the real sender does: into the client's update queue (from any
+        thread: a test may play Telegram while the client runs in a server's loop)."""
+        loop = getattr(self, "_loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._updates.put_nowait(updates)
+        else:
+            loop.call_soon_threadsafe(self._updates.put_nowait, updates)
 
     def drop(self, exc: BaseException) -> None:
         """The connection is lost for good (the real sender's reconnects failed)."""

@@ -350,12 +350,16 @@ def worker(
                               "use `tgrag sync`")
 
     async def main(services: Services) -> None:
+        from api.bot.hosting import fixed_sync, running_bot
+
         async with services.telegram.session() as client:
             syncer = services.channel_sync(client, listener=_echo_event)
             scheduler = SyncScheduler(syncer, interval=every, on_result=_echo_result)
             click.echo(f"syncing the followed channels every {every:g}s; Ctrl-C to stop",
                        err=True)
-            await scheduler.run_forever()
+            # The bot too, on this loop, when TGRAG_TG_BOT_TOKEN is set.
+            async with running_bot(services, sync=fixed_sync(syncer)):
+                await scheduler.run_forever()
 
     with open_services(ctx, "worker") as services:
         _run_service(main(services))
