@@ -342,3 +342,20 @@ def test_bad_log_level_is_an_input_error(runner: CliRunner, data_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TGRAG_LOG_LEVEL", "loud")
     assert_one_line_error(invoke(runner, "stats"), 2, "unknown log level 'loud'")
+
+
+def test_ingest_keeps_the_valid_posts_around_impossible_dates(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One date past the year 9999 used to fail the whole file in the pipeline (and Infinity in the
+    # reader), so the valid posts beside it were never written, however often it was rerun.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    dates = [1714557600, 1e15, float("inf"), 1714644000, float("nan"), 253402300800, 1714730400]
+    records = [{"message_id": n, "sender_id": -1001234567890, "date": date, "channel": "T",
+                "text": f"Пост номер {n} о городских новостях."} for n, date in enumerate(dates, 1)]
+    path = tmp_path / "dates.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    result = invoke(runner, "ingest", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["new"], report["skipped"]) == (3, 4)
+    assert all("bad date" in s for s in report["skipped_records"])

@@ -581,3 +581,102 @@ def test_sample_export(sample_export: Path) -> None:
     assert all(s.reason == "no text (media-only or empty post)" for s in skipped)
     # channels.json beside result.json supplies the usernames
     assert all(p.channel and p.link == f"https://t.me/{p.channel}/{p.message_id}" for p in posts)
+
+
+# --- values no index can hold (issue: one bad date failed the whole upload) -----------------------
+
+INT64_MAX = 2**63 - 1
+# Dates past 9999-12-31T23:59:59Z (253402300799), or not numbers at all: each one used to raise
+# ValueError/OverflowError out of the reader or, later, out of the pipeline, losing the whole file.
+IMPOSSIBLE_DATES = [253402300800, "253402300800", 1e15, float("inf"), float("nan"), 10**30,
+                    "9" * 5000, -1e300]
+
+
+def test_export_impossible_dates_skip_only_their_record(tmp_path: Path) -> None:
+    messages = [message(1, "Хороший первый")]
+    messages += [message(10 + n, "Плохая дата", date_unixtime=value)
+                 for n, value in enumerate(IMPOSSIBLE_DATES)]
+    messages += [message(2, "Правка с плохим временем", edited_unixtime=float("inf")),
+                 message(3, "Правка за 9999 годом", edited_unixtime="253402300800"),
+                 message(4, "Хороший последний")]
+    posts, skipped = read_export(tmp_path, chat(messages))
+    assert [p.message_id for p in posts] == [1, 2, 3, 4]
+    # A broken edit time costs the post only its edit time, as any other unreadable edit time.
+    assert [p.edited for p in posts] == [None, None, None, None]
+    dated = [f"message {10 + n}" for n in range(len(IMPOSSIBLE_DATES))]
+    assert [s.record for s in skipped] == dated
+    assert all(s.reason.startswith("bad date ") for s in skipped), skipped
+    assert all(len(s.reason) < 120 for s in skipped)  # a 5000-digit value is not echoed whole
+    for post in posts:  # every kept post becomes a document (the pipeline's date_iso)
+        post.to_document()
+
+
+def test_dump_impossible_dates_and_ids_skip_only_their_record(tmp_path: Path) -> None:
+    base = {"channel_id": CHANNEL_ID, "date": UNIX, "text": "Пост"}
+    records: list[dict[str, Any]] = [{**base, "id": 1}]
+    records += [{**base, "id": 10 + n, "date": value} for n, value in enumerate(IMPOSSIBLE_DATES)]
+    records += [
+        {**base, "id": 30, "date": "9999-12-31T23:59:59-05:00"},  # past the end once in UTC
+        {**base, "id": 31, "date": "0001-01-01T00:00:00+05:00"},  # before the epoch
+        {**base, "id": INT64_MAX + 1},
+        {**base, "id": "9" * 5000},
+        {**base, "id": 32, "channel_id": INT64_MAX + 1},
+        {**base, "id": 2, "edited": float("nan")},
+        {**base, "id": 3, "edit_date": 10**30, "views": INT64_MAX + 1, "forwards": 2**70,
+         "grouped_id": -(2**70), "reactions": {"👍": 2**64, "🔥": 3}},
+        {**base, "id": 4, "views": INT64_MAX, "grouped_id": INT64_MAX},
+    ]
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(records), encoding="utf-8")  # Infinity/NaN as JSON allows them
+    posts, skipped = read_dump(path)
+    assert [p.message_id for p in posts] == [1, 2, 3, 4]
+    assert (posts[1].edited, posts[2].edited) == (None, None)
+    # Counters no index can hold are dropped, as counters that are not numbers are.
+    assert (posts[2].views, posts[2].forwards, posts[2].grouped_id) == (None, None, None)
+    assert posts[2].reactions == {"🔥": 3}
+    assert (posts[3].views, posts[3].grouped_id) == (INT64_MAX, INT64_MAX)
+    reasons = {s.record: s.reason for s in skipped}
+    dated = [f"message {10 + n}" for n in range(len(IMPOSSIBLE_DATES))] + ["message 30",
+                                                                          "message 31"]
+    assert all(reasons[r].startswith("bad date ") for r in dated), reasons
+    first = len(IMPOSSIBLE_DATES) + 4
+    assert reasons[f"item {first}"].startswith("bad message id 9223372036854775808")
+    assert reasons[f"item {first + 1}"].startswith("bad message id '99999")
+    assert reasons["message 32"].startswith("bad channel id 9223372036854775808")
+    assert len(skipped) == len(IMPOSSIBLE_DATES) + 5
+    assert all(len(s.reason) < 120 for s in skipped)
+    for post in posts:
+        post.to_document()
+
+
+def test_jsonl_impossible_values_skip_only_their_line(tmp_path: Path) -> None:
+    lines = [
+        '{"id": 1, "channel_id": 5, "date": 1733302828, "text": "ок"}',
+        '{"id": 2, "channel_id": 5, "date": Infinity, "text": "бесконечность"}',
+        '{"id": 3, "channel_id": 5, "date": NaN, "text": "не число"}',
+        '{"id": 4, "channel_id": 5, "date": 1e15, "text": "далеко"}',
+        '{"id": 5, "channel_id": 5, "date": 1733302828, "text": "ок", "views": 1e400}',
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    posts, skipped = split(list(read_paths([path])))
+    assert [p.message_id for p in posts] == [1, 5]
+    assert posts[1].views is None
+    assert [s.record for s in skipped] == [f"line {n} (message {n})" for n in (2, 3, 4)]
+
+
+def test_truncated_json_reason_reads_once(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text('[{"id": 1, "text": "обрез', encoding="utf-8")
+    with pytest.raises(NotReadable) as caught:
+        open_reader(path)
+    assert caught.value.reason == (
+        "malformed JSON: Unterminated string starting at line 1, column 20"
+    )  # it said "starting at at line"
+    lines = tmp_path / "cut.jsonl"
+    lines.write_text('{"id": 1, "channel_id": 5, "date": 1, "text": "ок"}\n{"id": 2, "text": "об',
+                     encoding="utf-8")
+    _, skipped = split(list(read_paths([lines])))
+    assert [s.reason for s in skipped] == [
+        "malformed JSON: Unterminated string starting at column 19"
+    ]

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.documents import Post
 from ingest.readers.base import PostReader, ReadItem, SkippedRecord
 from ingest.readers.source import (
+    MAX_INT,
     BadDate,
     SourceText,
     add_links,
     clean_str,
     json_error_reason,
+    moment_seconds,
+    optional_count,
     parse_channel_id,
     parse_message_id,
     parse_unix,
     read_source,
+    shown,
     text_problem,
 )
 from rag.errors import InputError
@@ -92,8 +96,8 @@ def parse_reactions(value: Any) -> dict[str, int]:
     for item in value:
         if not isinstance(item, dict):
             continue
-        count = item.get("count")
-        if not isinstance(count, int) or isinstance(count, bool):
+        count = optional_count(item.get("count"))
+        if count is None:
             continue
         kind = item.get("type")
         if kind == "emoji" and isinstance(item.get("emoji"), str):
@@ -102,7 +106,7 @@ def parse_reactions(value: Any) -> dict[str, int]:
             key = f"custom:{item.get('document_id', '')}"
         else:
             key = str(kind or "unknown")
-        reactions[key] = reactions.get(key, 0) + count
+        reactions[key] = min(reactions.get(key, 0) + count, MAX_INT)
     return reactions
 
 
@@ -251,7 +255,7 @@ class ExportReader(PostReader):
             message_id = parse_message_id(message.get("id"))
             if message_id is None:
                 reason = "message has no id" if "id" not in message else (
-                    f"bad message id {message.get('id')!r}"
+                    f"bad message id {shown(message.get('id'))}"
                 )
                 yield SkippedRecord(name, f"{label_prefix}item {position}", reason)
                 continue
@@ -325,13 +329,11 @@ def _message_date(message: dict[str, Any], field: str) -> int | None:
     if local in (None, ""):
         return None
     if not isinstance(local, str):
-        raise BadDate(f"bad {field} {local!r}: expected \"2024-01-02T03:04:05\"")
+        raise BadDate(f"bad {field} {shown(local)}: expected \"2024-01-02T03:04:05\"")
     # Old exports have only the local-time "date" and no zone: the exporter's zone is unknown, so it
     # is read as UTC (off by the exporter's UTC offset at most).
     try:
         moment = datetime.fromisoformat(local)
     except ValueError:
-        raise BadDate(f"bad {field} {local!r}: expected \"2024-01-02T03:04:05\"") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return parse_unix(int(moment.timestamp()))
+        raise BadDate(f"bad {field} {shown(local)}: expected \"2024-01-02T03:04:05\"") from None
+    return parse_unix(moment_seconds(moment, local))
