@@ -67,8 +67,8 @@ def dump_records(data: Any) -> list[Any] | str:
     return records
 
 
-def looks_like_jsonl(text: str) -> bool:
-    """Whether one of the first non-empty lines is a complete JSON object on its own."""
+def looks_like_jsonl(text: str, lines: int = 20) -> bool:
+    """Whether one of the first ``lines`` non-empty lines is a complete JSON object on its own."""
     checked = 0
     for line in text.split("\n"):
         if not line.strip():
@@ -79,7 +79,7 @@ def looks_like_jsonl(text: str) -> bool:
         except json.JSONDecodeError:
             pass
         checked += 1
-        if checked >= 5:
+        if checked >= lines:
             break
     return False
 

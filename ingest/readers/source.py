@@ -43,7 +43,11 @@ class SourceText:
 
 def read_source(path: Path) -> SourceText:
     """Read and decode a file; never fails on bad bytes (see ``_SURROGATES``)."""
-    data = path.read_bytes()
+    return decode_source(path, path.read_bytes())
+
+
+def decode_source(path: Path, data: bytes) -> SourceText:
+    """Decode a file's bytes (read from disk or from a zip) as :func:`read_source` does."""
     try:
         text = data.decode("utf-8")
         invalid = False
