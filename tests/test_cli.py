@@ -359,3 +359,47 @@ def test_ingest_keeps_the_valid_posts_around_impossible_dates(
     report = json.loads(result.stdout)
     assert (report["new"], report["skipped"]) == (3, 4)
     assert all("bad date" in s for s in report["skipped_records"])
+
+
+@pytest.mark.parametrize("make", ["empty folder", "folder without exports", "notes.txt",
+                                  "truncated JSON"])
+def test_ingest_of_nothing_readable_exits_2_with_a_hint(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str) -> None:
+    # It used to print "0 posts … 0 skipped" (or one skipped file) and exit 0.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    target = tmp_path / "in"
+    target.mkdir()
+    if make == "folder without exports":
+        (target / "notes.md").write_text("# заметки", encoding="utf-8")
+    elif make == "notes.txt":
+        target = target / "notes.txt"
+        target.write_text("просто заметки", encoding="utf-8")
+    elif make == "truncated JSON":
+        target = target / "result.json"
+        target.write_text('{"name": "Канал", "type": "public_channel", "messages": [{"id": 1, "te',
+                          encoding="utf-8")
+    result = invoke(runner, "ingest", str(target))
+    needle = "nothing to ingest in" if "folder" in make else f"nothing could be read: {target}"
+    assert_one_line_error(result, 2, needle)
+    assert "hint: pass a Telegram Desktop export folder" in result.stderr
+    assert not (tmp_path / "data").exists()  # failed before the data folder was taken
+
+
+def test_ingest_of_a_zipped_export(runner: CliRunner, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    chat = {"name": "Тестовый канал", "type": "public_channel", "id": 1234567890, "messages": [
+        {"id": n, "type": "message", "date_unixtime": str(1714557600 + n), "text": text}
+        for n, text in enumerate(["Банк России сохранил ключевую ставку.",
+                                  "В метро открылись две новые станции."], 1)]}
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("ChatExport/result.json", json.dumps(chat, ensure_ascii=False))
+        out.writestr("ChatExport/channels.json", json.dumps({"1234567890": "test_chan"}))
+    result = invoke(runner, "ingest", str(archive), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (json.loads(result.stdout)["new"], json.loads(result.stdout)["skipped"]) == (2, 0)
+    found = json.loads(invoke(runner, "search", "ключевая ставка", "-k", "1", "--json").stdout)
+    assert found["results"][0]["link"] == "https://t.me/test_chan/1"
