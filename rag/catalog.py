@@ -39,17 +39,36 @@ class ChannelCatalog:
         return f"{self._names}:{channel_id}:posts"
 
     def record_posts(self, posts: list[tuple[int, str, str, int, int]]) -> None:
-        """Record ``(channel_id, username, title, message_id, date)`` tuples, idempotently."""
+        """Record ``(channel_id, username, title, message_id, date)`` tuples, idempotently.
+
+        A channel's username and title are the last non-empty ones seen: an empty one (a source
+        that lacks it, e.g. ``result.json`` without ``channels.json``) never replaces a known one.
+        """
         pipe = self._r.pipeline(transaction=False)
-        names: dict[int, tuple[str, str]] = {}
+        seen: dict[int, tuple[str, str]] = {}
         for channel_id, username, title, message_id, date in posts:
-            names[channel_id] = (username, title)
+            old_username, old_title = seen.get(channel_id, ("", ""))
+            seen[channel_id] = (username or old_username, title or old_title)
             pipe.zadd(self._posts_key(channel_id), {str(message_id): date})
-        for channel_id, (username, title) in names.items():
+        known = self.known_names(list(seen))
+        for channel_id, (username, title) in seen.items():
+            known_username, known_title = known.get(channel_id, ("", ""))
             pipe.hset(self._names, str(channel_id),
-                      json.dumps({"channel": username, "channel_title": title},
-                                 ensure_ascii=False))
+                      json.dumps({"channel": username or known_username,
+                                  "channel_title": title or known_title}, ensure_ascii=False))
         pipe.execute()
+
+    def known_names(self, channel_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """``channel_id → (username, title)`` for the given channels the catalog knows."""
+        if not channel_ids:
+            return {}
+        raw = self._r.hmget(self._names, [str(c) for c in channel_ids])
+        out = {}
+        for channel_id, value in zip(channel_ids, raw, strict=True):
+            if value is not None:
+                names = json.loads(value)
+                out[channel_id] = (names.get("channel", ""), names.get("channel_title", ""))
+        return out
 
     def forget_posts(self, channel_id: int, message_ids: list[int]) -> None:
         if message_ids:
