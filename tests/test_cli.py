@@ -403,3 +403,32 @@ def test_ingest_of_a_zipped_export(runner: CliRunner, tmp_path: Path,
     assert (json.loads(result.stdout)["new"], json.loads(result.stdout)["skipped"]) == (2, 0)
     found = json.loads(invoke(runner, "search", "ключевая ставка", "-k", "1", "--json").stdout)
     assert found["results"][0]["link"] == "https://t.me/test_chan/1"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_during_ingest_says_what_was_committed_and_exits_130(
+        runner: CliRunner, dump: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        as_json: bool) -> None:
+    # It used to exit 130 without a word.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TGRAG_INGEST_BATCH_SIZE", "1")
+    real = PostPipeline._run_batch
+    batches: list[int] = []
+
+    def interrupted(self: PostPipeline, posts: list, report: object) -> int:
+        batches.append(len(posts))
+        if len(batches) == 2:
+            raise KeyboardInterrupt  # Ctrl+C in the second batch
+        return real(self, posts, report)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostPipeline, "_run_batch", interrupted)
+    result = invoke(runner, "ingest", str(dump), *(["--json"] if as_json else []))
+    assert result.exit_code == 130, (result.stdout, result.stderr)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "interrupted: 1 post committed (1 new, 0 updated, 0 unchanged); run the "
+        "same command again to resume (committed posts are not embedded again)"]
+    monkeypatch.setattr(PostPipeline, "_run_batch", real)
+    again = invoke(runner, "ingest", str(dump), "--json")
+    assert again.exit_code == 0, again.stderr
+    assert (json.loads(again.stdout)["new"], json.loads(again.stdout)["unchanged"]) == (1, 1)

@@ -38,22 +38,43 @@ def ingest(
     from ingest.readers.base import SkippedRecord
 
     settings: Settings = ctx.obj
-    # Read everything first: bad paths fail before the data folder is taken, and the progress bar
-    # knows its total.
-    items = list(read_paths(paths, settings.max_post_chars))
-    total = sum(1 for item in items if not isinstance(item, SkippedRecord))
-    with open_services(ctx, "ingest") as services:
-        if as_json:
-            report = services.ingest(items)
-        else:
-            report = _ingest_with_progress(services, items, total)
+    committed: list[IngestReport] = []  # the report as of the last committed batch
+
+    def remember(_done: int, report: IngestReport) -> None:
+        committed[:] = [report]
+
+    try:
+        # Read everything first: bad paths fail before the data folder is taken, and the progress
+        # bar knows its total.
+        items = list(read_paths(paths, settings.max_post_chars))
+        total = sum(1 for item in items if not isinstance(item, SkippedRecord))
+        with open_services(ctx, "ingest") as services:
+            if as_json:
+                report = services.ingest(items, on_progress=remember)
+            else:
+                report = _ingest_with_progress(services, items, total, remember)
+    except KeyboardInterrupt:
+        _print_interrupted(committed[0] if committed else None)
+        raise typer.Exit(130) from None
     if as_json:
         print_json(report.to_dict())
     else:
         _print_report(report)
 
 
-def _ingest_with_progress(services: Any, items: list[Any], total: int) -> IngestReport:
+def _print_interrupted(report: IngestReport | None) -> None:
+    """Ctrl+C: what is safely in the index, and that a rerun picks up from there."""
+    resume = "run the same command again to resume (committed posts are not embedded again)"
+    if report is None:
+        click.echo(f"interrupted before any post was committed; {resume}", err=True)
+        return
+    noun = "post" if report.posts == 1 else "posts"
+    click.echo(f"interrupted: {report.posts} {noun} committed ({report.new} new, "
+               f"{report.updated} updated, {report.unchanged} unchanged); {resume}", err=True)
+
+
+def _ingest_with_progress(services: Any, items: list[Any], total: int,
+                          on_progress: Any) -> IngestReport:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -80,9 +101,12 @@ def _ingest_with_progress(services: Any, items: list[Any], total: int) -> Ingest
         disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("ingest", total=total)
-        return services.ingest(  # type: ignore[no-any-return]
-            items, on_progress=lambda done, _report: progress.update(task, completed=done)
-        )
+
+        def advance(done: int, report: IngestReport) -> None:
+            progress.update(task, completed=done)
+            on_progress(done, report)
+
+        return services.ingest(items, on_progress=advance)  # type: ignore[no-any-return]
 
 
 def _print_report(report: IngestReport) -> None:
