@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     )
 
     # Storage
-    data_dir: Path = Field(Path("./data"), description="Folder for embedded Qdrant and Redis data.")
+    data_dir: Path = Field(Path("./data"), validate_default=True,
+                           description="Folder for embedded Qdrant and Redis data.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode.")
     qdrant_api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
     redis_url: str | None = Field(None, description="Redis server URL; unset = embedded Redis.")
@@ -199,6 +200,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="`tgrag serve` port.")
 
     log_level: str = Field("WARNING", description="Log level (structured logs on stderr).")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Absolute once, here: every message (stats, errors, the lock) then names the folder
+        # really used, whatever the current folder ("./data" from elsewhere is another one).
+        return value.expanduser().resolve()
 
     @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", mode="before")
     @classmethod

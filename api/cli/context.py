@@ -23,9 +23,10 @@ from typer.core import TyperGroup
 from api.logging import configure_logging
 from api.services import Services
 from rag.errors import TgragError
-from rag.settings import load_settings
+from rag.settings import Settings, load_settings
 
 _UNSET: Any = object()
+DATA_DIR_META = "tgrag.data_dir"  # ctx.meta: the data folder of the index a command opened
 
 
 class TgragGroup(TyperGroup):
@@ -36,8 +37,11 @@ class TgragGroup(TyperGroup):
             return super().invoke(ctx)
         except TgragError as err:
             click.echo(f"error: {err.message}", err=True)
-            if err.hint:
-                click.echo(f"hint: {err.hint}", err=True)
+            # An error about what the index holds may come from the wrong folder's index.
+            where = ctx.meta.get(DATA_DIR_META)
+            hint = " ".join(filter(None, [err.hint, where and f"(data folder: {where})"]))
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
             raise typer.Exit(err.exit_code) from None
 
 
@@ -52,10 +56,17 @@ def root(ctx: typer.Context) -> None:
 def open_services(ctx: typer.Context, command: str, *, llm: Any = _UNSET) -> Iterator[Services]:
     """The services for one command (``llm``: one the command already built)."""
     services = Services.open(ctx.obj, purpose=f"tgrag {command}", llm=llm)
+    ctx.meta[DATA_DIR_META] = data_dir_in_use(ctx.obj)
     try:
         yield services
     finally:
         services.close()
+
+
+def data_dir_in_use(settings: Settings) -> str | None:
+    """The data folder in use (absolute), or None when Qdrant and Redis are both servers."""
+    used = settings.embedded_qdrant or settings.embedded_redis
+    return str(settings.data_dir) if used else None
 
 
 def print_json(data: Any) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from api.cli.context import open_services, print_json
+from api.cli.context import data_dir_in_use, open_services, print_json
 from rag.errors import InputError
 from rag.settings import Settings
 
@@ -223,12 +223,14 @@ def stats(
 ) -> None:
     """What is indexed: posts, vectors, model, and per-channel counts and date ranges."""
     with open_services(ctx, "stats") as services:
-        data = services.stats(all_tenants=True)
+        data = {**services.stats(all_tenants=True), "data_dir": data_dir_in_use(ctx.obj)}
     if as_json:
         print_json(data)
         return
     click.echo(f"posts: {data['posts']}  points: {data['points']}  "
                f"embedding model: {data['embedding_model']}")
+    if data["data_dir"]:
+        click.echo(f"data folder: {data['data_dir']}")
     channels = data["channels"]
     if not channels:
         click.echo("no channels yet: run `tgrag ingest PATH`")
