@@ -194,7 +194,8 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; `*` = any."
     )
     max_upload_mb: float = Field(
-        50, gt=0, description="Largest file POST /ingest/export accepts, in MB."
+        50, gt=0, description="Largest file POST /ingest/export accepts, in MB (and the most an "
+        "uploaded zip may unpack to)."
     )
     host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
     port: int = Field(8000, description="`tgrag serve` port.")
