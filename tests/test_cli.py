@@ -293,6 +293,9 @@ def test_ingest_json_then_unchanged(runner: CliRunner, dump: Path, tmp_path: Pat
     monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
     result = invoke(runner, "ingest", str(dump), "--json")
     assert result.exit_code == 0, result.stderr
+    # Quiet: no LLM configured means keyword tags, not a failed LLM call per batch (the CLI's
+    # "no LLM given" marker was once taken for an LLM).
+    assert result.stderr == ""
     report = json.loads(result.stdout)
     assert {"new", "updated", "unchanged", "skipped", "skipped_records"} <= set(report)
     assert report["new"] == 2 and report["skipped"] == 1

@@ -21,11 +21,10 @@ import typer
 from typer.core import TyperGroup
 
 from api.logging import configure_logging
-from api.services import Services
+from api.services import _UNSET, Services
 from rag.errors import TgragError
 from rag.settings import Settings, load_settings
 
-_UNSET: Any = object()
 DATA_DIR_META = "tgrag.data_dir"  # ctx.meta: the data folder of the index a command opened
 
 
