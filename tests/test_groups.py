@@ -424,3 +424,17 @@ def test_window_settings_are_read(settings: Settings) -> None:
     rule = WindowRule.from_settings(settings.model_copy(update={"group_window_minutes": 2,
                                                                  "group_window_chars": 500}))
     assert (rule.gap, rule.max_chars) == (120, 500)
+
+
+def test_http_follow_a_group(index: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(index.settings, index=index)) as http:
+        added = http.post("/channels", json={"channel": "@devchat", "group": True})
+        assert added.status_code == 201 and added.json()["group"] is True
+        plain = http.post("/channels", json={"channel": "@technews"})
+        assert plain.status_code == 201 and plain.json()["group"] is False
+        listed = {c["ref"]: c["group"] for c in http.get("/channels").json()["channels"]}
+        assert listed == {"devchat": True, "technews": False}
