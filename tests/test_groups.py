@@ -438,3 +438,32 @@ def test_http_follow_a_group(index: Any) -> None:
         assert plain.status_code == 201 and plain.json()["group"] is False
         listed = {c["ref"]: c["group"] for c in http.get("/channels").json()["channels"]}
         assert listed == {"devchat": True, "technews": False}
+
+
+def test_cli_sync_of_a_group(settings: Settings, fake: FakeTelegram, group: FakeGroup,
+                             people: dict[str, types.User],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+    from ingest.telegram import connector
+    from ingest.telegram.reader import make_client
+    from rag.index import Index
+
+    for key, value in {"TGRAG_DATA_DIR": str(settings.data_dir), "TGRAG_TG_API_ID": "1",
+                       "TGRAG_TG_API_HASH": "x",
+                       "TGRAG_TG_SESSION": fake.login_session()}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(connector, "new_client",
+                        lambda s, **options: fake.attach(make_client(s, **options)))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["sync", "-c", "@devchat"])  # followed, but not as a group
+    assert refused.exit_code == 1 and "is a group chat" in refused.stderr
+    assert "channels add --group" in refused.stderr
+    assert runner.invoke(app, ["channels", "add", "--group", "@devchat"]).exit_code == 0
+    synced = runner.invoke(app, ["sync"])
+    assert synced.exit_code == 0 and "devchat: 2 new" in synced.stdout, synced.output
+    private = runner.invoke(app, ["sync", "-c", "@ivan"])
+    assert private.exit_code == 1 and "never reads private chats" in private.stderr
+    with Index.open(settings) as index:
+        assert doc_ids(index) == {f"tg:{GROUP_ID}:1", f"tg:{GROUP_ID}:5"}

@@ -224,3 +224,40 @@ def test_cli_group_opt_in_and_list(cli_dir: Path) -> None:
     assert "kept 30d" in listed.stdout
     data = json.loads(runner.invoke(app, ["channels", "list", "--json"]).stdout)
     assert data["channels"][0]["group"] is True and data["channels"][0]["keep_days"] == 30
+
+
+def test_worker_prunes_after_each_scheduled_sync(settings: Settings,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tgrag worker`` with TGRAG_RETENTION_DAYS: the first sync starts at the cutoff, and the
+    prune after the run deletes what an export brought in that is too old."""
+    import signal
+
+    from ingest.telegram import connector
+    from ingest.telegram.reader import make_client
+    from tests.fake_telegram import FakeSender, printed, send_signal, until
+
+    fake = FakeTelegram(require_auth=True)
+    news = fake.add(FakeChannel(1500000001, "technews", "Тех новости"))
+    news.post("Запущен новый спутник связи", age=timedelta(days=10))
+    news.post("Открылась выставка роботов", age=timedelta(days=1))
+    with Index.open(settings) as index:
+        PostPipeline(index).ingest(CORPUS)  # an export: news 1-4 and sport 1 are older than 5d
+    for key, value in {"TGRAG_DATA_DIR": str(settings.data_dir), "TGRAG_TG_API_ID": "1",
+                       "TGRAG_TG_API_HASH": "x", "TGRAG_RETENTION_DAYS": "5",
+                       "TGRAG_TG_SESSION": fake.login_session()}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(connector, "new_client",
+                        lambda s, **options: fake.attach(make_client(s, **options)))
+
+    async def telegram(conn: FakeSender) -> None:
+        await until(lambda: "pruned 5 posts past their retention" in printed(), "the prune")
+        send_signal(signal.SIGTERM)
+
+    fake.script = telegram
+    assert CliRunner().invoke(app, ["channels", "add", "technews"]).exit_code == 0
+    result = CliRunner().invoke(app, ["worker", "--interval", "30"])
+    assert fake.script_error is None, fake.script_error
+    assert result.exit_code == 0, result.output
+    assert "technews: 1 new" in result.stdout
+    with Index.open(settings) as index:
+        assert present(index) == {NEWS: [5], SPORT: [2], 1500000001: [2]}
