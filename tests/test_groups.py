@@ -467,3 +467,44 @@ def test_cli_sync_of_a_group(settings: Settings, fake: FakeTelegram, group: Fake
     assert private.exit_code == 1 and "never reads private chats" in private.stderr
     with Index.open(settings) as index:
         assert doc_ids(index) == {f"tg:{GROUP_ID}:1", f"tg:{GROUP_ID}:5"}
+
+
+def test_since_and_backfill_reread_from_a_window_boundary(index: Any, pipeline: PostPipeline,
+                                                          fake: FakeTelegram,
+                                                          group: FakeGroup) -> None:
+    """A read that starts mid-window (the last N messages, or a date) starts at the window
+    before instead, so it rebuilds the same windows rather than cutting one in two; a read
+    reaching further back than the windows did rebuilds them and deletes the ones it replaced."""
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        sync.registry.add("@devchat", group=True)
+        first = await sync.sync_channel("devchat", backfill=2)  # messages 4 and 5 only
+        ids_then = doc_ids(index)
+        deeper = await sync.sync_channel("devchat", since=group.messages[1].date, rescan=False)
+        backfill = await sync.sync_channel("devchat", backfill=2, rescan=False)
+        since = await sync.sync_channel("devchat", since=group.messages[4].date, rescan=False)
+        return first, ids_then, deeper, backfill, since
+
+    first, ids_then, deeper, backfill, since = run(main())
+    assert first.new == 2 and ids_then == {f"tg:{GROUP_ID}:4", f"tg:{GROUP_ID}:5"}
+    # From message 1, message 4 joins window 1: window 4 is replaced.
+    assert (deeper.new, deeper.unchanged, deeper.deleted) == (1, 1, 1)
+    assert doc_ids(index) == {f"tg:{GROUP_ID}:1", f"tg:{GROUP_ID}:5"}
+    assert sorted(index.catalog.post_ids(GROUP_ID)) == [1, 5]
+    for again in (backfill, since):  # both start inside window 1: read from its first message
+        assert (again.new, again.updated, again.unchanged, again.deleted) == (0, 0, 2, 0)
+
+
+def test_an_edit_rereads_only_until_the_old_windows(index: Any, pipeline: PostPipeline,
+                                                    fake: FakeTelegram, group: FakeGroup) -> None:
+    async def main() -> Any:
+        sync = ChannelSync(index, new_client(fake), pipeline=pipeline)
+        sync.registry.add("@devchat", group=True)
+        await sync.sync_channel("devchat")
+        edited = group.edit(2, "Да, обновились вчера вечером")
+        return await sync.resync_group("devchat", [2], edited.date.timestamp())
+
+    result = run(main())
+    # Window 1 re-embedded; window 5 starts where the old partition does: not even rebuilt.
+    assert (result.status, result.updated, result.unchanged, result.deleted) == ("ok", 1, 0, 0)
+    assert "вечером" in (index.post_text(f"tg:{GROUP_ID}:1") or "")
