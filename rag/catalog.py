@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from rag.errors import InputError
-from rag.ids import is_channel_id, normalize_channel_id
+from rag.ids import DEFAULT_TENANT, is_channel_id, normalize_channel_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,21 @@ class ChannelCatalog:
             found |= set(self._r.zrangebyscore(key, since, "+inf"))
         return sorted(int(m) for m in found)
 
+    def post_date(self, channel_id: int, message_id: int) -> int | None:
+        """The date a post is recorded with; None if it is not in the catalog."""
+        score = self._r.zscore(self._posts_key(channel_id), str(message_id))
+        return int(score) if score is not None else None
+
+    def ids_dated_upto(self, channel_id: int, date: float, limit: int = 64) -> list[int]:
+        """The ids of up to ``limit`` posts dated at or before ``date``, the newest first."""
+        return [int(m) for m in self._r.zrevrangebyscore(self._posts_key(channel_id), date,
+                                                          "-inf", start=0, num=limit)]
+
+    def ids_dated_before(self, channel_id: int, cutoff: float) -> list[int]:
+        """The ids of the posts dated strictly before ``cutoff`` (retention), oldest first."""
+        return [int(m) for m in self._r.zrangebyscore(self._posts_key(channel_id), "-inf",
+                                                       f"({cutoff}")]
+
     def post_count(self, channel_id: int) -> int:
         return int(self._r.zcard(self._posts_key(channel_id)))
 
@@ -134,3 +149,16 @@ class ChannelCatalog:
             f"unknown channel {text!r}",
             hint=f"use a channel id, username or exact title; known: {choices}",
         )
+
+
+def catalog_tenants(client: redis.Redis, base: str) -> list[str]:
+    """The tenants that have a channel catalog under the collection namespace ``base``
+    (``rag.ids.catalog_namespace``): the default one first."""
+    found = {DEFAULT_TENANT}
+    prefix, suffix = f"{base}:tenant:", ":channels"
+    for raw in client.scan_iter(match=f"{prefix}*{suffix}", count=500):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        name = key[len(prefix):-len(suffix)]
+        if name and ":" not in name:
+            found.add(name)
+    return [DEFAULT_TENANT, *sorted(found - {DEFAULT_TENANT})]

@@ -10,7 +10,9 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     │   ├── NotReadable       a file that is no Telegram export or dump at all
     │   ├── NothingToRead     none of the given files or folders held a readable export or dump
     │   ├── UploadTooLarge    an upload over TGRAG_MAX_UPLOAD_MB (HTTP 413)
-    │   └── NotLoggedIn       the Telegram session is not logged in (or was logged out)
+    │   ├── NotLoggedIn       the Telegram session is not logged in (or was logged out)
+    │   ├── PrivateChat       a followed reference is a private chat: never read
+    │   └── GroupNotOptedIn   a followed reference is a group chat not followed with --group
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
     ├── BackendUnavailable    Redis, the vector store or Telegram cannot be reached (exit 3,
     │   │                     HTTP 503)
@@ -142,6 +144,18 @@ class NotLoggedIn(InputError):
     """The Telegram session is missing, was never logged in, or was logged out."""
 
     title = "Not logged in to Telegram"
+
+
+class PrivateChat(InputError):
+    """A followed reference names a person (a private chat): tgrag never reads those."""
+
+    title = "Private chats are never read"
+
+
+class GroupNotOptedIn(InputError):
+    """A followed reference is a group chat, which is read only when followed as one (opt-in)."""
+
+    title = "Group chat not opted in"
 
 
 class TelegramUnavailable(BackendUnavailable):

@@ -157,6 +157,25 @@ class Settings(BaseSettings):
     sync_retries: int = Field(
         5, ge=0, description="Retries (with backoff) on a dropped connection."
     )
+    # Group chats (followed with `tgrag channels add --group`)
+    group_window_minutes: float = Field(
+        10, gt=0, description="Group chats: consecutive messages of a thread at most this many "
+        "minutes apart are indexed together as one window."
+    )
+    group_window_chars: int = Field(
+        1000, ge=100, le=20000, description="Group chats: a window holds at most this many "
+        "characters (a longer message is a window of its own)."
+    )
+    mention_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Group chats: comma-separated words or phrases that "
+        "count as a mention (lemma-aware), besides the account's own @username."
+    )
+
+    # Retention
+    retention_days: float = Field(
+        0, ge=0, description="Delete posts older than this many days (`tgrag prune`, and after "
+        "each scheduled sync); 0 = keep forever. Per channel: `tgrag channels set C --keep-days N`."
+    )
 
     # Telegram bot (api/bot)
     tg_bot_token: SecretStr | None = Field(
@@ -209,7 +228,8 @@ class Settings(BaseSettings):
         # really used, whatever the current folder ("./data" from elsewhere is another one).
         return value.expanduser().resolve()
 
-    @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", mode="before")
+    @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", "mention_keywords",
+                     mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -39,6 +39,14 @@ answers with real TL objects or fails the future with a real RPC error or ``Conn
   while the bot is offline wait in its update log and come back through ``updates.getDifference``,
   as Telegram keeps a bot's updates for a while.  ``refuse_connections`` makes ``connect()`` fail
   like a network that is down.
+* Group chats: :class:`FakeGroup` is a supergroup (a ``Channel`` with ``megagroup``; ``forum``
+  for topics), :class:`FakeSmallGroup` a small group (``types.Chat``, reached by id through the
+  account's dialogs, ``messages.getHistory`` answering ``messagesSlice``).  ``say`` writes as a
+  person (``add_person``) with an optional reply and topic; history replies carry the senders in
+  ``users``, as Telegram's do, so the real client resolves ``message.sender``.  People resolve
+  by username too (a private chat, which tgrag must refuse), and ``messages.getDialogs`` lists
+  the channels, groups and people the account talks to.  ``FakeTelegram.me`` is the account
+  ``users.getUsers([self])`` answers when no login is required.
 """
 
 from __future__ import annotations
@@ -119,9 +127,24 @@ class FakeChannel:
         self.messages[mid] = msg
         return msg
 
+    def users(self) -> list[types.User]:
+        """The senders of the messages (a channel's posts have none)."""
+        return []
+
+    @property
+    def peer(self) -> Any:
+        return types.PeerChannel(self.id)
+
+    def dialog(self) -> types.Dialog:
+        return types.Dialog(peer=self.peer, top_message=max(self.messages, default=0),
+                            read_inbox_max_id=0, read_outbox_max_id=0, unread_count=0,
+                            unread_mentions_count=0, unread_reactions_count=0,
+                            unread_poll_votes_count=0, notify_settings=types.PeerNotifySettings())
+
     # Updates as Telegram pushes them, with a consistent channel pts (no gaps).
     def _updates(self, update: Any) -> types.Updates:
-        return types.Updates(updates=[update], users=[], chats=[self.tl], date=NOW, seq=0)
+        return types.Updates(updates=[update], users=self.users(), chats=[self.tl], date=NOW,
+                             seq=0)
 
     def new_message_update(self, msg: types.Message) -> types.Updates:
         self.pts += 1
@@ -137,6 +160,89 @@ class FakeChannel:
         self.pts += len(ids)
         return self._updates(types.UpdateDeleteChannelMessages(
             channel_id=self.id, messages=ids, pts=self.pts, pts_count=len(ids)))
+
+
+class FakeGroup(FakeChannel):
+    """A supergroup (``forum``: with topics): people ``say`` things, reply, and edit."""
+
+    def __init__(self, channel_id: int, username: str, title: str, *, forum: bool = False,
+                 private: bool = False) -> None:
+        super().__init__(channel_id, username, title, private=private)
+        self.forum = forum
+        self.senders: dict[int, types.User] = {}
+
+    @property
+    def tl(self) -> types.Channel:
+        return types.Channel(
+            id=self.id, title=self.title, photo=types.ChatPhotoEmpty(), date=NOW,
+            megagroup=True, forum=self.forum or None, access_hash=self.access_hash,
+            username=self.username or None,
+        )
+
+    def users(self) -> list[types.User]:
+        return list(self.senders.values())
+
+    def say(self, person: types.User, text: str, *, reply_to: int | None = None,
+            topic: int | None = None, age: timedelta = timedelta(hours=1),
+            entities: list[Any] | None = None, **kw: Any) -> types.Message:
+        """``person`` writes ``text`` (replying to ``reply_to``, in forum topic ``topic``)."""
+        self.senders[person.id] = person
+        mid = self.next_id
+        self.next_id += 1
+        msg = types.Message(id=mid, peer_id=self.peer, from_id=types.PeerUser(person.id),
+                            date=NOW - age, message=text, entities=entities,
+                            reply_to=_reply_header(reply_to, topic), **kw)
+        self.messages[mid] = msg
+        return msg
+
+    def edit(self, mid: int, text: str) -> types.Message:
+        old = self.messages[mid]
+        msg = types.Message(id=mid, peer_id=old.peer_id, from_id=old.from_id, date=old.date,
+                            message=text, reply_to=old.reply_to, entities=old.entities,
+                            edit_date=NOW)
+        self.messages[mid] = msg
+        return msg
+
+
+def _reply_header(reply_to: int | None, topic: int | None) -> types.MessageReplyHeader | None:
+    if topic is not None:  # Telegram's forum form: the topic is the top message
+        if reply_to is None or reply_to == topic:
+            return types.MessageReplyHeader(forum_topic=True, reply_to_msg_id=topic)
+        return types.MessageReplyHeader(forum_topic=True, reply_to_msg_id=reply_to,
+                                        reply_to_top_id=topic)
+    return types.MessageReplyHeader(reply_to_msg_id=reply_to) if reply_to else None
+
+
+class FakeSmallGroup(FakeGroup):
+    """A small ("basic") group: a ``types.Chat`` without a username or access hash."""
+
+    def __init__(self, chat_id: int, title: str) -> None:
+        super().__init__(chat_id, "", title)
+
+    @property
+    def tl(self) -> types.Chat:  # type: ignore[override]
+        return types.Chat(id=self.id, title=self.title, photo=types.ChatPhotoEmpty(),
+                          participants_count=len(self.senders) + 1, date=NOW, version=1)
+
+    @property
+    def peer(self) -> Any:
+        return types.PeerChat(self.id)
+
+    def new_message_update(self, msg: types.Message) -> types.Updates:
+        self.pts += 1
+        return self._updates(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1))
+
+    def edit_update(self, msg: types.Message) -> types.Updates:
+        self.pts += 1
+        return self._updates(types.UpdateEditMessage(msg, pts=self.pts, pts_count=1))
+
+    def delete_update(self, ids: list[int]) -> types.Updates:
+        for i in ids:
+            self.messages.pop(i, None)
+        self.pts += len(ids)
+        # As Telegram sends it: message ids are account-wide here, so no chat id.
+        return self._updates(types.UpdateDeleteMessages(messages=ids, pts=self.pts,
+                                                        pts_count=len(ids)))
 
 
 @dataclass
@@ -487,9 +593,16 @@ class FakeTelegram:
         self.bots: dict[int, FakeBot] = {}
         self.people: dict[int, types.User] = {}
         self.refuse_connections = False  # connect() fails, like a network that is down
+        self.small_groups: dict[int, FakeSmallGroup] = {}
+        self.me = ME  # who users.getUsers([self]) is when no login is required
+        self.private_chats: list[int] = []  # people the account talks to (in its dialogs)
 
-    def add(self, channel: FakeChannel) -> FakeChannel:
-        self.channels[channel.id] = channel
+    def add(self, channel: FakeChannel) -> Any:
+        """Add a channel, a supergroup or a small group; returns it."""
+        if isinstance(channel, FakeSmallGroup):
+            self.small_groups[channel.id] = channel
+        else:
+            self.channels[channel.id] = channel
         return channel
 
     def add_account(self, phone: str, *, password: str | None = None, username: str = "me",
@@ -572,7 +685,7 @@ class FakeTelegram:
             return self._import_bot(request, sender)
         me = self._me(request, sender)  # everything below needs a logged-in key
         if isinstance(request, functions.users.GetUsersRequest):
-            return [me]
+            return [self.people.get(getattr(u, "user_id", None)) or me for u in request.id]
         bot = self.bots.get(me.id) if me.bot else None
         if bot is not None:
             return bot.answer(request)
@@ -588,10 +701,23 @@ class FakeTelegram:
                 if ch.username.lower() == request.username.lower():
                     return types.contacts.ResolvedPeer(peer=types.PeerChannel(ch.id),
                                                        chats=[ch.tl], users=[])
+            for person in self.people.values():
+                if (person.username or "").lower() == request.username.lower():
+                    return types.contacts.ResolvedPeer(peer=types.PeerUser(person.id),
+                                                       chats=[], users=[person])
             raise errors.UsernameNotOccupiedError(request)
         if isinstance(request, functions.messages.GetHistoryRequest):
+            if isinstance(request.peer, types.InputPeerChat):
+                return self._history(self._small_group(request.peer.chat_id, request), request)
+            if isinstance(request.peer, types.InputPeerUser):
+                raise AssertionError("a private chat's history was requested")
             ch = self._channel(request.peer, request)
             return self._history(ch, request)
+        if isinstance(request, functions.messages.GetChatsRequest):
+            return types.messages.Chats(chats=[self._small_group(i, request).tl
+                                               for i in request.id])
+        if isinstance(request, functions.messages.GetDialogsRequest):
+            return self._dialogs()
         if isinstance(request, functions.channels.GetMessagesRequest):
             ch = self._channel(request.channel, request)
             msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
@@ -602,7 +728,7 @@ class FakeTelegram:
 
     def _me(self, request: Any, sender: FakeSender) -> types.User:
         if not self.require_auth:
-            return ME
+            return self.me
         user = self.authorized.get(sender.auth_key.key or b"")
         if user is None:
             raise errors.AuthKeyUnregisteredError(request)
@@ -692,6 +818,28 @@ class FakeTelegram:
         sender.awaiting_password = None
         return self._authorize(sender, account)
 
+    def _small_group(self, chat_id: int, request: Any) -> FakeSmallGroup:
+        group = self.small_groups.get(chat_id)
+        if group is None:
+            raise errors.ChatIdInvalidError(request)
+        return group
+
+    def _dialogs(self) -> types.messages.Dialogs:
+        """Every chat the account is in (channels, groups, private chats), one chunk."""
+        chats = [c for c in (*self.channels.values(), *self.small_groups.values())
+                 if not c.private]
+        people = [self.people[i] for i in self.private_chats if i in self.people]
+        dialogs = [c.dialog() for c in chats]
+        dialogs += [types.Dialog(peer=types.PeerUser(p.id), top_message=0, read_inbox_max_id=0,
+                                 read_outbox_max_id=0, unread_count=0, unread_mentions_count=0,
+                                 unread_reactions_count=0, unread_poll_votes_count=0,
+                                 notify_settings=types.PeerNotifySettings()) for p in people]
+        tops = [c.messages[d.top_message] for c, d in zip(chats, dialogs, strict=False)
+                if d.top_message in c.messages]
+        senders = {u.id: u for c in chats for u in c.users()}
+        return types.messages.Dialogs(dialogs=dialogs, messages=tops, chats=[c.tl for c in chats],
+                                      users=[*people, *senders.values()])
+
     def _channel(self, peer: Any, request: Any) -> FakeChannel:
         ch = self.channels.get(peer.channel_id)
         if ch is None or ch.access_hash != peer.access_hash:
@@ -701,7 +849,7 @@ class FakeTelegram:
         return ch
 
     @staticmethod
-    def _history(ch: FakeChannel, req: Any) -> types.messages.ChannelMessages:
+    def _history(ch: FakeChannel, req: Any) -> Any:
         """``messages.getHistory``: newest first; start at the first message older than the
         offset (``offset_id`` wins over ``offset_date``), shifted by ``add_offset``."""
         desc = [ch.messages[i] for i in sorted(ch.messages, reverse=True)]
@@ -718,8 +866,11 @@ class FakeTelegram:
             page = [m for m in page if m.id > req.min_id]
         if req.max_id:
             page = [m for m in page if m.id < req.max_id]
+        if isinstance(ch, FakeSmallGroup):
+            return types.messages.MessagesSlice(count=len(desc), messages=page, topics=[],
+                                                chats=[ch.tl], users=ch.users())
         return types.messages.ChannelMessages(pts=1, count=len(desc), messages=page, topics=[],
-                                              chats=[ch.tl], users=[])
+                                              chats=[ch.tl], users=ch.users())
 
 
 class FakeSender:
@@ -823,7 +974,7 @@ def new_client(fake: FakeTelegram) -> TelegramClient:
 
 async def dispatch(client: TelegramClient, channel: FakeChannel, update: Any) -> None:
     """Feed an update the way Telethon's update loop does (it attaches the entities first)."""
-    update._entities = {utils.get_peer_id(channel.tl): channel.tl}
+    update._entities = {utils.get_peer_id(x): x for x in (channel.tl, *channel.users())}
     await client._dispatch_update(update)
 
 
