@@ -29,6 +29,7 @@ from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
 from rag.search import PostHit, PostSearcher, SearchFilters
+from rag.sentences import Passage, SentenceSelector, cite
 
 Mode = Literal["generative", "extractive", "not_found"]
 
@@ -41,8 +42,7 @@ SYSTEM_PROMPT = (
     "ответа, так и скажи: «В источниках нет ответа на этот вопрос». Отвечай кратко, по-русски."
 )
 CITATION = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
-SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
-WORD = re.compile(r"\w+")
+EXTRACTIVE_PREFIX = "По найденным постам"
 
 
 @dataclass(slots=True)
@@ -133,12 +133,14 @@ class CitationFilter:
 class QAEngine:
     """Answers questions over an opened :class:`Index`, with or without an LLM."""
 
-    def __init__(self, index: Index, llm: LLM | None = None, *, searcher: Any = None) -> None:
+    def __init__(self, index: Index, llm: LLM | None = None, *, searcher: Any = None,
+                 selector: SentenceSelector | None = None) -> None:
         self.index = index
         self.llm = llm
         self.searcher = searcher or PostSearcher(index)
         self.top_k = index.settings.qa_top_k
         self.min_score = index.settings.qa_min_score
+        self.selector = selector or _selector_for(index)
 
     # -- retrieval ------------------------------------------------------------------------------
 
@@ -167,7 +169,7 @@ class QAEngine:
         if not sources:
             return Answer(NOT_FOUND, "not_found", [])
         if self.llm is None:
-            return extractive_answer(question, sources)
+            return extractive_answer(question, sources, self.selector)
         try:
             response = self.llm.chat(self._messages(question, sources))
         except TgragError:
@@ -178,7 +180,7 @@ class QAEngine:
             raise _llm_failed(exc) from exc
         if finish_reason(response) == "blacklist":
             LLM_CALLS.inc("chat", "refused")
-            return extractive_answer(question, sources)
+            return extractive_answer(question, sources, self.selector)
         LLM_CALLS.inc("chat", "ok")
         text, removed = clean_citations(response.message.content or "", len(sources))
         return Answer(text.strip(), "generative", sources, removed)
@@ -188,7 +190,7 @@ class QAEngine:
         """Tokens as they come, then the sources, then the whole answer (``done``)."""
         sources = self.sources(question, filters, k)
         if not sources or self.llm is None:
-            answer = (extractive_answer(question, sources) if sources
+            answer = (extractive_answer(question, sources, self.selector) if sources
                       else Answer(NOT_FOUND, "not_found", []))
             yield QAEvent("token", answer.answer)
             yield QAEvent("sources", [s.to_dict() for s in answer.sources])
@@ -214,7 +216,7 @@ class QAEngine:
             raise _llm_failed(exc) from exc
         LLM_CALLS.inc("stream", "refused" if refused else "ok")
         if refused:
-            answer = extractive_answer(question, sources)
+            answer = extractive_answer(question, sources, self.selector)
             # The refusal text may already be partly out; say plainly what follows.
             yield QAEvent("token", ("\n\n" if text else "") + answer.answer)
         else:
@@ -242,40 +244,37 @@ class QAEngine:
 # -- extractive mode ------------------------------------------------------------------------------
 
 
+def _selector_for(index: Index) -> SentenceSelector:
+    """Sentences scored with the index's own embedding model (lexically only without one)."""
+    embedding = getattr(index, "embedding", None)
+    if embedding is None:
+        return SentenceSelector()
+    model = embedding.model
+    return SentenceSelector(model.get_query_embedding, model.get_text_embedding_batch)
+
+
 def _llm_failed(exc: Exception) -> LLMError:
     return LLMError(f"the LLM failed: {exc}", hint="check TGRAG_LLM and its settings")
 
 
-def _stems(text: str) -> set[str]:
-    # A five-letter prefix is a crude but dependable Russian stem: "ставку"/"ставки" → "ставк".
-    return {w[:5] for w in (m.group(0).lower().replace("ё", "е") for m in WORD.finditer(text))
-            if len(w) > 2}
+def extractive_answer(question: str, sources: list[Source],
+                      selector: SentenceSelector | None = None) -> Answer:
+    """The sentences of the sources that answer the question, each cited (``rag.sentences``).
 
-
-def extractive_answer(question: str, sources: list[Source], max_sentences: int = 3) -> Answer:
-    """The sentences of the sources that share the most words with the question, cited."""
-    wanted = _stems(question)
-    scored: list[tuple[float, int, int, str]] = []
-    for s in sources:
-        for pos, sentence in enumerate(p.strip() for p in SENTENCE_END.split(s.text)):
-            if len(sentence) < 15:
-                continue
-            overlap = len(wanted & _stems(sentence))
-            # Better-ranked posts and earlier sentences win ties: news leads with the fact.
-            scored.append((overlap - 0.1 * s.n - 0.01 * pos, s.n, pos, sentence))
-    scored.sort(key=lambda x: x[0], reverse=True)
-    picked: list[tuple[int, int, str]] = []
-    used: set[int] = set()
-    for _, n, pos, sentence in scored:
-        if n in used:  # one sentence per post: several posts say more than one post twice
-            continue
-        picked.append((n, pos, sentence))
-        used.add(n)
-        if len(picked) >= max_sentences:
-            break
-    picked.sort()
-    parts = [f"{_trim(sentence)} [{n}]" for n, _, sentence in picked]
-    text = "По найденным постам: " + " ".join(parts) if parts else NOT_FOUND
+    A story question ("что случилось …") gets one sentence per post in date order, each with its
+    date, newest first when it asks about "now"; otherwise the best sentence and at most one more.
+    """
+    selector = selector or SentenceSelector()
+    passages = [Passage(s.n, s.text, s.hit.date) for s in sources]
+    chosen = selector.answer(question, passages)
+    if not chosen.picks:  # every sentence was a link, a header or a hashtag line
+        return Answer(f"{EXTRACTIVE_PREFIX}: {_trim(sources[0].hit.snippet)} [{sources[0].n}]",
+                      "extractive", sources)
+    if chosen.dated:
+        order = "сначала новые" if chosen.intent.newest_first else "по датам"
+        text = f"{EXTRACTIVE_PREFIX}, {order}:\n{cite(chosen.picks, dated=True)}"
+    else:
+        text = f"{EXTRACTIVE_PREFIX}: {cite(chosen.picks)}"
     return Answer(text, "extractive", sources)
 
 
