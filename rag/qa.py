@@ -1,14 +1,16 @@
 """Question answering over the index: search → numbered sources → an answer citing [1], [2] …
 
 * Retrieval is :class:`rag.search.PostSearcher` with the same filters as ``search``.
-* Nothing at or above ``qa_min_score`` → ``mode="not_found"``: we say so instead of letting the LLM
-  guess.
+* Only posts above the relevance floor (:mod:`rag.relevance`: the dense score, and the
+  question's figures and names in the post unless the score is very high) are sources; none left
+  → ``mode="not_found"``: we say so instead of letting the LLM guess.
 * With an LLM (``mode="generative"``) the prompt gives the posts as numbered sources; every ``[n]``
   in the answer that is not one of them is removed (``Answer.removed_citations`` keeps them), also
   while streaming, so a client never shows a citation that leads nowhere.
 * Without an LLM, or when GigaChat refuses (``finish_reason="blacklist"``), the answer is
-  extractive (``mode="extractive"``): the sentences of the top posts that share the most words
-  with the question, each followed by its post's citation.
+  extractive (``mode="extractive"``): the sentences of the sources that answer the question
+  (:mod:`rag.sentences`), each followed by its post's citation; for "what happened" questions
+  in date order with their dates.
 
 ``Answer.to_dict()`` is the contract's ask JSON: ``{"answer", "mode", "sources": [{"n", "id",
 "channel", "message_id", "link", "date", "snippet", "score"}]}``.
@@ -28,6 +30,7 @@ from rag.errors import LLMError, TgragError
 from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
+from rag.relevance import RelevanceFloor
 from rag.search import PostHit, PostSearcher, SearchFilters
 from rag.sentences import Passage, SentenceSelector, cite
 
@@ -140,6 +143,8 @@ class QAEngine:
         self.searcher = searcher or PostSearcher(index)
         self.top_k = index.settings.qa_top_k
         self.min_score = index.settings.qa_min_score
+        self.floor = RelevanceFloor(index.settings.qa_min_score, index.settings.qa_sure_score,
+                                    index.settings.qa_min_name_share)
         self.selector = selector or _selector_for(index)
 
     # -- retrieval ------------------------------------------------------------------------------
@@ -150,16 +155,25 @@ class QAEngine:
         # (qa_min_score) is a cosine similarity, and fused hybrid scores (RRF ≈ 0.03) are not.
         hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k,
                                     mode="dense")
-        hits = [h for h in hits if h.score >= self.min_score]
-        return [Source(n=i, hit=h, text=self._full_text(h)) for i, h in enumerate(hits, 1)]
+        # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE the
+        # question's figures and names in the post's whole text.
+        specifics = self.floor.specifics(question)
+        kept: list[tuple[PostHit, str]] = []
+        for h in hits:
+            if h.score < self.floor.min_score:
+                continue
+            text = self._full_text(h)
+            if self.floor.keeps(question, h.score, text, specifics):
+                kept.append((h, text))
+        return [Source(n=i, hit=h, text=text[:SOURCE_CHARS])
+                for i, (h, text) in enumerate(kept, 1)]
 
     def _full_text(self, hit: PostHit) -> str:
         try:
             doc = self.index.docstore.get_document(hit.id, raise_error=False)
         except Exception:  # a docstore hiccup costs context, not the answer
             doc = None
-        text = doc.get_content() if doc is not None else hit.snippet
-        return text[:SOURCE_CHARS]
+        return doc.get_content() if doc is not None else (hit.text or hit.snippet)
 
     # -- answers --------------------------------------------------------------------------------
 

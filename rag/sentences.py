@@ -66,14 +66,15 @@ _ABBREVIATIONS = _word_set(
     "г гг т тыс млн млрд трлн руб коп ул пр им д обл р св ст проф акад ген др mr mrs ms dr st "
     "jr sr vs no inc ltd co corp u.s u.k e.g i.e etc c ca approx fig"
 )
-_INITIAL = re.compile(r"(?:^|[\s(«\"])([A-ZА-ЯЁ]|[a-zа-яё]{1,5}|[A-Za-z](?:\.[A-Za-z])+)\.$")
+_INITIAL = re.compile(r"(?:^|[\s(«\"])([A-Za-zА-Яа-яЁё]{1,5}|[A-Za-z](?:\.[A-Za-z])+)\.$")
 _LEAD = re.compile(r"^[^\w#@«\"(\[]+")  # emoji, bullets, dashes in front of a line
 _URL = re.compile(r"(?:https?://|www\.|t\.me/)\S+", re.IGNORECASE)
 _TAG = re.compile(r"(?<!\w)[#@][\w.]+")
 _WORDS = re.compile(r"[^\W\d_]{2,}")
 # Lines that carry no news: calls to subscribe, to send news, to follow, ads, "more at the link".
 _BOILERPLATE = re.compile(
-    r"подпи[шс]\w*с[яь]|подписк[аи] на (наш|канал)|прислать новость|предложить новость|"
+    r"подпи(шись|шитесь|сывайся|сывайтесь|саться)\b|подписк[аи] на (наш|канал)|"
+    r"прислать новость|предложить новость|"
     r"прислать (фото|видео)|следим за (новостями|развитием|ситуацией)|следите за|"
     r"читать (нас|полностью|далее|подробнее)|подробнее (по ссылке|тут|здесь|в )|"
     r"наш канал|реклама\b|\berid\b|ставьте лайк|переходи(те)? по ссылке|"
