@@ -1,8 +1,9 @@
 """Question answering over the index: search → numbered sources → an answer citing [1], [2] …
 
 * Retrieval is :class:`rag.search.PostSearcher` with the same filters as ``search``.
-* Only posts above the relevance floor (:mod:`rag.relevance`: the dense score, and the
-  question's figures and names in the post unless the score is very high) are sources; none left
+* Only posts above the relevance floor (:mod:`rag.relevance`: the dense score, standing out
+  from the question's background, and the question's figures and names in the post, unless the
+  score is very high) are sources; none left
   → ``mode="not_found"``: we say so instead of letting the LLM guess.
 * With an LLM (``mode="generative"``) the prompt gives the posts as numbered sources; every ``[n]``
   in the answer that is not one of them is removed (``Answer.removed_citations`` keeps them), also
@@ -30,7 +31,7 @@ from rag.errors import LLMError, TgragError
 from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
-from rag.relevance import RelevanceFloor
+from rag.relevance import BACKGROUND_RANK, RelevanceFloor
 from rag.search import PostHit, PostSearcher, SearchFilters
 from rag.sentences import Passage, SentenceSelector, cite
 
@@ -143,8 +144,9 @@ class QAEngine:
         self.searcher = searcher or PostSearcher(index)
         self.top_k = index.settings.qa_top_k
         self.min_score = index.settings.qa_min_score
-        self.floor = RelevanceFloor(index.settings.qa_min_score, index.settings.qa_sure_score,
-                                    index.settings.qa_min_name_share)
+        config = index.settings
+        self.floor = RelevanceFloor(config.qa_min_score, config.qa_sure_score,
+                                    config.qa_min_name_share, config.qa_min_margin)
         self.selector = selector or _selector_for(index)
 
     # -- retrieval ------------------------------------------------------------------------------
@@ -153,17 +155,20 @@ class QAEngine:
                 k: int | None = None) -> list[Source]:
         # Dense on purpose, whatever TGRAG_SEARCH_MODE says: the "nothing relevant" threshold
         # (qa_min_score) is a cosine similarity, and fused hybrid scores (RRF ≈ 0.03) are not.
-        hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k,
-                                    mode="dense")
-        # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE the
-        # question's figures and names in the post's whole text.
+        want = k or self.top_k
+        # At least BACKGROUND_RANK posts: the floor compares each with the question's background.
+        hits = self.searcher.search(question, filters or SearchFilters(),
+                                    k=max(want, BACKGROUND_RANK), mode="dense")
+        background = hits[BACKGROUND_RANK - 1].score if len(hits) >= BACKGROUND_RANK else None
+        # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE standing out
+        # from the background and the question's figures and names in the post's whole text.
         specifics = self.floor.specifics(question)
         kept: list[tuple[PostHit, str]] = []
-        for h in hits:
+        for h in hits[:want]:
             if h.score < self.floor.min_score:
                 continue
             text = self._full_text(h)
-            if self.floor.keeps(question, h.score, text, specifics):
+            if self.floor.keeps(question, h.score, text, specifics, background):
                 kept.append((h, text))
         return [Source(n=i, hit=h, text=text[:SOURCE_CHARS])
                 for i, (h, text) in enumerate(kept, 1)]

@@ -2,18 +2,26 @@
 
 e5 cosines sit in a narrow band, and on 22k news posts a question the posts cannot answer ("кто
 выиграл чемпионат мира по футболу 2018?") still finds posts about football at nearly the score
-a real answer gets.  What such posts lack is the question's *specifics*: its figures (2018),
-Latin-script words (Brent, iPhone) and names (capitalised words: Эверест, «Оскар», ЦБ).  So a
-post is a source when
+a real answer gets, while a right answer in a long encyclopedic text may score lower than that.
+Two things tell them apart better than the score alone:
 
-* its dense score is at least ``sure_score`` (``TGRAG_QA_SURE_SCORE``), or
-* its dense score is at least ``min_score`` (``TGRAG_QA_MIN_SCORE``) and it contains at least
-  ``name_share`` (``TGRAG_QA_MIN_NAME_SHARE``) of the question's specifics (a question without
-  any passes on the dense score alone).
+* **standing out**: a post that answers stands above the question's background, the score of
+  the ``BACKGROUND_RANK``-th best post (for a question nothing answers, the top posts are all
+  about equally vague);
+* **the specifics**: the question's figures (2018), Latin-script words (Brent, iPhone) and
+  names (capitalised words: Эверест, «Оскар», ЦБ), which an answer usually repeats.
+
+So a post is a source when its dense score is at least ``sure_score``
+(``TGRAG_QA_SURE_SCORE``), or when it is at least ``min_score`` (``TGRAG_QA_MIN_SCORE``), at
+least ``min_margin`` (``TGRAG_QA_MIN_MARGIN``) above the background and holds at least
+``name_share`` (``TGRAG_QA_MIN_NAME_SHARE``) of the question's specifics (a question without
+any passes that test).  With fewer than ``BACKGROUND_RANK`` posts in the index there is no
+background to compare with, and the margin is not required.
 
 Names are matched by the search's stems (:class:`rag.sparse.Analyzer`: "Москве" meets
 "Москва"), figures as whole numbers, Latin words by stem or as written ("C++").  The defaults were
-chosen on the news set's answerable and no-answer questions (docs/eval.md, section 7).
+chosen on the news set's questions with and without an answer (``bench/qa_floor.py``,
+docs/eval.md section 7).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import re
 from rag.snippets import analyzer
 from rag.sparse import Analyzer
 
+BACKGROUND_RANK = 5  # the post whose score is the question's background level
 _NUMBER = re.compile(r"\d+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
 # A capitalised Cyrillic word that does not open the question (that one is "Кто", "Какой" …),
@@ -34,10 +43,11 @@ class RelevanceFloor:
     """Decides whether a retrieved post (dense score, text) is a source for a question."""
 
     def __init__(self, min_score: float, sure_score: float, name_share: float,
-                 text_analyzer: Analyzer | None = None) -> None:
+                 min_margin: float = 0.0, text_analyzer: Analyzer | None = None) -> None:
         self.min_score = min_score
         self.sure_score = sure_score
         self.name_share = name_share
+        self.min_margin = min_margin
         self.analyzer = text_analyzer or analyzer()
 
     def specifics(self, question: str) -> list[tuple[str, str]]:
@@ -71,11 +81,18 @@ class RelevanceFloor:
         return found / len(specifics)
 
     def keeps(self, question: str, score: float, text: str,
-              specifics: list[tuple[str, str]] | None = None) -> bool:
-        """Whether a post with this dense ``score`` and ``text`` may answer ``question``."""
+              specifics: list[tuple[str, str]] | None = None,
+              background: float | None = None) -> bool:
+        """Whether a post with this dense ``score`` and ``text`` may answer ``question``.
+
+        ``background``: the score of the ``BACKGROUND_RANK``-th best post for the question
+        (``None`` when the index holds fewer posts: no margin is required then).
+        """
         if score >= self.sure_score:
             return True
         if score < self.min_score:
+            return False
+        if background is not None and score - background < self.min_margin:
             return False
         wanted = self.specifics(question) if specifics is None else specifics
         return self.share(wanted, text) >= self.name_share

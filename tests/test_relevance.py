@@ -87,3 +87,26 @@ def test_a_question_the_posts_cannot_answer_gets_not_found() -> None:
     sources = engine.sources(question)
     assert [(s.n, s.hit.id) for s in sources] == [(1, "tg:1:2")]
     assert engine.ask(question).answer.startswith("По найденным постам: В финале чемпионата")
+
+
+def test_a_post_must_stand_out_from_the_questions_background() -> None:
+    floor = RelevanceFloor(0.8, 0.9, 0.0, min_margin=0.03)
+    question = "Кто выиграл чемпионат мира по футболу 2018 года?"
+    assert not floor.keeps(question, 0.85, FINAL_2018, background=0.84)  # all equally vague
+    assert floor.keeps(question, 0.85, FINAL_2018, background=0.81)
+    assert floor.keeps(question, 0.85, FINAL_2018, background=None)  # tiny index: no background
+    assert floor.keeps(question, 0.91, FINAL_2018, background=0.905)  # sure score wins
+
+
+def test_sources_compare_hits_with_the_fifth_best_even_for_fewer_sources() -> None:
+    for n in range(3, 8):
+        POSTS[f"tg:1:{n}"] = f"Матч номер {n} чемпионата мира по футболу 2018 года."
+    flat = [_hit(f"tg:1:{n}", 0.86 - n * 0.001) for n in range(3, 8)]
+    engine = _engine(flat, qa_min_score=0.8, qa_sure_score=0.9, qa_min_margin=0.03,
+                     qa_top_k=2)
+    question = "Кто выиграл чемпионат мира по футболу 2018 года?"
+    assert engine.sources(question) == []  # five equally close posts: none stands out
+    standing = [_hit("tg:1:2", 0.89), *flat]
+    sources = _engine(standing, qa_min_score=0.8, qa_sure_score=0.9, qa_min_margin=0.03,
+                      qa_top_k=2).sources(question)
+    assert [s.hit.id for s in sources] == ["tg:1:2"]  # 0.89: 0.036 above the 5th best (0.854)
