@@ -165,10 +165,11 @@ _WANTS = (
         r"decade|century)\b", re.IGNORECASE)),
     ("name", re.compile(
         r"\bкто\b|\bкого\b|\bкому\b|\bкем\b|\bчей\b|\bчья\b|\bчь[её]\b|\bчьи\b|\bгде\b|\bкуда\b|"
-        r"\bоткуда\b|в как(ом|ой) (город|стран|регион|облаcт|районе)|как(ая|ой) (компани|"
-        r"страна|город|банк|команда|фирма)|\bwho(m|se)?\b|\bwhere\b|\bwhich (city|country|"
-        r"company|team|person|state)\b", re.IGNORECASE)),
+        r"\bоткуда\b|\bкак (зовут|называ\w+)\b|\bwho(m|se)?\b|\bwhere\b|"
+        r"\bwhich (city|country|company|team|person|state)\b", re.IGNORECASE)),
 )
+# "какой самолёт / какая компания / какую партию": most often a name, a model or a title.
+_WHICH = re.compile(r"^\W*(\w+ )?как(ой|ая|ое|ие|ую|ого|ом|им|ими|их)\b", re.IGNORECASE)
 _STORY = re.compile(
     r"что (случилось|произошло|происходит|известно|нового|слышно|там|с\b|со\b)|"
     r"как(ие)? (последн|новост)|последн(ие|яя|ее|ий|юю|их)|новост|хронолог|как (изменил|менял|"
@@ -191,7 +192,10 @@ def question_intent(question: str) -> Intent:
     """The answer type a question asks for and whether it asks for a story or the latest state."""
     wants = next((kind for kind, pattern in _WANTS if pattern.search(question)), None)
     now = bool(_NOW.search(question))
+    # "какая сейчас ставка?" asks for the latest state, a story read newest first.
     story = bool(_STORY.search(question)) or (now and wants is None)
+    if wants is None and _WHICH.search(question):
+        wants = "name"
     return Intent(wants=wants, story=story, newest_first=now)
 
 
@@ -215,6 +219,8 @@ _DATE = re.compile(
     r"\b(вчера|сегодня|завтра|понедельник|вторник|сред[ау]|четверг|пятниц[ау]|суббот[ау]|"
     r"воскресенье|century|decade|веке?|годах)\b", re.IGNORECASE)
 _CAPITALISED = re.compile(r"(?<![\w.])[A-ZА-ЯЁ][\w-]+")
+_MODEL = re.compile(r"\b[A-Za-z][\w-]+|\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")
+_QUOTED = re.compile(r"[«\"]([^»\"]{2,60})[»\"]")
 
 
 def answer_tokens(sentence: str, kind: str) -> set[str]:
@@ -227,7 +233,9 @@ def answer_tokens(sentence: str, kind: str) -> set[str]:
     if kind == "name":
         # A capitalised word not opening the sentence: in Russian and English a proper noun.
         found = {m.group(0).lower() for m in _CAPITALISED.finditer(sentence) if m.start() > 0}
-        return found | {m.group(0).lower() for m in re.finditer(r"\b[A-Z]{2,}\b", sentence)}
+        # ... Latin words (Swiftair), models (Ан-3, DBA-1) and titles in quotes («Нечто»).
+        found |= {m.group(0).lower() for m in _MODEL.finditer(sentence)}
+        return found | {m.group(1).lower() for m in _QUOTED.finditer(sentence)}
     return set()
 
 
@@ -239,8 +247,10 @@ class SelectorConfig:
     """Weights and limits of :class:`SentenceSelector` (defaults tuned in docs/eval.md)."""
 
     lexical_weight: float = 1.0
-    dense_weight: float = 8.0  # per unit of cosine below the best candidate's (≈ 0.05-0.1 spread)
-    type_bonus: float = 0.25  # the sentence holds what the question asks for
+    dense_weight: float = 4.0  # per unit of cosine below the best candidate's (≈ 0.05-0.1 spread)
+    type_bonus: float = 0.5  # the sentence holds what the question asks for
+    context_weight: float = 0.7  # share of the previous sentence's match a sentence inherits
+    min_novelty: float = 0.34  # share of its terms a factoid answer must add to the question
     lead_bonus: float = 0.05  # the post's first sentence
     rank_penalty: float = 0.02  # per place of the post in the ranking
     dense_candidates: int = 10  # best lexical candidates scored densely; 0 = lexical only
@@ -249,6 +259,7 @@ class SelectorConfig:
     max_chars: int = 300  # the answer's sentences together (a longer best one is trimmed)
     story_chars: int = 500
     keep_ratio: float = 0.8  # a further sentence must score ≥ this share of the best
+    story_keep_ratio: float = 0.5
     duplicate_overlap: float = 0.6  # stem containment at which two sentences say the same
     duplicate_cosine: float = 0.95
     sentences_per_post: int = 40  # candidates per post, from its start
@@ -317,19 +328,37 @@ class SentenceSelector:
         total = sum(weights.values()) or 1.0
         ranks = {p.n: i for i, p in enumerate(passages)}
         asked = {kind: answer_tokens(question, kind) for kind in ("number", "date", "name")}
-        for c in cands:
-            c.lexical = sum(w for t, w in weights.items() if t in c.stems) / total
-            if intent.wants and answer_tokens(c.text, intent.wants) - asked[intent.wants]:
+        wanted = frozenset(terms)
+        own: dict[int, float] = {}
+        for i, c in enumerate(cands):
+            own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
+            # News states the topic first and the fact after it ("Самолёт сел в Якутии. Один
+            # пассажир погиб. На борту Ан-3 …"): a sentence inherits part of the match of the
+            # two before it in its post.
+            inherited = [cfg.context_weight ** back * own[i - back] for back in (1, 2)
+                         if i - back >= 0 and cands[i - back].n == c.n]
+            c.lexical = max([own[i], *inherited])
+            # (Not for stories: they follow the topic through the posts, whatever each adds.)
+            if (intent.wants and not intent.story
+                    and answer_tokens(c.text, intent.wants) - asked[intent.wants]):
                 c.bonus += cfg.type_bonus
             if c.position == 0:
                 c.bonus += cfg.lead_bonus
             c.bonus -= cfg.rank_penalty * ranks.get(c.n, 0)
             c.score = cfg.lexical_weight * c.lexical + c.bonus
+        if not intent.story:
+            # A sentence that only restates the question ("Самолёт совершил аварийную посадку в
+            # Якутии." for "какой самолёт совершил аварийную посадку в Якутии?") answers nothing;
+            # its words and its high cosine would still rank it first.
+            novel = [c for c in cands
+                     if not c.stems or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
+            cands = novel or cands
         if self.dense:
             self._dense_scores(question, cands)
         cands.sort(key=lambda c: c.score, reverse=True)
         if intent.story:
-            chosen = self._choose(cands, cfg.story_sentences, cfg.story_chars, one_per_post=True)
+            chosen = self._choose(cands, cfg.story_sentences, cfg.story_chars, one_per_post=True,
+                                  keep_ratio=cfg.story_keep_ratio)
             chosen.sort(key=lambda c: (c.date, -c.score), reverse=intent.newest_first)
         else:
             chosen = self._choose(cands, cfg.max_sentences, cfg.max_chars, one_per_post=False)

@@ -57,7 +57,8 @@ def test_content_free_fragments(sentence: str, empty: bool) -> None:
     ("How many points did the Panthers surrender?", "number", False, False),
     ("Who led the team in sacks?", "name", False, False),
     ("что случилось с ключевой ставкой?", None, True, False),
-    ("какая сейчас ключевая ставка?", None, True, True),
+    ("какая сейчас ключевая ставка?", "name", True, True),
+    ("Какой самолёт сел в Якутии?", "name", False, False),
     ("What happened to the rate?", None, True, False),
     ("Почему подорожали яйца?", None, False, False),
 ])
@@ -170,3 +171,15 @@ def test_summary_takes_central_sentences_of_different_posts_oldest_first() -> No
     assert all("пекарня" not in p.text and "Подписаться" not in p.text for p in picks)
     assert all("мост" in p.text.lower() for p in picks)
     assert SentenceSelector().summarise([Passage(1, "https://t.me/x/1\n#новости")]) == []
+
+
+def test_a_sentence_restating_the_question_gives_way_to_the_fact_after_it() -> None:
+    post = [Passage(1, "Самолёт совершил аварийную посадку в Якутии. Один пассажир погиб. "
+                       "На борту Ан-3 находилось пятеро человек.")]
+    question = "Какой самолёт совершил аварийную посадку в Якутии?"
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
+    assert picks[0].text == "На борту Ан-3 находилось пятеро человек."
+    # Without the rules the restatement, which matches every word, is the answer.
+    naive = SentenceSelector(config=SelectorConfig(max_sentences=1, min_novelty=0,
+                                                   context_weight=0, type_bonus=0))
+    assert naive.answer(question, post).picks[0].text.startswith("Самолёт совершил")
