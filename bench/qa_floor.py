@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,14 @@ sys.path.insert(0, str(REPO))
 
 from eval.news_set import DEFAULT_POSTS, load_questions  # noqa: E402
 from rag.relevance import BACKGROUND_RANK, RelevanceFloor  # noqa: E402
+from rag.snippets import analyzer  # noqa: E402
 
-MIN_SCORES = [round(0.80 + i * 0.005, 3) for i in range(21)]  # 0.80 … 0.90
-SURE_SCORES = [*MIN_SCORES, 2.0]  # 2.0 = never sure: the names always matter
+# Every grid point re-reads the same few hundred posts: analyse each once.
+_shared = analyzer()
+_shared.tokens = lru_cache(maxsize=None)(_shared.tokens)  # type: ignore[method-assign]
+
+MIN_SCORES = [round(0.80 + i * 0.01, 3) for i in range(10)]  # 0.80 … 0.89
+SURE_SCORES = [0.87, 0.875, 0.88, 0.885, 0.89, 0.9, 2.0]  # 2.0 = never sure
 MARGINS = [0.0, 0.01, 0.02, 0.03, 0.04]
 SHARES = [0.0, 0.5, 0.67, 1.0]
 Record = dict[str, Any]
@@ -97,29 +103,29 @@ def hits_from_vectors(posts_dir: Path, k: int) -> list[Record]:
     return out
 
 
-def with_shares(records: list[Record], k: int) -> list[Record]:
-    floor = RelevanceFloor(0, 0, 0)
+def with_background(records: list[Record], k: int) -> list[Record]:
     for r in records:
         hits = r["hits"]
         r["background"] = hits[BACKGROUND_RANK - 1][1] if len(hits) >= BACKGROUND_RANK else None
         r["hits"] = hits[:k]
-        spec = floor.specifics(r["question"])
-        r["hits"] = [(pid, score, floor.share(spec, text)) for pid, score, text in r["hits"]]
     return records
 
 
 def rates(records: list[Record], min_score: float, sure: float, margin: float, share: float
           ) -> dict[str, float]:
-    def kept(r: Record) -> list[tuple[str, float, float]]:
-        bg = r["background"]
-        return [h for h in r["hits"] if h[1] >= sure or (
-            h[1] >= min_score and h[2] >= share and (bg is None or h[1] - bg >= margin))]
+    """The floor's own rule (RelevanceFloor.keeps) at one grid point."""
+    floor = RelevanceFloor(min_score, sure, share, margin)
+
+    def kept(r: Record) -> list[str]:
+        spec = r.setdefault("specifics", floor.specifics(r["question"]))
+        return [pid for pid, score, text in r["hits"]
+                if floor.keeps(r["question"], score, text, spec, r["background"])]
     answer = [r for r in records if r["kind"] == "answer"]
     none = [r for r in records if r["kind"] == "no_answer"]
     return {
         "false_answers": sum(bool(kept(r)) for r in none) / len(none),
         "lost_answers": sum(not kept(r) for r in answer) / len(answer),
-        "source_hit": sum(any(h[0] in r["post_ids"] for h in kept(r)) for r in answer)
+        "source_hit": sum(any(pid in r["post_ids"] for pid in kept(r)) for r in answer)
         / len(answer),
     }
 
@@ -149,7 +155,7 @@ def main() -> None:
     started = time.perf_counter()
     records = (hits_from_index(args.data_dir, args.k) if args.data_dir
                else hits_from_vectors(args.posts, args.k))
-    records = with_shares(records, args.k)
+    records = with_background(records, args.k)
     seconds = time.perf_counter() - started
     rows = sweep(records)
     # The goal: false answers ≤ 10%, lost answers ≤ 5%; among the points meeting it, the
@@ -165,12 +171,14 @@ def main() -> None:
     chosen = [r for r in rows if (r["min_score"], r["sure_score"], r["margin"],
                                   r["name_share"]) == CHOSEN]
     dense_only = [r for r in rows if r["name_share"] == 0.0 and r["sure_score"] == 2.0
-                  and r["margin"] == 0.0]
+                  and r["margin"] == 0.0 and r["min_score"] >= 0.84]
     for r in chosen + rows[:8] + sorted(dense_only, key=lambda r: r["min_score"]):
         sure = "—" if r["sure_score"] > 1 else f"{r['sure_score']:.3f}"
         print(f"| {r['min_score']:.3f} | {sure} | {r['margin']:.2f} | {r['name_share']:.2f} | "
               f"{r['false_answers']:.3f} | {r['lost_answers']:.3f} | {r['source_hit']:.3f} |")
     if args.json:
+        for r in records:  # ids and scores only: the post texts stay in the data folder
+            r["hits"] = [(pid, score) for pid, score, _ in r["hits"]]
         args.json.write_text(json.dumps({"rows": rows, "records": records},
                                         ensure_ascii=False, indent=1), encoding="utf-8")
 

@@ -11,9 +11,14 @@ Two things tell them apart better than the score alone:
 * **the specifics**: the question's figures (2018), Latin-script words (Brent, iPhone) and
   names (capitalised words: Эверест, «Оскар», ЦБ), which an answer usually repeats.
 
+A question about a topic rather than a fact ("что случилось с ключевой ставкой?", "какая сейчас
+ставка?": :func:`rag.sentences.question_intent` calls it a story) has many posts that answer it
+and score alike, so for it the margin gives way to holding every word of the question (lemmas).
+
 So a post is a source when its dense score is at least ``sure_score``
 (``TGRAG_QA_SURE_SCORE``), or when it is at least ``min_score`` (``TGRAG_QA_MIN_SCORE``), at
-least ``min_margin`` (``TGRAG_QA_MIN_MARGIN``) above the background and holds at least
+least ``min_margin`` (``TGRAG_QA_MIN_MARGIN``) above the background (a story: holds all the
+question's words) and holds at least
 ``name_share`` (``TGRAG_QA_MIN_NAME_SHARE``) of the question's specifics (a question without
 any passes that test).  With fewer than ``BACKGROUND_RANK`` posts in the index there is no
 background to compare with, and the margin is not required.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import re
 
+from rag.sentences import SentenceSelector, question_intent
 from rag.snippets import analyzer
 from rag.sparse import Analyzer
 
@@ -92,7 +98,10 @@ class RelevanceFloor:
             return True
         if score < self.min_score:
             return False
-        if background is not None and score - background < self.min_margin:
-            return False
         wanted = self.specifics(question) if specifics is None else specifics
-        return self.share(wanted, text) >= self.name_share
+        if self.share(wanted, text) < self.name_share:
+            return False
+        if question_intent(question).story:
+            terms = SentenceSelector(text_analyzer=self.analyzer).question_terms(question)
+            return set(terms) <= set(self.analyzer.tokens(text))
+        return background is None or score - background >= self.min_margin

@@ -253,7 +253,7 @@ class SelectorConfig:
     min_novelty: float = 0.34  # share of its terms a factoid answer must add to the question
     lead_bonus: float = 0.05  # the post's first sentence
     rank_penalty: float = 0.02  # per place of the post in the ranking
-    dense_candidates: int = 10  # best lexical candidates scored densely; 0 = lexical only
+    dense_candidates: int = 5  # best lexical candidates scored densely; 0 = lexical only
     max_sentences: int = 2
     story_sentences: int = 3
     max_chars: int = 300  # the answer's sentences together (a longer best one is trimmed)

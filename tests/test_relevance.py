@@ -110,3 +110,14 @@ def test_sources_compare_hits_with_the_fifth_best_even_for_fewer_sources() -> No
     sources = _engine(standing, qa_min_score=0.8, qa_sure_score=0.9, qa_min_margin=0.03,
                       qa_top_k=2).sources(question)
     assert [s.hit.id for s in sources] == ["tg:1:2"]  # 0.89: 0.036 above the 5th best (0.854)
+
+
+def test_a_story_question_needs_all_its_words_instead_of_standing_out() -> None:
+    floor = RelevanceFloor(0.8, 0.9, 0.5, min_margin=0.03)
+    story = "что случилось с ключевой ставкой?"
+    # Many posts about the rate score alike: no margin, but each holds "ключевая" and "ставка".
+    assert floor.keeps(story, 0.84, "ЦБ сохранил ключевую ставку на уровне 16%.", background=0.83)
+    assert not floor.keeps(story, 0.84, "Банки подняли ставки по вкладам.", background=0.83)
+    fact = "до скольки повысили ключевую ставку?"
+    assert not floor.keeps(fact, 0.84, "ЦБ сохранил ключевую ставку на уровне 16%.",
+                           background=0.83)
