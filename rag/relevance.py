@@ -20,8 +20,9 @@ So a post is a source when its dense score is at least ``sure_score``
 least ``min_margin`` (``TGRAG_QA_MIN_MARGIN``) above the background (a story: holds all the
 question's words) and holds at least
 ``name_share`` (``TGRAG_QA_MIN_NAME_SHARE``) of the question's specifics (a question without
-any passes that test).  With fewer than ``BACKGROUND_RANK`` posts in the index there is no
-background to compare with, and the margin is not required.
+any passes that test; a share of 0 turns off both word tests).  With fewer than
+``BACKGROUND_RANK`` posts in the index there is no background to compare with, and the margin is
+not required.
 
 Names are matched by the search's stems (:class:`rag.sparse.Analyzer`: "Москве" meets
 "Москва"), figures as whole numbers, Latin words by stem or as written ("C++").  The defaults were
@@ -101,7 +102,7 @@ class RelevanceFloor:
         wanted = self.specifics(question) if specifics is None else specifics
         if self.share(wanted, text) < self.name_share:
             return False
-        if question_intent(question).story:
+        if question_intent(question).story and self.name_share > 0:  # 0: words never needed
             terms = SentenceSelector(text_analyzer=self.analyzer).question_terms(question)
             return set(terms) <= set(self.analyzer.tokens(text))
         return background is None or score - background >= self.min_margin

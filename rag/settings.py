@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     )
     qa_min_name_share: float = Field(
         0.5, ge=0, le=1, description="...and hold this share of the question's figures, Latin "
-        "words and capitalised names (0 = not needed)."
+        "words and capitalised names (a story question: all its words); 0 = no word test."
     )
 
     # Telegram

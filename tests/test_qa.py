@@ -39,7 +39,10 @@ class StubSearcher:
 
 
 def engine(hits: list[PostHit], llm: Any = None, min_score: float = 0.5) -> QAEngine:
-    settings = Settings(_env_file=None, qa_min_score=min_score)  # type: ignore[call-arg]
+    # The dense score alone (no word tests): these tests are about citations and modes; the
+    # floor has its own in test_relevance.py.
+    settings = Settings(_env_file=None, qa_min_score=min_score,  # type: ignore[call-arg]
+                        qa_min_name_share=0)
     docstore = SimpleNamespace(
         get_document=lambda doc_id, raise_error=False: Document(text=POSTS[doc_id], id_=doc_id))
     index = SimpleNamespace(settings=settings, docstore=docstore)
