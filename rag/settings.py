@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     # an answer (bench/qa_floor.py, docs/eval.md section 7): e5 cosines sit in a narrow band, so
     # below the sure score a post must also stand out and hold the question's figures and names.
     qa_min_score: float = Field(
-        0.8, description="Posts scoring below this (dense cosine) are never sources; none left "
+        0.81, description="Posts scoring below this (dense cosine) are never sources; none left "
         "= 'not found'."
     )
     qa_sure_score: float = Field(
