@@ -16,13 +16,17 @@ How a sentence is chosen for a question:
   without question words.  A sentence scores the share of the question's term weight it holds;
   a term weighs ``ln(1 + N/df)`` over the candidate sentences, so a word every sentence repeats
   tells less than the one name only the answer has.
+* **Context.** News states the topic first and the fact after it, so a sentence inherits part
+  of the match of the two before it in its post; for a factoid question a sentence that only
+  restates the question (almost all its terms are the question's) is left out.
 * **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
-  embeddings, for the best lexical candidates only (``dense_candidates``): a short sentence costs
-  about a tenth of a post to embed, so ~10 of them add ~0.2-1 s to an answer (figures in
-  docs/eval.md).  It finds the answer that says it in other words, and orders the ties.
+  embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
+  costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
+  It finds the answer that says it in other words, and orders the ties.
 * **What the question asks for.** "сколько / how many" wants a number, "когда / when" a date,
-  "кто / who" and "где / where" a name; a sentence holding one the question does not already
-  contain gets a bonus.
+  "кто / who", "где / where" and "какой …" a name (a capitalised or Latin word, a model such as
+  "Ан-3", a title in quotes); a sentence holding one the question does not already contain gets
+  a bonus.
 * **Choice.** The best sentence, then at most ``max_sentences - 1`` more that score close to it,
   fit the length budget and do not repeat a chosen one (stem overlap or cosine; copies of one
   report in several channels are common).
