@@ -1,0 +1,285 @@
+"""One store suite, run against both engines behind :class:`rag.store.ChunkStore`:
+
+* ``edge``: the embedded engine (qdrant-edge, :class:`rag.store.edge.EdgeStore`), the default;
+* ``server``: :class:`rag.store.qdrant.QdrantStore`, the server path through qdrant-client.  No
+  Qdrant server ships as a Python or Debian package, so qdrant-client's local mode stands in for
+  it here: it speaks the server's client API (the same calls, models and filters).
+
+Same payload, filters, tenant condition, dense and BM25 (IDF) rankings, crash-safe write order
+and persistence, on small synthetic vectors (no embedding model needed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.errors import InputError, ModelMismatch
+from rag.ids import point_id
+from rag.store import Chunk, ChunkStore, SparseVector, StoreFilter
+from rag.store.edge import EdgeStore
+from rag.store.qdrant import QdrantStore
+
+DIM = 8
+ENGINES = ("edge", "server")
+Opener = Callable[..., ChunkStore]
+
+
+def opener(engine: str, tmp_path: Path) -> Opener:
+    def open_(model: str = "test/model", dim: int = DIM) -> ChunkStore:
+        if engine == "edge":
+            return EdgeStore.open(tmp_path / "edge", "posts", model, dim)
+        return QdrantStore.local(tmp_path / "qdrant", "posts", model, dim)
+    return open_
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def reopen(engine: str, tmp_path: Path) -> Opener:
+    return opener(engine, tmp_path)
+
+
+@pytest.fixture
+def store(reopen: Opener) -> Iterator[ChunkStore]:
+    s = reopen()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def vec(seed: int) -> list[float]:
+    rnd = random.Random(seed)
+    return [rnd.uniform(-1, 1) for _ in range(DIM)]
+
+
+def chunk(doc: str, n: int = 0, *, tenant: str = "default", channel: int = 1, date: int = 1000,
+          tags: tuple[str, ...] = (), terms: dict[int, float] | None = None,
+          seed: int | None = None, text: str | None = None) -> Chunk:
+    sparse = SparseVector(sorted(terms), [terms[t] for t in sorted(terms)]) if terms else None
+    node = f"{doc}#{n}"
+    seed = seed if seed is not None else zlib.crc32(node.encode()) % 10_000
+    return Chunk(node_id=node, doc_id=doc, text=text or f"text of {node}", dense=vec(seed),
+                 sparse=sparse,
+                 metadata={"channel_id": channel, "date": date, "tags": list(tags),
+                           "tenant": tenant, "message_id": n, "_sparse": "not in the payload"})
+
+
+def ids(chunks: list) -> list[str]:  # type: ignore[type-arg]
+    return [c.doc_id for c in chunks]
+
+
+def test_write_and_read_back_the_payload(store: ChunkStore) -> None:
+    store.write([chunk("tg:1:1", 0, tags=("a",)), chunk("tg:1:1", 1), chunk("tg:1:2", 0)])
+    got = store.chunks_of("tg:1:1", with_vectors=True)
+    assert [c.node_id for c in got] == ["tg:1:1#0", "tg:1:1#1"]
+    assert got[0].id == point_id("tg:1:1#0")
+    assert got[0].payload == {"channel_id": 1, "date": 1000, "tags": ["a"], "tenant": "default",
+                              "message_id": 0, "text": "text of tg:1:1#0",
+                              "node_id": "tg:1:1#0", "doc_id": "tg:1:1"}
+    dense = got[0].dense
+    assert dense is not None and len(dense) == DIM
+    want = vec(zlib.crc32(b"tg:1:1#0") % 10_000)
+    norm = math.sqrt(sum(x * x for x in want))  # cosine: both engines store unit vectors
+    assert dense == pytest.approx([x / norm for x in want], abs=1e-5)
+    assert store.count() == 3
+    assert store.chunks_of("tg:1:9") == []
+
+
+def test_a_write_replaces_the_chunks_a_post_no_longer_has(store: ChunkStore) -> None:
+    store.write([chunk("tg:1:1", n) for n in range(3)] + [chunk("tg:1:2", 0)])
+    store.write([chunk("tg:1:1", 0, text="shorter now")])
+    assert [c.text for c in store.chunks_of("tg:1:1")] == ["shorter now"]
+    assert [c.node_id for c in store.chunks_of("tg:1:2")] == ["tg:1:2#0"]  # untouched
+    assert store.count() == 2
+
+
+def test_crash_between_upsert_and_delete_leaves_new_and_stale_never_none(
+        store: ChunkStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.write([chunk("tg:1:1", n) for n in range(3)])
+
+    class Crash(Exception):
+        pass
+
+    def die(keep: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(store, "_delete_stale", die)
+    with pytest.raises(Crash):
+        store.write([chunk("tg:1:1", 0, text="new")])
+    got = store.chunks_of("tg:1:1")
+    assert [c.text for c in got][0] == "new" and len(got) == 3  # new first chunk, stale others
+
+
+def test_deletes(store: ChunkStore) -> None:
+    store.write([chunk("tg:1:1"), chunk("tg:1:2"), chunk("tg:2:1", channel=2),
+                 chunk("acme/tg:2:1", channel=2, tenant="acme")])
+    store.delete_docs(["tg:1:1", "tg:1:404"])
+    assert store.count() == 3
+    store.delete_matching(StoreFilter(tenant="default", channel_ids=(2,)))
+    assert sorted(c.doc_id for c in store.scroll()) == ["acme/tg:2:1", "tg:1:2"]
+    with pytest.raises(InputError):
+        store.delete_matching(StoreFilter())
+    store.delete_docs([])
+    assert store.count() == 2
+
+
+def test_filters(store: ChunkStore) -> None:
+    store.write([
+        chunk("tg:1:1", channel=1, date=100, tags=("a", "b")),
+        chunk("tg:1:2", channel=1, date=200, tags=("b",)),
+        chunk("tg:2:1", channel=2, date=300),
+        chunk("acme/tg:2:2", channel=2, date=400, tags=("a",), tenant="acme"),
+    ])
+    cases = {
+        StoreFilter(): 4,
+        StoreFilter(tenant="default"): 3,
+        StoreFilter(tenant="acme"): 1,
+        StoreFilter(tenant="nobody"): 0,
+        StoreFilter(channel_ids=(2,)): 2,
+        StoreFilter(channel_ids=(1, 2), tenant="default"): 3,
+        StoreFilter(tags=("a",)): 2,
+        StoreFilter(tags=("a",), tenant="default"): 1,
+        StoreFilter(since=200): 3,
+        StoreFilter(until=200): 2,
+        StoreFilter(since=200, until=300): 2,
+        StoreFilter(doc_ids=("tg:1:1", "tg:2:1")): 2,
+        StoreFilter(exclude_doc_ids=("tg:1:1",)): 3,
+        StoreFilter(tenant="default", exclude_doc_ids=("tg:1:1",), since=150): 2,
+    }
+    for flt, want in cases.items():
+        assert store.count(flt) == want, flt
+        assert len(list(store.scroll(flt, page=1))) == want, flt
+        assert len(store.search_dense(vec(1), flt, 10)) == want, flt
+    assert store.count(None) == 4
+
+
+def test_the_tenant_condition_holds_in_a_single_tenant_index(store: ChunkStore) -> None:
+    """No shortcut: with every point the default tenant's, another tenant still sees nothing."""
+    store.write([chunk(f"tg:1:{i}", terms={7: 1.0}) for i in range(5)])
+    for flt in (StoreFilter(tenant="acme"), StoreFilter(tenant="acme", channel_ids=(1,))):
+        assert store.search_dense(vec(3), flt, 10) == []
+        assert store.search_sparse(SparseVector([7], [1.0]), flt, 10) == []
+        assert store.count(flt) == 0
+        assert list(store.scroll(flt)) == []
+    assert store.chunks_of("tg:1:1", tenant="acme") == []
+    assert len(store.chunks_of("tg:1:1", tenant="default")) == 1
+
+
+def test_dense_search_ranks_by_cosine(store: ChunkStore) -> None:
+    chunks = [chunk(f"tg:1:{i}", seed=i) for i in range(30)]
+    store.write(chunks)
+    query = vec(999)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    want = sorted(chunks, key=lambda c: cos(c.dense, query), reverse=True)[:5]
+    got = store.search_dense(query, None, 5)
+    assert ids(got) == [c.doc_id for c in want]
+    assert [g.score for g in got] == pytest.approx([cos(c.dense, query) for c in want], abs=1e-5)
+    assert got[0].text == want[0].text
+
+
+def bm25_corpus() -> list[Chunk]:
+    rnd = random.Random(5)
+    out = []
+    for i in range(60):
+        picked = rnd.sample(range(25), rnd.randint(1, 6))
+        terms = {t: round(rnd.uniform(0.3, 2.0), 3) for t in picked}
+        out.append(chunk(f"tg:1:{i}", terms=terms))
+    out.append(chunk("tg:1:99"))  # a chunk without a sparse vector (not in N, never matched)
+    return out
+
+
+def test_sparse_search_is_bm25_with_the_engines_idf(store: ChunkStore) -> None:
+    corpus = bm25_corpus()
+    store.write(corpus)
+    query = SparseVector([3, 8, 21], [1.0, 1.0, 1.0])
+    with_sparse = [c for c in corpus if c.sparse]
+    n = len(with_sparse)
+
+    def idf(term: int) -> float:
+        df = sum(1 for c in with_sparse if c.sparse and term in c.sparse.indices)
+        return math.log((n - df + 0.5) / (df + 0.5) + 1)
+
+    def bm25(c: Chunk) -> float:
+        assert c.sparse
+        return sum(idf(t) * v for t, v in zip(c.sparse.indices, c.sparse.values, strict=True)
+                   if t in query.indices)
+
+    scored = sorted((c for c in with_sparse if bm25(c) > 0), key=bm25, reverse=True)
+    got = store.search_sparse(query, None, 100)
+    assert [g.score for g in got] == pytest.approx([bm25(c) for c in scored], rel=1e-4)
+    assert set(ids(got)) == {c.doc_id for c in scored}
+    # A filter narrows the hits, not the IDF (collection-wide in both engines).
+    flt = StoreFilter(doc_ids=tuple(c.doc_id for c in scored[:3]))
+    assert [g.score for g in store.search_sparse(query, flt, 10)] == pytest.approx(
+        [bm25(c) for c in scored[:3]], rel=1e-4)
+    assert store.search_sparse(SparseVector([], []), None, 10) == []
+
+
+def test_both_engines_rank_alike(tmp_path: Path) -> None:
+    corpus = bm25_corpus()
+    results = {}
+    for engine in ENGINES:
+        s = opener(engine, tmp_path)()
+        try:
+            s.write(corpus)
+            flt = StoreFilter(tenant="default", exclude_doc_ids=("tg:1:0",))
+            results[engine] = (
+                [(c.id, round(c.score, 4)) for c in s.search_dense(vec(42), flt, 10)],
+                [(c.id, round(c.score, 3)) for c in s.search_sparse(
+                    SparseVector([1, 2, 3], [1.0, 1.0, 1.0]), flt, 10)],
+            )
+        finally:
+            s.close()
+    assert results["edge"] == results["server"]
+
+
+def test_scroll_returns_only_the_fields_asked_for(store: ChunkStore) -> None:
+    store.write([chunk(f"tg:1:{i}", tags=("x",)) for i in range(7)])
+    got = list(store.scroll(StoreFilter(tenant="default"), fields=["doc_id", "tags"], page=3))
+    assert len(got) == 7 and len({c.id for c in got}) == 7
+    assert all(set(c.payload) == {"doc_id", "tags"} for c in got)
+
+
+def test_flushed_writes_survive_a_reopen(store: ChunkStore, reopen: Opener) -> None:
+    store.write([chunk("tg:1:1", terms={1: 1.0}), chunk("tg:1:2")])
+    store.delete_docs(["tg:1:2"])
+    store.flush()
+    store.close()
+    again = reopen()
+    try:
+        assert [c.doc_id for c in again.scroll()] == ["tg:1:1"]
+        assert ids(again.search_sparse(SparseVector([1], [1.0]), None, 5)) == ["tg:1:1"]
+        again.check()
+        assert again.describe()
+    finally:
+        again.close()
+
+
+def test_another_model_is_refused(store: ChunkStore, reopen: Opener) -> None:
+    store.write([chunk("tg:1:1")])
+    store.close()
+    for model, dim in (("other/model", DIM), ("test/model", DIM * 2)):
+        with pytest.raises(ModelMismatch) as err:
+            reopen(model, dim)
+        assert "test/model" in err.value.message and err.value.hint
+    again = reopen()  # the refused opens released the engine
+    try:
+        assert again.count() == 1
+        with pytest.raises(ModelMismatch):
+            again.write([Chunk("tg:1:2#0", "tg:1:2", "x", dense=[0.1] * (DIM + 1))])
+    finally:
+        again.close()
