@@ -19,8 +19,14 @@ Durability: every update goes to the shard's write-ahead log before it is applie
 process loses nothing it wrote; :meth:`EdgeStore.flush` persists the segments (the pipeline calls
 it once per batch, before the docstore commit; never per point).
 
-Searches never build the HNSW graph: the engine builds it only in ``optimize()``, which holds the
-GIL for its whole run.  When it runs is the maintenance policy of :mod:`rag.store.maintenance`.
+Searches never build the HNSW graph: the engine builds it only in :meth:`EdgeStore.optimize`,
+which holds the GIL for its whole run (seconds to minutes).  So only processes that serve nothing
+call it — the end of ``tgrag ingest`` / ``tgrag sync``, ``tgrag optimize``, the migration — and the
+engine's own thresholds decide what is due: a segment is indexed once it holds more than
+``indexing_threshold`` of vectors (10 MB, ~6,500 chunks of 384 floats), vacuumed once a fifth of it
+is deleted; otherwise the call returns at once.  Writes made by a serving process (uploads, syncs)
+wait in the plain appendable segment, which searches scan exactly, until the next such call.
+(README.md, "Index maintenance", has the measurements behind this.)
 
 One process per folder: the engine locks its write-ahead log (the data-folder lock of
 :mod:`rag.datadir` already keeps a second tgrag process out; this maps the engine's own refusal
@@ -30,9 +36,11 @@ to the same error).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,7 @@ from rag.store.base import (
     StoreFilter,
 )
 
+log = logging.getLogger("tgrag.store")
 ENGINE = "qdrant-edge-py 0.9.0"
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
@@ -188,6 +197,16 @@ class EdgeStore(ChunkStoreBase):
         nothing), so this is what makes a batch durable before the docstore says "done"."""
         with self._lock:
             self.shard.flush()
+
+    def optimize(self) -> bool:
+        """Run the engine's optimizers until none has work (see the module docstring)."""
+        started = time.monotonic()
+        with self._lock:
+            worked = bool(self.shard.optimize())
+        if worked:
+            log.info("embedded index optimized", extra={
+                "collection": self.collection, "seconds": round(time.monotonic() - started, 1)})
+        return worked
 
     def close(self) -> None:
         with self._lock:

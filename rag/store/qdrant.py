@@ -181,6 +181,10 @@ class QdrantStore(ChunkStoreBase):
         """Nothing to do: every write here waits for the engine (``wait=True``), and local mode
         persists each write as it is made."""
 
+    def optimize(self) -> bool:
+        """Nothing to do: a server's optimizers run in its background threads."""
+        return False
+
     def close(self) -> None:
         self._client.close()
 
