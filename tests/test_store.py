@@ -283,3 +283,32 @@ def test_another_model_is_refused(store: ChunkStore, reopen: Opener) -> None:
             again.write([Chunk("tg:1:2#0", "tg:1:2", "x", dense=[0.1] * (DIM + 1))])
     finally:
         again.close()
+
+
+def test_a_new_server_collection_takes_its_sharding_from_the_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdrant_client import QdrantClient
+
+    from rag.settings import Settings
+    from rag.store.qdrant import Sharding
+
+    settings = Settings(_env_file=None, qdrant_shard_number=6,  # type: ignore[call-arg]
+                        qdrant_replication_factor=2, qdrant_write_consistency=2)
+    seen: list[dict[str, object]] = []
+    real = QdrantClient.create_collection
+
+    def spy(self: QdrantClient, name: str, **kwargs: object) -> bool:
+        seen.append(kwargs)
+        return real(self, name, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(QdrantClient, "create_collection", spy)
+    client = QdrantClient(path=str(tmp_path / "q"))  # standing in for a cluster (see above)
+    try:
+        QdrantStore(client, "posts", "m", DIM, sharding=Sharding.from_settings(settings))
+        QdrantStore(client, "posts", "m", DIM)  # exists: opened, not created again
+    finally:
+        client.close()
+    assert len(seen) == 1
+    assert {k: seen[0][k] for k in ("shard_number", "replication_factor",
+                                    "write_consistency_factor")} == {
+        "shard_number": 6, "replication_factor": 2, "write_consistency_factor": 2}
