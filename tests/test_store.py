@@ -12,6 +12,7 @@ and persistence, on small synthetic vectors (no embedding model needed).
 from __future__ import annotations
 
 import math
+import os
 import random
 import zlib
 from collections.abc import Callable, Iterator
@@ -312,3 +313,85 @@ def test_a_new_server_collection_takes_its_sharding_from_the_settings(
     assert {k: seen[0][k] for k in ("shard_number", "replication_factor",
                                     "write_consistency_factor")} == {
         "shard_number": 6, "replication_factor": 2, "write_consistency_factor": 2}
+
+
+# -- the embedded engine's durability (rag/store/edge.py) -----------------------------------------
+
+KILLED_WRITER = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tests.test_store import chunk
+from rag.store.edge import EdgeStore
+store = EdgeStore.open(Path({root!r}), "posts", "test/model", 8)
+store.write([chunk(f"tg:1:{{i}}", terms={{1: 1.0}}) for i in range(50)])
+store.flush()
+store.write([chunk("tg:1:0", text="edited")])
+store.delete_docs(["tg:1:1"])
+store.flush()
+os._exit(9)  # no close, no engine flush: what survives is the write-ahead log
+"""
+
+
+def test_a_killed_writer_loses_nothing_it_flushed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = KILLED_WRITER.format(repo=str(REPO), root=str(tmp_path / "edge"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 9, done.stderr
+    store = EdgeStore.open(tmp_path / "edge", "posts", "test/model", DIM)
+    try:
+        assert store.count() == 49
+        assert [c.text for c in store.chunks_of("tg:1:0")] == ["edited"]
+        assert store.chunks_of("tg:1:1") == []
+        assert ids(store.search_sparse(SparseVector([1], [1.0]), None, 100)).count("tg:1:2") == 1
+    finally:
+        store.close()
+
+
+class CountingShard:
+    """The engine's shard with its ``flush`` calls counted."""
+
+    def __init__(self, shard: object) -> None:
+        self.shard, self.flushes = shard, 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.shard.flush()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.shard, name)
+
+
+def test_flush_syncs_the_log_and_flushes_the_engine_once_a_minute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.store import edge
+
+    store = EdgeStore.open(tmp_path, "posts", "test/model", DIM)
+    counting = CountingShard(store._shard)
+    store._shard = counting  # type: ignore[assignment]
+    synced: list[str] = []
+    real_fsync = edge.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(edge.os, "fsync", fsync)
+    try:
+        for i in range(3):
+            store.write([chunk(f"tg:1:{i}")])
+            store.flush()
+        assert counting.flushes == 0  # the log only: no engine flush (it stalls every thread)
+        wal = tmp_path / "posts" / "shard" / "wal"
+        assert any(Path(p).parent == wal for p in synced) and str(wal) in synced
+        monkeypatch.setattr(edge, "ENGINE_FLUSH_SECONDS", 0.0)
+        store.flush()
+        assert counting.flushes == 1
+    finally:
+        store._shard = counting.shard  # type: ignore[assignment]
+        store.close()

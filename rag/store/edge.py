@@ -15,9 +15,15 @@ over the points that have a sparse vector, collection-wide: a filter does not ch
 payload indexes on ``channel_id``, ``date``, ``tags``, ``doc_id`` and ``tenant`` (``is_tenant``),
 so every filter — the tenant condition every search carries included — is an index lookup.
 
-Durability: every update goes to the shard's write-ahead log before it is applied, so a killed
-process loses nothing it wrote; :meth:`EdgeStore.flush` persists the segments (the pipeline calls
-it once per batch, before the docstore commit; never per point).
+Durability: every update goes to the shard's write-ahead log (memory-mapped files in
+``shard/wal``) before it is applied, so a killed process loses nothing it wrote.  The pipeline calls
+:meth:`EdgeStore.flush` once per batch, before the docstore commit (never per point); it makes the
+batch durable against power loss too by fsyncing the log's files — from Python, which releases the
+GIL, so searches in other threads go on (on Linux, fsync writes a file's dirty pages however they
+were dirtied, mmap included).  The engine's own ``flush()`` — persist every segment and trim the
+log, ~20 fsyncs with the GIL held, which stalls every thread of the process — runs at most once per
+``ENGINE_FLUSH_SECONDS`` from there, and at close and after ``optimize``.  An open replays the log
+from the last engine flush.
 
 Searches never build the HNSW graph: the engine builds it only in :meth:`EdgeStore.optimize`,
 which holds the GIL for its whole run (seconds to minutes).  So only processes that serve nothing
@@ -64,6 +70,8 @@ log = logging.getLogger("tgrag.store")
 ENGINE = "qdrant-edge-py 0.9.0"
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
+WAL_DIR = "wal"  # the engine's write-ahead log inside the shard (qdrant-edge 0.9.0's layout)
+ENGINE_FLUSH_SECONDS = 60.0
 MAX_CHUNKS_PER_POST = 1000  # chunks_of reads one page: a post never has that many
 
 
@@ -146,6 +154,7 @@ class EdgeStore(ChunkStoreBase):
         # Writers (and maintenance, which swaps the shard) take it; readers do not.
         self._lock = threading.RLock()
         self._shard: qe.EdgeShard | None = shard if shard is not None else self._open()
+        self._engine_flushed = time.monotonic()
 
     @classmethod
     def open(cls, root: Path, collection: str, model_name: str, dim: int) -> EdgeStore:
@@ -193,16 +202,41 @@ class EdgeStore(ChunkStoreBase):
         return f"embedded Qdrant (qdrant-edge) in {self.folder.resolve()}"
 
     def flush(self) -> None:
-        """Persist the segments.  Every update is in the write-ahead log already (a SIGKILL loses
-        nothing), so this is what makes a batch durable before the docstore says "done"."""
+        """Make every write so far durable (see the module docstring): the write-ahead log
+        fsynced, and the engine's full flush when the last one is ``ENGINE_FLUSH_SECONDS`` old."""
         with self._lock:
-            self.shard.flush()
+            if time.monotonic() - self._engine_flushed >= ENGINE_FLUSH_SECONDS:
+                self._engine_flush()
+                return
+            self._sync_wal()
+
+    def _engine_flush(self) -> None:
+        self.shard.flush()
+        self._engine_flushed = time.monotonic()
+
+    def _sync_wal(self) -> None:
+        wal = self.folder / SHARD_DIR / WAL_DIR
+        for path in sorted(wal.iterdir()):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except (FileNotFoundError, IsADirectoryError):  # a segment the engine just retired
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(wal, os.O_RDONLY)  # the log's new segment files exist durably too
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def optimize(self) -> bool:
         """Run the engine's optimizers until none has work (see the module docstring)."""
         started = time.monotonic()
         with self._lock:
             worked = bool(self.shard.optimize())
+            self._engine_flush()
         if worked:
             log.info("embedded index optimized", extra={
                 "collection": self.collection, "seconds": round(time.monotonic() - started, 1)})
