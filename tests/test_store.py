@@ -395,3 +395,24 @@ def test_flush_syncs_the_log_and_flushes_the_engine_once_a_minute(
     finally:
         store._shard = counting.shard  # type: ignore[assignment]
         store.close()
+
+
+def test_the_engine_indexes_the_filtered_fields(tmp_path: Path) -> None:
+    """The payload indexes exist in the engine and hold the points (what filters look up)."""
+    import qdrant_edge as qe
+
+    store = EdgeStore.open(tmp_path, "posts", "test/model", DIM)
+    try:
+        store.write([chunk("tg:1:1", tags=("a",)), chunk("tg:1:2"),
+                     chunk("acme/tg:1:3", tenant="acme", tags=("b", "c"))])
+        schema = store.shard.info().payload_schema
+        assert {k: v.data_type for k, v in schema.items()} == {
+            "channel_id": qe.PayloadSchemaType.Integer, "date": qe.PayloadSchemaType.Integer,
+            "tags": qe.PayloadSchemaType.Keyword, "doc_id": qe.PayloadSchemaType.Keyword,
+            "tenant": qe.PayloadSchemaType.Keyword}
+        assert {k: v.points for k, v in schema.items()} == {
+            "channel_id": 3, "date": 3, "tags": 2, "doc_id": 3, "tenant": 3}
+        tenant = schema["tenant"].params
+        assert isinstance(tenant, qe.KeywordIndexParams) and tenant.is_tenant
+    finally:
+        store.close()
