@@ -416,3 +416,21 @@ def test_the_engine_indexes_the_filtered_fields(tmp_path: Path) -> None:
         assert isinstance(tenant, qe.KeywordIndexParams) and tenant.is_tenant
     finally:
         store.close()
+
+
+def test_a_folder_without_metadata_is_recreated_only_when_it_holds_nothing(
+        tmp_path: Path) -> None:
+    from rag.errors import BackendUnavailable
+    from rag.store.edge import META_FILE
+
+    store = EdgeStore.open(tmp_path, "posts", "test/model", DIM)
+    store.close()
+    (tmp_path / "posts" / META_FILE).unlink()  # as if the creation died before writing it
+    store = EdgeStore.open(tmp_path, "posts", "test/model", DIM)  # cleared and created again
+    store.write([chunk("tg:1:1")])
+    store.close()
+    (tmp_path / "posts" / META_FILE).unlink()  # now the points must never be removed
+    with pytest.raises(BackendUnavailable) as err:
+        EdgeStore.open(tmp_path, "posts", "test/model", DIM)
+    assert "holds 1 points" in err.value.message and err.value.hint
+    assert (tmp_path / "posts" / "shard").exists()

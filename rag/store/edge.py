@@ -109,6 +109,11 @@ def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, folder / META_FILE)
+    fd = os.open(folder, os.O_RDONLY)  # the rename itself survives a power loss
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_collection(folder: Path, model_name: str, dim: int,
@@ -151,7 +156,8 @@ class EdgeStore(ChunkStoreBase):
         self.collection = collection
         self.model_name = model_name
         self.dim = dim
-        # Writers (and maintenance, which swaps the shard) take it; readers do not.
+        # Writers, flushes and maintenance take it (one engine mutation at a time, and no flush
+        # racing a close); searches do not.
         self._lock = threading.RLock()
         self._shard: qe.EdgeShard | None = shard if shard is not None else self._open()
         self._engine_flushed = time.monotonic()
@@ -166,8 +172,8 @@ class EdgeStore(ChunkStoreBase):
     def _open(self) -> qe.EdgeShard:
         meta = read_meta(self.folder)
         if meta is None:
-            if self.folder.exists():  # a creation that died before its metadata: start over
-                shutil.rmtree(self.folder)
+            if self.folder.exists():
+                self._clear_interrupted_creation()
             return create_collection(self.folder, self.model_name, self.dim)
         if meta.get("embedding_model") != self.model_name or meta.get("dim") != self.dim:
             raise ModelMismatch(
@@ -177,6 +183,27 @@ class EdgeStore(ChunkStoreBase):
                 "TGRAG_COLLECTION and re-ingest",
             )
         return load_shard(self.folder)
+
+    def _clear_interrupted_creation(self) -> None:
+        """A folder without metadata is a creation that died before writing it (the metadata is
+        written last) — unless its shard holds points, which is never removed."""
+        points = 0
+        if (self.folder / SHARD_DIR).exists():
+            try:
+                shard = qe.EdgeShard.load(str(self.folder / SHARD_DIR))
+            except Exception:  # a shard that never finished its own creation
+                shard = None
+            if shard is not None:
+                try:
+                    points = int(shard.count(qe.CountRequest(exact=True)))
+                finally:
+                    shard.close()
+        if points:
+            raise BackendUnavailable(
+                f"{self.folder / META_FILE} is missing, but the index there holds {points} "
+                "points", hint=f"restore {META_FILE} from a backup (it names the embedding model "
+                "and dimension), or move the folder away and re-ingest")
+        shutil.rmtree(self.folder)
 
     @property
     def shard(self) -> qe.EdgeShard:
