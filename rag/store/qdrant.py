@@ -64,7 +64,10 @@ def open_local_client(path: Path) -> QdrantClient:
     """qdrant-client's local mode on ``path`` (the migration, tests and benchmarks only)."""
     path.mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=str(path))
+        with warnings.catch_warnings():
+            # "Local mode is not recommended for more than 20,000 points": tgrag only reads it.
+            warnings.simplefilter("ignore", UserWarning)
+            return QdrantClient(path=str(path))
     except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
         raise DataDirLocked(
             f"Qdrant local-mode data in {path.resolve()} is open in another process",
