@@ -14,6 +14,7 @@ import pytest
 
 from ingest.pipeline import PostPipeline
 from rag import index as index_module
+from rag.datadir import DataDirLock
 from rag.errors import ModelMismatch
 from rag.index import Index
 from rag.search import PostSearcher
@@ -126,3 +127,24 @@ def test_the_model_travels_with_the_collection(tmp_path: Path) -> None:
         EdgeStore.open(tmp_path / "edge", "posts", "new/model", 4)
     assert "old/model" in err.value.message
     EdgeStore.open(tmp_path / "edge", "posts", "old/model", 4).close()
+
+
+def test_a_damaged_local_mode_folder_is_a_clear_error(settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.errors import BackendUnavailable
+
+    with local_mode_index(settings, monkeypatch) as old:
+        PostPipeline(old).ingest(corpus()[:3])
+    db = settings.qdrant_path / "collection" / "tgrag_posts" / "storage.sqlite"
+    data = bytearray(db.read_bytes())
+    data[len(data) // 2:] = b"\x00" * (len(data) - len(data) // 2)  # a torn copy
+    db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    with pytest.raises(BackendUnavailable) as err:
+        Index.open(settings, purpose="pytest")
+    assert "local-mode index" in err.value.message and err.value.hint
+    assert read_meta(settings.edge_path / "tgrag_posts") is None
+    assert db.read_bytes() == before  # the old folder is not touched
+    lock = DataDirLock(settings.data_dir)  # and the data folder was released
+    lock.acquire("pytest")
+    lock.release()

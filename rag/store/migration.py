@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rag.errors import BackendUnavailable
+from rag.errors import BackendUnavailable, TgragError
 from rag.settings import Settings
 from rag.store.edge import ENGINE, EdgeStore, create_collection, read_meta
 
@@ -65,7 +65,12 @@ def migrate_local_mode(local_path: Path, root: Path, collection: str, *,
     if side.exists():  # an earlier migration that did not finish
         shutil.rmtree(side)
     started = time.monotonic()
-    client = open_local_client(local_path)
+    try:
+        client = open_local_client(local_path)  # local mode reads every point here
+    except TgragError:
+        raise
+    except Exception as exc:  # sqlite or pickle errors of a damaged folder
+        raise _unreadable(local_path, exc) from exc
     try:
         info = client.get_collection(collection)
         meta = info.config.metadata or {}
@@ -86,8 +91,11 @@ def migrate_local_mode(local_path: Path, root: Path, collection: str, *,
         copied, offset = 0, None
         try:
             while True:
-                records, offset = client.scroll(collection, limit=PAGE, offset=offset,
-                                                with_payload=True, with_vectors=True)
+                try:
+                    records, offset = client.scroll(collection, limit=PAGE, offset=offset,
+                                                    with_payload=True, with_vectors=True)
+                except Exception as exc:  # a damaged point in local mode's storage
+                    raise _unreadable(local_path, exc) from exc
                 store.upsert_points([_point(r, models) for r in records])
                 copied += len(records)
                 if progress:
@@ -101,7 +109,7 @@ def migrate_local_mode(local_path: Path, root: Path, collection: str, *,
             if optimize:
                 log.warning("building the search index of the migrated collection",
                             extra={"collection": collection, "points": total})
-                store.shard.optimize()
+                store.optimize()
         finally:
             store.close()
     finally:
@@ -112,6 +120,14 @@ def migrate_local_mode(local_path: Path, root: Path, collection: str, *,
         "collection": collection, "points": copied, "seconds": round(time.monotonic() - started, 1),
         "engine": ENGINE, "old_folder_unused": str(local_path)})
     return copied
+
+
+def _unreadable(local_path: Path, exc: Exception) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"cannot move the local-mode index in {local_path} into the embedded engine: "
+        f"{type(exc).__name__}: {exc}",
+        hint=f"nothing was changed; restore {local_path} from a backup, or move it away and "
+        "re-ingest your exports")
 
 
 def _point(record: Any, models: Any) -> Any:
