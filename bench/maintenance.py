@@ -156,7 +156,8 @@ class Phase:
                 "posts_written": self.writes, **self.extra}
 
 
-def run(folder: Path, seconds: float, searchers: int, optimize: bool) -> list[dict[str, Any]]:
+def run(folder: Path, seconds: float, searchers: int,
+        optimize: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     store = EdgeStore.open(folder.parent, folder.name, MODEL, DIM)
     rnd = random.Random(SEED)
     sample = [c for c in store.scroll(page=4096)]
@@ -233,7 +234,7 @@ def run(folder: Path, seconds: float, searchers: int, optimize: bool) -> list[di
         current.extra["batch_cpu_ms_p50"] = statistics.median(cpu)
         current.extra["batch_cpu_ms_max"] = max(cpu)
 
-    def sync_batch(current: Phase) -> None:
+    def make_batch() -> list[Chunk]:
         batch = []
         for k in range(BATCH):
             src = pool[rnd.randrange(len(pool))]
@@ -248,6 +249,10 @@ def run(folder: Path, seconds: float, searchers: int, optimize: bool) -> list[di
                                dense=vector["dense"], sparse=vector.get("sparse"),
                                metadata={k2: v for k2, v in src.payload.items()
                                          if k2 not in ("text", "node_id", "doc_id")}))
+        return batch
+
+    def sync_batch(current: Phase) -> None:
+        batch = make_batch()
         started, cpu = time.perf_counter(), time.process_time()
         store.write(batch)
         store.flush()
@@ -256,6 +261,57 @@ def run(folder: Path, seconds: float, searchers: int, optimize: bool) -> list[di
         current.extra.setdefault("batch_cpu_ms", []).append(
             round((time.process_time() - cpu) * 1000, 1))
         current.writes += BATCH
+
+    def isolated() -> dict[str, Any]:
+        """Each engine call alone (no other thread): its wall and process CPU time, i.e. how
+        long it holds the GIL."""
+        searching.clear()
+        time.sleep(0.3)
+        figures: dict[str, Any] = {}
+
+        def timed(name: str, calls: list[Callable[[], object]]) -> None:
+            wall, cpu = [], []
+            for call in calls:
+                w, c = time.perf_counter(), time.process_time()
+                call()
+                wall.append((time.perf_counter() - w) * 1000)
+                cpu.append((time.process_time() - c) * 1000)
+            figures[name] = {"calls": len(calls), "wall_ms_p50": round(statistics.median(wall), 1),
+                             "wall_ms_max": round(max(wall), 1),
+                             "cpu_ms_p50": round(statistics.median(cpu), 1),
+                             "cpu_ms_max": round(max(cpu), 1)}
+
+        def search(c: Any) -> Callable[[], object]:
+            vector = c.vector or {}
+            flt = StoreFilter(tenant="default")
+            return lambda: (store.search_dense(vector["dense"], flt, 400),
+                            store.search_sparse(queries[0], flt, 400))
+
+        timed("search: dense + BM25, 400 chunks each", [search(c) for c in pool[:30]])
+        writes, wal, engine = [], [], []
+        for _ in range(10):
+            batch = make_batch()
+            timed("write a 64-post batch", [lambda b=batch: store.write(b)])
+            writes.append(figures.pop("write a 64-post batch"))
+            timed("flush", [store._sync_wal])
+            wal.append(figures.pop("flush"))
+        for _ in range(5):
+            store.write(make_batch())
+            timed("flush", [store._engine_flush])
+            engine.append(figures.pop("flush"))
+        for name, runs in (("write a 64-post batch", writes),
+                           ("flush: fsync the write-ahead log", wal),
+                           ("flush: the engine's full flush", engine)):
+            figures[name] = {"calls": len(runs),
+                             "wall_ms_p50": statistics.median(r["wall_ms_p50"] for r in runs),
+                             "wall_ms_max": max(r["wall_ms_max"] for r in runs),
+                             "cpu_ms_p50": statistics.median(r["cpu_ms_p50"] for r in runs),
+                             "cpu_ms_max": max(r["cpu_ms_max"] for r in runs)}
+        searching.set()
+        return figures
+
+    calls = isolated()
+    log(f"  {json.dumps(calls, ensure_ascii=False)}")
 
     during("sync writing", 0, sync)
     during("after the sync", seconds)
@@ -280,7 +336,7 @@ def run(folder: Path, seconds: float, searchers: int, optimize: bool) -> list[di
         t.join()
     results.append({"phase": "end", "points": store.count()})
     store.close()
-    return results
+    return results, calls
 
 
 def main() -> None:
@@ -314,11 +370,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "tgrag_posts"
         shutil.copytree(cached, work)
-        results = run(work, args.seconds, args.searchers, not args.no_optimize)
+        results, calls = run(work, args.seconds, args.searchers, not args.no_optimize)
     report = {"posts": args.posts, "searchers": args.searchers, "seconds": args.seconds,
               "engine_flush_every_batch": args.engine_flush_every_batch,
               "build": built, "when": datetime.now().isoformat(timespec="seconds"),
-              "phases": results}
+              "isolated_calls": calls, "phases": results}
     print(f"embedded index of {args.posts} posts; build: {built}; engine flush every batch: "
           f"{args.engine_flush_every_batch}")
     print(f"{'phase':22} {'searches':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} "
@@ -332,6 +388,12 @@ def main() -> None:
         print(f"{r['phase']:22} {r['searches']:>8} {r['p50_ms']:>7} {r['p95_ms']:>7} "
               f"{r['p99_ms']:>7} {r['max_ms']:>8} {r['longest_stall_ms']:>8} "
               f"{r['search_cpu_max_ms']:>8}  {notes}")
+    print(f"\neach engine call alone (ms; process CPU = the time it holds the GIL, fsync waits "
+          f"aside)\n{'call':40} {'calls':>5} {'wall p50':>9} {'wall max':>9} {'cpu p50':>8} "
+          f"{'cpu max':>8}")
+    for name, f in calls.items():
+        print(f"{name:40} {f['calls']:>5} {f['wall_ms_p50']:>9} {f['wall_ms_max']:>9} "
+              f"{f['cpu_ms_p50']:>8} {f['cpu_ms_max']:>8}")
     if args.json:
         args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
 

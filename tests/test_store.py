@@ -367,7 +367,7 @@ class CountingShard:
         return getattr(self.shard, name)
 
 
-def test_flush_syncs_the_log_and_flushes_the_engine_once_a_minute(
+def test_flush_syncs_the_log_and_flushes_the_engine_rarely(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rag.store import edge
 

@@ -71,7 +71,7 @@ ENGINE = "qdrant-edge-py 0.9.0"
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
 WAL_DIR = "wal"  # the engine's write-ahead log inside the shard (qdrant-edge 0.9.0's layout)
-ENGINE_FLUSH_SECONDS = 60.0
+ENGINE_FLUSH_SECONDS = 300.0  # bounds the log an open replays; each one stalls the process
 MAX_CHUNKS_PER_POST = 1000  # chunks_of reads one page: a post never has that many
 
 
