@@ -219,6 +219,19 @@ class Services:
     def stats(self, *, all_tenants: bool = False) -> dict[str, Any]:
         return self.index.stats(all_tenants=all_tenants)
 
+    def optimize(self) -> dict[str, Any]:
+        """Index maintenance: bring the vector engine's search index up to date (blocking).
+
+        Only for processes that serve nothing (``tgrag ingest``, ``tgrag sync``,
+        ``tgrag optimize``): the embedded engine holds the GIL while it builds, which would
+        freeze every request of a server in the same process (README "Index maintenance")."""
+        import time
+
+        started = time.monotonic()
+        worked = self.index.store.optimize()
+        return {"optimized": worked, "seconds": round(time.monotonic() - started, 2),
+                "points": self.index.store.count()}
+
     def tags(self, filters: SearchFilters | None = None, limit: int = 50) -> dict[str, Any]:
         return top_tags(self.index, filters, limit=limit)
 

