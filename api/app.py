@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.bot.hosting import bot_lifespan
 from api.errors import install_error_handlers
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
@@ -24,7 +25,7 @@ from api.routes import alerts, ingest, ops, posts, qa, search, sync
 from api.security import Authenticator, authenticate, require_operator
 from api.services import Services
 from rag.index import Index
-from rag.settings import Settings
+from rag.settings import Settings, load_settings
 
 __all__ = ["app", "create_app"]
 log = logging.getLogger("tgrag.api")
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     Reading the settings (and the API keys) happens here; opening backends, in the lifespan.
     """
-    s = settings or Settings()
+    s = settings or load_settings()
     authenticator = Authenticator(s)
     given = services or (Services(index) if index is not None else None)
 
@@ -52,8 +53,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         try:
             # Alerts: a background thread checks what every ingest path commits.
             app.state.services.start_alerts()
-            # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).
-            async with sync.sync_lifespan(app.state.services):
+            # The sync scheduler and the bot (when TGRAG_TG_BOT_TOKEN is set) run as tasks on
+            # this same event loop (no nested asyncio.run).
+            async with sync.sync_lifespan(app.state.services), bot_lifespan(app):
                 yield
         finally:
             app.state.services.stop_alerts()

@@ -212,6 +212,8 @@ class Ready(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: str
     qdrant: str
+    bot: str | None = Field(None, description="The Telegram bot's state, when one is configured "
+                                              "or running (not part of readiness).")
 
 
 class AskSource(BaseModel):

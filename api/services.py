@@ -14,8 +14,9 @@ translate between their surface and its methods.  It owns
   into its outbox) and its notifiers (webhooks; the bot adds its own),
 
 and exposes the use cases: search, similar, post, stats, tags, ask/stream, ingest, upload jobs,
-channels, sync, channel removal, alerts.  :meth:`Services.for_tenant` is a tenant's view: the same
-parts, with every read and write scoped to the tenant (``rag.ids`` for the id rule).
+channels (and group chats, with the mention rule), sync, channel removal, retention and prune,
+alerts.  :meth:`Services.for_tenant` is a tenant's view: the same parts, with every read and
+write scoped to the tenant (``rag.ids`` for the id rule).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ if TYPE_CHECKING:
     from ingest.jobs import IngestJob, IngestJobs
     from ingest.pipeline import IngestReport, PostPipeline, ProgressCallback
     from ingest.readers.base import ReadItem
+    from ingest.retention import ChannelPrune, PruneReport, RetentionPolicy
     from ingest.telegram.connector import TelegramConnector
     from ingest.telegram.scheduler import JobRegistry, SyncJob, SyncScheduler
-    from ingest.telegram.state import ChannelRegistry, ChannelState
+    from ingest.telegram.state import Account, ChannelRegistry, ChannelState
     from ingest.telegram.sync import ChannelRemoval, ChannelSync, SyncListener
     from rag.alerts.delivery import DeliveryItem, Notifier
     from rag.alerts.dispatcher import AlertDispatcher, PassReport
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from rag.alerts.model import Alert
     from rag.alerts.outbox import OutboxRecorder
     from rag.alerts.store import AlertStore
+    from rag.mentions import MentionMatcher, MentionRule
 
 log = logging.getLogger("tgrag.services")
 _UNSET: Any = object()
@@ -234,6 +237,19 @@ class Services:
     def stats(self, *, all_tenants: bool = False) -> dict[str, Any]:
         return self.index.stats(all_tenants=all_tenants)
 
+    def optimize(self) -> dict[str, Any]:
+        """Index maintenance: bring the vector engine's search index up to date (blocking).
+
+        Only for processes that serve nothing (``tgrag ingest``, ``tgrag sync``,
+        ``tgrag optimize``): the embedded engine holds the GIL while it builds, which would
+        freeze every request of a server in the same process (README "Index maintenance")."""
+        import time
+
+        started = time.monotonic()
+        worked = self.index.store.optimize()
+        return {"optimized": worked, "seconds": round(time.monotonic() - started, 2),
+                "points": self.index.store.count()}
+
     def tags(self, filters: SearchFilters | None = None, limit: int = 50) -> dict[str, Any]:
         return top_tags(self.index, filters, limit=limit)
 
@@ -278,8 +294,9 @@ class Services:
     def channels(self) -> list[ChannelState]:
         return self.registry.list()
 
-    def follow(self, ref: str) -> ChannelState:
-        return self.registry.add(ref)
+    def follow(self, ref: str, *, group: bool = False) -> ChannelState:
+        """Follow a channel; ``group`` opts a group chat in (its members' messages are read)."""
+        return self.registry.add(ref, group=group)
 
     def remove_channel(self, ref: str, *, delete_posts: bool = False,
                        wait: float | None = None) -> ChannelRemoval:
@@ -310,7 +327,8 @@ class Services:
                 if shared.scheduler is None:
                     client = await self.telegram.connected()
                     root = self._view(shared, shared.index)  # sync is deployment-wide
-                    shared.scheduler = SyncScheduler(root.channel_sync(client))
+                    shared.scheduler = SyncScheduler(root.channel_sync(client),
+                                                     after_run=root.scheduled_prune)
         return shared.scheduler  # type: ignore[no-any-return]
 
     def set_scheduler(self, scheduler: SyncScheduler) -> None:
@@ -481,6 +499,100 @@ class Services:
     def stop_alerts(self) -> None:
         if self._shared.dispatcher is not None:
             self._shared.dispatcher.stop()
+
+    # -- group chats: mentions ------------------------------------------------------------------
+
+    def account(self) -> Account | None:
+        """The Telegram account the syncs read with, as the last group sync recorded it."""
+        from ingest.telegram.state import AccountIdentity
+
+        return AccountIdentity(self.index.redis, self.index.namespace).load()
+
+    def mention_rule(self, keywords: Iterable[str] = ()) -> MentionRule:
+        """What counts as a mention in group chats: the account's own @username and id and
+        ``TGRAG_MENTION_KEYWORDS``, plus ``keywords`` (e.g. an alert's words)."""
+        from rag.mentions import MentionRule
+
+        me = self.account()
+        return MentionRule.build(usernames=me.usernames if me else (),
+                                 user_ids=[me.user_id] if me else (),
+                                 keywords=[*self.settings.mention_keywords, *keywords])
+
+    def mention_matcher(self, keywords: Iterable[str] = ()) -> MentionMatcher:
+        """The hook the alert checker calls per committed document (``rag.mentions``)."""
+        from rag.mentions import MentionMatcher
+
+        return MentionMatcher(self.mention_rule(keywords))
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def retention(self) -> RetentionPolicy:
+        """``TGRAG_RETENTION_DAYS`` with the per-channel overrides."""
+        from ingest.retention import RetentionOverrides, RetentionPolicy
+
+        return RetentionPolicy.load(self.settings,
+                                    RetentionOverrides(self.index.redis, self.index.namespace))
+
+    def set_keep_days(self, ref: str, days: float | None) -> dict[str, Any]:
+        """Keep a channel's posts ``days`` days (0 = forever; None = ``TGRAG_RETENTION_DAYS``
+        again).  The channel is named by id, username or title, indexed or followed."""
+        from ingest.retention import RetentionOverrides
+
+        channel_id, name = self._channel_named(ref)
+        RetentionOverrides(self.index.redis, self.index.namespace).set(channel_id, days)
+        return {"channel_id": channel_id, "channel": name, "override": days,
+                "keep_days": self.retention().keep_days(channel_id)}
+
+    def _channel_named(self, ref: str) -> tuple[int, str]:
+        from rag.errors import InputError, NotFoundError
+        from rag.ids import is_channel_id, normalize_channel_id
+
+        known = {c.channel_id: c for c in self.index.catalog.channels()}
+        try:
+            indexed: int | None = self.index.catalog.resolve(ref)
+        except InputError:
+            indexed = None
+        if indexed in known:
+            info = known[indexed]
+            return info.channel_id, info.channel or info.channel_title
+        state = self.registry.get(ref)
+        if state is not None and state.channel_id is not None:
+            return state.channel_id, state.channel or state.ref
+        if is_channel_id(str(ref)):
+            return normalize_channel_id(ref), str(normalize_channel_id(ref))
+        raise NotFoundError(
+            f"channel {ref!r} is neither indexed nor synced yet",
+            hint="run `tgrag sync` first (a followed channel gets its id there), or give its id")
+
+    def prune_plan(self, older_than: float | None = None) -> list[ChannelPrune]:
+        """Every channel (of every tenant: retention is deployment-wide) whose posts expire,
+        with the expired posts (``ingest.retention``)."""
+        from ingest.retention import plan_prune
+
+        return plan_prune(self._shared.index, self.retention(), older_than=older_than)
+
+    def prune(self, plans: list[ChannelPrune], *, lock_wait: float | None = None,
+              on_batch: Any = None) -> PruneReport:
+        """Delete the planned posts: store, docstore, catalog, under the write lock and each
+        followed channel's sync lock; blocking (run it in a thread from async code)."""
+        from ingest.retention import prune
+
+        return prune(self._shared.index, plans, registry=self.registry, lock_wait=lock_wait,
+                     on_batch=on_batch)
+
+    async def scheduled_prune(self) -> PruneReport | None:
+        """The prune after each scheduled sync (``tgrag worker``, ``tgrag serve``'s schedule),
+        when any retention is set; a channel a sync holds waits for the next run."""
+        if not self.retention().active:
+            return None
+
+        def run() -> PruneReport:
+            return self.prune(self.prune_plan(), lock_wait=5.0)
+
+        report = await asyncio.to_thread(run)
+        if report.deleted:
+            log.info("pruned %d posts past their retention", report.deleted)
+        return report
 
     def __repr__(self) -> str:
         return f"Services(tenant={self.tenant!r}, store={self.index.store.describe()!r})"

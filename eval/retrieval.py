@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -216,6 +217,20 @@ def parse_modes(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+# What the `eval` extra brings: the metrics (ranx) and the chart (matplotlib).
+EVAL_EXTRA_MODULES = ("ranx", "matplotlib")
+
+
+def require_eval_extra() -> None:
+    """Raise :class:`InputError` naming the extra when a module of it is not installed."""
+    missing = [name for name in EVAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(
+            f"tgrag eval retrieval needs the eval extra: {', '.join(missing)} is not installed",
+            hint="pip install 'tgrag[eval]' (in a checkout: pip install -e '.[eval]')",
+        )
+
+
 def evaluate_retrieval(
     dataset: Path | str,
     settings: Settings,
@@ -228,6 +243,7 @@ def evaluate_retrieval(
     """Index (or reuse) the dataset, rank every query with every mode and score the runs.
 
     ``fusion`` and ``collapse_duplicates`` default to the settings, i.e. to what search does."""
+    require_eval_extra()  # before the indexing, which can take hours
     ds = load_beir(dataset).limited(limit)
     modes = parse_modes(modes)
     fusion = fusion or FusionConfig.from_settings(settings)

@@ -1,10 +1,13 @@
 """Background ingestion of uploaded files (``POST /ingest/export``), with progress in Redis.
 
-A job reads one uploaded file (a Telegram Desktop ``result.json`` or a JSON/JSONL dump) with
-:func:`ingest.readers.read_paths`, stamps every post with the uploader's tenant
+A job reads one uploaded file (a Telegram Desktop ``result.json``, the export folder zipped, or
+a JSON/JSONL dump) with :func:`ingest.readers.read_paths` (a zip may unpack to no more than the
+upload limit), stamps every post with the uploader's tenant
 (``Post.tenant``, see ``rag.ids`` for the id rule) and runs the ordinary
 :class:`~ingest.pipeline.PostPipeline`.  Progress (``new``/``updated``/``unchanged``/``skipped``)
-is written to Redis after each batch, so ``GET /jobs/{id}`` works from any API process.
+is written to Redis after each batch, so ``GET /jobs/{id}`` works from any API process.  A file
+of which nothing could be read ends ``failed``.  Messages name the upload by its own file name,
+never by the server's temporary path.
 
 The pipeline's batches take the index's write lock themselves, so an upload and a Telegram sync
 interleave batch by batch instead of one waiting for the whole other.
@@ -27,7 +30,7 @@ from ingest.job_store import JobStore
 from ingest.pipeline import PostPipeline
 from ingest.readers import read_paths
 from ingest.readers.base import ReadItem
-from rag.errors import NotFoundError, TgragError
+from rag.errors import NotFoundError, NothingToRead, TgragError
 
 log = logging.getLogger("tgrag.ingest.jobs")
 Status = Literal["queued", "running", "done", "failed"]
@@ -90,9 +93,16 @@ class IngestJobs:
         raises."""
         job.status, job.started = "running", time.time()
         self.save(job)
+
+        def public(text: str) -> str:
+            return text.replace(str(path), job.filename)
+
+        settings = pipeline.index.settings
         try:
-            items = list(stamp_tenant(read_paths([path], pipeline.index.settings.max_post_chars),
-                                      job.tenant))
+            items = list(stamp_tenant(
+                read_paths([path], settings.max_post_chars,
+                           max_unzipped_bytes=int(settings.max_upload_mb * 2**20)),
+                job.tenant))
             job.posts_read = sum(1 for item in items if isinstance(item, Post))
             self.save(job)
 
@@ -103,13 +113,17 @@ class IngestJobs:
 
             report = pipeline.ingest(items, on_progress=progress)
             progress(0, report)
-            job.skipped_records = [str(s) for s in report.skipped_records]
+            job.skipped_records = [public(str(s)) for s in report.skipped_records]
             job.status = "done"
+        except NothingToRead as err:
+            job.skipped = len(err.problems)
+            job.skipped_records = [public(f"{f}: file: {why}") for f, why in err.problems]
+            job.status, job.error = "failed", public(str(err))
         except TgragError as err:
-            job.status, job.error = "failed", str(err)
+            job.status, job.error = "failed", public(str(err))
         except Exception as exc:  # a job must end with a status, whatever happened
             log.exception("ingest job failed", extra={"job_id": job.id})
-            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.status, job.error = "failed", public(f"{type(exc).__name__}: {exc}")
         finally:
             job.finished = time.time()
             self.save(job)

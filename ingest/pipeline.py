@@ -41,6 +41,7 @@ from llama_index.core.schema import BaseNode
 from pydantic import PrivateAttr
 
 from ingest.documents import Post
+from ingest.known_names import with_known_names
 from ingest.readers.base import ReadItem, SkippedRecord
 from ingest.splitting import PostSplitter
 from rag.index import Index
@@ -241,6 +242,7 @@ class PostPipeline:
         return report
 
     def _run_batch(self, posts: list[Post], report: IngestReport) -> int:
+        posts = with_known_names(posts, self.index.catalog)  # before hashing: nothing re-embeds
         docs = [p.to_document() for p in posts]
         with self.index.write_lock:
             nodes = self.pipeline.run(documents=docs)

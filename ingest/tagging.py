@@ -27,7 +27,7 @@ from llama_index.core.extractors import BaseExtractor
 from llama_index.core.schema import BaseNode
 from pydantic import PrivateAttr
 
-from rag.tags import normalize_tag  # re-exported: the taggers' public spelling rule
+from rag.tags import MAX_TAG_CHARS, normalize_tag  # normalize_tag: re-exported, the spelling rule
 
 HASHTAG = re.compile(r"#(\w{2,40})")
 WORD = re.compile(r"[A-Za-zА-Яа-яЁё][A-Za-zА-Яа-яЁё\-]{3,}")
@@ -84,9 +84,14 @@ def terms(text: str) -> list[str]:
         if PHRASE_BREAK.search(clean, prev_end, match.start()):
             prev_adj = None
         prev_end = match.end()
+        if len(match.group(0)) > MAX_TAG_CHARS:
+            # Not a word but a run of letters (a space-free blob): no tag, and never parsed, so
+            # neither the parse cache nor the document frequencies keep a 65 KB "lemma".
+            prev_adj = None
+            continue
         word = match.group(0).lower().replace("ё", "е")
         lemma, pos, gender = _parse(word)
-        lemma = lemma.replace("ё", "е")
+        lemma = normalize_tag(lemma)
         if pos == "NOUN" or (pos is None and word.isascii()):
             if lemma not in STOPWORDS and len(lemma) >= 3:
                 out.append(lemma)

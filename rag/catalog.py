@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from rag.errors import InputError
-from rag.ids import is_channel_id, normalize_channel_id
+from rag.ids import DEFAULT_TENANT, is_channel_id, normalize_channel_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +39,36 @@ class ChannelCatalog:
         return f"{self._names}:{channel_id}:posts"
 
     def record_posts(self, posts: list[tuple[int, str, str, int, int]]) -> None:
-        """Record ``(channel_id, username, title, message_id, date)`` tuples, idempotently."""
+        """Record ``(channel_id, username, title, message_id, date)`` tuples, idempotently.
+
+        A channel's username and title are the last non-empty ones seen: an empty one (a source
+        that lacks it, e.g. ``result.json`` without ``channels.json``) never replaces a known one.
+        """
         pipe = self._r.pipeline(transaction=False)
-        names: dict[int, tuple[str, str]] = {}
+        seen: dict[int, tuple[str, str]] = {}
         for channel_id, username, title, message_id, date in posts:
-            names[channel_id] = (username, title)
+            old_username, old_title = seen.get(channel_id, ("", ""))
+            seen[channel_id] = (username or old_username, title or old_title)
             pipe.zadd(self._posts_key(channel_id), {str(message_id): date})
-        for channel_id, (username, title) in names.items():
+        known = self.known_names(list(seen))
+        for channel_id, (username, title) in seen.items():
+            known_username, known_title = known.get(channel_id, ("", ""))
             pipe.hset(self._names, str(channel_id),
-                      json.dumps({"channel": username, "channel_title": title},
-                                 ensure_ascii=False))
+                      json.dumps({"channel": username or known_username,
+                                  "channel_title": title or known_title}, ensure_ascii=False))
         pipe.execute()
+
+    def known_names(self, channel_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """``channel_id → (username, title)`` for the given channels the catalog knows."""
+        if not channel_ids:
+            return {}
+        raw = self._r.hmget(self._names, [str(c) for c in channel_ids])
+        out = {}
+        for channel_id, value in zip(channel_ids, raw, strict=True):
+            if value is not None:
+                names = json.loads(value)
+                out[channel_id] = (names.get("channel", ""), names.get("channel_title", ""))
+        return out
 
     def forget_posts(self, channel_id: int, message_ids: list[int]) -> None:
         if message_ids:
@@ -67,6 +86,21 @@ class ChannelCatalog:
         if since is not None:
             found |= set(self._r.zrangebyscore(key, since, "+inf"))
         return sorted(int(m) for m in found)
+
+    def post_date(self, channel_id: int, message_id: int) -> int | None:
+        """The date a post is recorded with; None if it is not in the catalog."""
+        score = self._r.zscore(self._posts_key(channel_id), str(message_id))
+        return int(score) if score is not None else None
+
+    def ids_dated_upto(self, channel_id: int, date: float, limit: int = 64) -> list[int]:
+        """The ids of up to ``limit`` posts dated at or before ``date``, the newest first."""
+        return [int(m) for m in self._r.zrevrangebyscore(self._posts_key(channel_id), date,
+                                                          "-inf", start=0, num=limit)]
+
+    def ids_dated_before(self, channel_id: int, cutoff: float) -> list[int]:
+        """The ids of the posts dated strictly before ``cutoff`` (retention), oldest first."""
+        return [int(m) for m in self._r.zrangebyscore(self._posts_key(channel_id), "-inf",
+                                                       f"({cutoff}")]
 
     def post_count(self, channel_id: int) -> int:
         return int(self._r.zcard(self._posts_key(channel_id)))
@@ -115,3 +149,16 @@ class ChannelCatalog:
             f"unknown channel {text!r}",
             hint=f"use a channel id, username or exact title; known: {choices}",
         )
+
+
+def catalog_tenants(client: redis.Redis, base: str) -> list[str]:
+    """The tenants that have a channel catalog under the collection namespace ``base``
+    (``rag.ids.catalog_namespace``): the default one first."""
+    found = {DEFAULT_TENANT}
+    prefix, suffix = f"{base}:tenant:", ":channels"
+    for raw in client.scan_iter(match=f"{prefix}*{suffix}", count=500):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        name = key[len(prefix):-len(suffix)]
+        if name and ":" not in name:
+            found.add(name)
+    return [DEFAULT_TENANT, *sorted(found - {DEFAULT_TENANT})]

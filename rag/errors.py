@@ -8,8 +8,11 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     TgragError
     ├── InputError            bad input: a file, a record, a query or an option (exit 2, HTTP 400)
     │   ├── NotReadable       a file that is no Telegram export or dump at all
+    │   ├── NothingToRead     none of the given files or folders held a readable export or dump
     │   ├── UploadTooLarge    an upload over TGRAG_MAX_UPLOAD_MB (HTTP 413)
-    │   └── NotLoggedIn       the Telegram session is not logged in (or was logged out)
+    │   ├── NotLoggedIn       the Telegram session is not logged in (or was logged out)
+    │   ├── PrivateChat       a followed reference is a private chat: never read
+    │   └── GroupNotOptedIn   a followed reference is a group chat not followed with --group
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
     ├── BackendUnavailable    Redis, the vector store or Telegram cannot be reached (exit 3,
     │   │                     HTTP 503)
@@ -117,12 +120,23 @@ class NotReadable(InputError):
 
     title = "Not a Telegram export"
 
-    HINT = "pass a Telegram Desktop export folder or its result.json, or a JSON/JSONL dump of posts"
+    HINT = ("pass a Telegram Desktop export folder, its result.json or the folder zipped, "
+            "or a JSON/JSONL dump of posts")
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}", hint=self.HINT)
         self.path = path
         self.reason = reason
+
+
+class NothingToRead(InputError):
+    """Not one of the given paths held a readable export or dump: no such file was found, or every
+    one failed (not JSON, not an export, unreadable).  ``problems`` lists ``(file, reason)``."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = list(problems or [])
 
 
 class UploadTooLarge(InputError):
@@ -140,6 +154,18 @@ class NotLoggedIn(InputError):
     """The Telegram session is missing, was never logged in, or was logged out."""
 
     title = "Not logged in to Telegram"
+
+
+class PrivateChat(InputError):
+    """A followed reference names a person (a private chat): tgrag never reads those."""
+
+    title = "Private chats are never read"
+
+
+class GroupNotOptedIn(InputError):
+    """A followed reference is a group chat, which is read only when followed as one (opt-in)."""
+
+    title = "Group chat not opted in"
 
 
 class TelegramUnavailable(BackendUnavailable):

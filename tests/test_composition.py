@@ -89,6 +89,44 @@ def test_a_synced_post_is_tagged_like_the_same_post_from_an_export(
     assert gigachat.chat_calls == 2  # each index asked the LLM about its post once
 
 
+def test_telegram_unreachable_is_the_same_error_in_the_cli_and_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+    from telethon import functions
+    from typer.testing import CliRunner
+
+    from api.app import create_app
+    from api.cli import app as cli
+    from ingest.telegram import connector
+    from ingest.telegram.reader import make_client
+
+    telegram = FakeTelegram(require_auth=True)
+    telegram.add(FakeChannel(CHANNEL_ID, "technews", "Тех новости")).post(TEXT)
+    env = {"TGRAG_DATA_DIR": str(tmp_path / "data"), "TGRAG_TG_API_ID": "1",
+           "TGRAG_TG_API_HASH": "x", "TGRAG_TG_SESSION": telegram.login_session(),
+           "TGRAG_SYNC_INTERVAL": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(connector, "new_client",
+                        lambda s, **options: telegram.attach(make_client(s, **options)))
+    down = ConnectionError("network is unreachable")
+
+    telegram.fail_next = [(functions.users.GetUsersRequest, down)]
+    result = CliRunner().invoke(cli, ["sync", "-c", "technews"])
+    assert result.exit_code == 3, result.output
+    cli_error = result.stderr.splitlines()[0]
+    assert cli_error == "error: cannot connect to Telegram: network is unreachable"
+
+    telegram.fail_next = [(functions.users.GetUsersRequest, down)]
+    with TestClient(create_app(Settings(_env_file=None))) as http:  # type: ignore[call-arg]
+        response = http.post("/sync", json={"channel": ["technews"]})
+    assert response.status_code == 503, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:tgrag:error:telegram-unavailable"
+    assert f"error: {problem['detail']}" == cli_error
+
+
 # -- one retrieval path ---------------------------------------------------------------------------
 
 

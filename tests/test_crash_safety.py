@@ -34,12 +34,12 @@ pytestmark = pytest.mark.slow
 
 
 class Child:
-    """The helper ingest running in a subprocess, read line by line."""
+    """A helper (the ingest by default) running in a subprocess, read line by line."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, helper: Path = HELPER) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TGRAG_")}
         self.proc = subprocess.Popen(
-            [sys.executable, str(HELPER), str(data_dir), *args],
+            [sys.executable, str(helper), str(data_dir), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
         )
         self.lines: list[str] = []

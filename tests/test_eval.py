@@ -137,3 +137,26 @@ def test_eval_retrieval_command(tmp_path: Path, settings: Settings) -> None:
     again = evaluate_retrieval(root, settings)
     assert again.metrics["hybrid"]["ndcg@10"] == pytest.approx(data["modes"]["hybrid"]["ndcg@10"],
                                                                abs=1e-4)
+
+
+@pytest.mark.parametrize("missing", ["ranx", "matplotlib"])
+def test_eval_retrieval_without_the_extra_fails_before_indexing(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    # It used to index the whole dataset, then die with "No module named 'ranx'".
+    import sys
+
+    from api.cli import app
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import of it now fails, as uninstalled
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(settings.data_dir))
+    root = write_dataset(tmp_path / "tiny")
+    result = CliRunner().invoke(app, ["eval", "retrieval", "--dataset", str(root)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: tgrag eval retrieval needs the eval extra")
+    assert "Traceback" not in result.output and "index:" not in result.stderr
+    with pytest.raises(InputError) as caught:
+        evaluate_retrieval(root, settings)
+    assert f"{missing} is not installed" in caught.value.message
+    assert caught.value.hint and "tgrag[eval]" in caught.value.hint
+    assert not settings.data_dir.exists()  # nothing was indexed

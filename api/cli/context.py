@@ -18,15 +18,14 @@ from typing import Any
 
 import click
 import typer
-from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from api.logging import configure_logging
-from api.services import Services
-from rag.errors import InputError, TgragError
-from rag.settings import Settings
+from api.services import _UNSET, Services
+from rag.errors import TgragError
+from rag.settings import Settings, load_settings
 
-_UNSET: Any = object()
+DATA_DIR_META = "tgrag.data_dir"  # ctx.meta: the data folder of the index a command opened
 
 
 class TgragGroup(TyperGroup):
@@ -37,22 +36,12 @@ class TgragGroup(TyperGroup):
             return super().invoke(ctx)
         except TgragError as err:
             click.echo(f"error: {err.message}", err=True)
-            if err.hint:
-                click.echo(f"hint: {err.hint}", err=True)
+            # An error about what the index holds may come from the wrong folder's index.
+            where = ctx.meta.get(DATA_DIR_META)
+            hint = " ".join(filter(None, [err.hint, where and f"(data folder: {where})"]))
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
             raise typer.Exit(err.exit_code) from None
-
-
-def load_settings() -> Settings:
-    """Settings from the environment and ``.env``; a bad value is an input error, not a trace."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"invalid setting TGRAG_{field.upper()}: {first['msg']}",
-            hint="fix the TGRAG_* environment variable or the .env file",
-        ) from None
 
 
 def root(ctx: typer.Context) -> None:
@@ -65,14 +54,29 @@ def root(ctx: typer.Context) -> None:
 @contextmanager
 def open_services(ctx: typer.Context, command: str, *, llm: Any = _UNSET) -> Iterator[Services]:
     """The services for one command (``llm``: one the command already built)."""
-    # Only a given LLM is passed on: this module's _UNSET is not the services' own marker, and
-    # passing it made every ingest tag with a non-LLM (a warning per batch, keyword tags).
-    given = {} if llm is _UNSET else {"llm": llm}
-    services = Services.open(ctx.obj, purpose=f"tgrag {command}", **given)
+    services = Services.open(ctx.obj, purpose=f"tgrag {command}", llm=llm)
+    ctx.meta[DATA_DIR_META] = data_dir_in_use(ctx.obj)
     try:
         yield services
     finally:
         services.close()
+
+
+def data_dir_in_use(settings: Settings) -> str | None:
+    """The data folder in use (absolute), or None when Qdrant and Redis are both servers."""
+    used = settings.embedded_qdrant or settings.embedded_redis
+    return str(settings.data_dir) if used else None
+
+
+def maintain(services: Services, *, quiet: bool = False) -> dict[str, Any]:
+    """Bring the search index up to date after a command's writes (returns at once when the
+    engine has nothing due; README "Index maintenance")."""
+    if not quiet:
+        click.echo("updating the search index…", err=True)
+    done: dict[str, Any] = services.optimize()
+    if not quiet and done["optimized"]:
+        click.echo(f"search index updated in {done['seconds']:.1f}s", err=True)
+    return done
 
 
 def print_json(data: Any) -> None:

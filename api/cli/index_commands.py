@@ -10,7 +10,7 @@ import click
 import typer
 
 from api.cli.alert_commands import echo_pass
-from api.cli.context import open_services, print_json
+from api.cli.context import data_dir_in_use, maintain, open_services, print_json
 from rag.errors import InputError
 from rag.settings import Settings
 
@@ -22,7 +22,7 @@ MAX_SKIPPED_SHOWN = 10
 
 
 def register(app: typer.Typer) -> None:
-    for command in (ingest, search, similar, stats, serve):
+    for command in (ingest, search, similar, stats, optimize, serve):
         app.command()(command)
 
 
@@ -40,16 +40,27 @@ def ingest(
     from ingest.readers.base import SkippedRecord
 
     settings: Settings = ctx.obj
-    # Read everything first: bad paths fail before the data folder is taken, and the progress bar
-    # knows its total.
-    items = list(read_paths(paths, settings.max_post_chars))
-    total = sum(1 for item in items if not isinstance(item, SkippedRecord))
-    with open_services(ctx, "ingest") as services:
-        if as_json:
-            report = services.ingest(items)
-        else:
-            report = _ingest_with_progress(services, items, total)
-        alerts = services.dispatch_alerts()  # what this ingest added, checked against alerts
+    committed: list[IngestReport] = []  # the report as of the last committed batch
+
+    def remember(_done: int, report: IngestReport) -> None:
+        committed[:] = [report]
+
+    try:
+        # Read everything first: bad paths fail before the data folder is taken, and the progress
+        # bar knows its total.
+        items = list(read_paths(paths, settings.max_post_chars))
+        total = sum(1 for item in items if not isinstance(item, SkippedRecord))
+        with open_services(ctx, "ingest") as services:
+            if as_json:
+                report = services.ingest(items, on_progress=remember)
+            else:
+                report = _ingest_with_progress(services, items, total, remember)
+            if report.new or report.updated:
+                maintain(services, quiet=as_json)
+            alerts = services.dispatch_alerts()  # what this ingest added, checked against alerts
+    except KeyboardInterrupt:
+        _print_interrupted(committed[0] if committed else None)
+        raise typer.Exit(130) from None
     if as_json:
         print_json({**report.to_dict(), "alerts": alerts.to_dict()})
     else:
@@ -57,7 +68,19 @@ def ingest(
         echo_pass(alerts)
 
 
-def _ingest_with_progress(services: Any, items: list[Any], total: int) -> IngestReport:
+def _print_interrupted(report: IngestReport | None) -> None:
+    """Ctrl+C: what is safely in the index, and that a rerun picks up from there."""
+    resume = "run the same command again to resume (committed posts are not embedded again)"
+    if report is None:
+        click.echo(f"interrupted before any post was committed; {resume}", err=True)
+        return
+    noun = "post" if report.posts == 1 else "posts"
+    click.echo(f"interrupted: {report.posts} {noun} committed ({report.new} new, "
+               f"{report.updated} updated, {report.unchanged} unchanged); {resume}", err=True)
+
+
+def _ingest_with_progress(services: Any, items: list[Any], total: int,
+                          on_progress: Any) -> IngestReport:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -84,9 +107,12 @@ def _ingest_with_progress(services: Any, items: list[Any], total: int) -> Ingest
         disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("ingest", total=total)
-        return services.ingest(  # type: ignore[no-any-return]
-            items, on_progress=lambda done, _report: progress.update(task, completed=done)
-        )
+
+        def advance(done: int, report: IngestReport) -> None:
+            progress.update(task, completed=done)
+            on_progress(done, report)
+
+        return services.ingest(items, on_progress=advance)  # type: ignore[no-any-return]
 
 
 def _print_report(report: IngestReport) -> None:
@@ -101,6 +127,23 @@ def _print_report(report: IngestReport) -> None:
         click.echo(f"  skipped {record}")
     if len(report.skipped_records) > len(shown):
         click.echo(f"  … and {len(report.skipped_records) - len(shown)} more")
+
+
+# -- index maintenance ----------------------------------------------------------------------------
+
+
+def optimize(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Bring the search index up to date: index what uploads and syncs through `tgrag serve`
+    added, reclaim deleted points. Run it while the API is stopped (it takes the data folder)."""
+    with open_services(ctx, "optimize") as services:
+        done = maintain(services, quiet=as_json)
+    if as_json:
+        print_json(done)
+    elif not done["optimized"]:
+        click.echo(f"search index already up to date ({done['points']} points)")
 
 
 # -- search ---------------------------------------------------------------------------------------
@@ -203,12 +246,14 @@ def stats(
 ) -> None:
     """What is indexed: posts, vectors, model, and per-channel counts and date ranges."""
     with open_services(ctx, "stats") as services:
-        data = services.stats(all_tenants=True)
+        data = {**services.stats(all_tenants=True), "data_dir": data_dir_in_use(ctx.obj)}
     if as_json:
         print_json(data)
         return
     click.echo(f"posts: {data['posts']}  points: {data['points']}  "
                f"embedding model: {data['embedding_model']}")
+    if data["data_dir"]:
+        click.echo(f"data folder: {data['data_dir']}")
     channels = data["channels"]
     if not channels:
         click.echo("no channels yet: run `tgrag ingest PATH`")

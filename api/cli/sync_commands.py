@@ -24,7 +24,7 @@ import click
 import typer
 
 from api.cli.alert_commands import echo_pass
-from api.cli.context import open_services
+from api.cli.context import maintain, open_services
 from ingest.telegram.connector import TelegramConnector, telegram_errors
 from rag.errors import InputError
 
@@ -189,12 +189,18 @@ async def _check_password(client: TelegramClient) -> Any:
 def channels_add(
     ctx: typer.Context,
     refs: list[str] = typer.Argument(..., help="@username, t.me link or channel id."),
+    group: bool = typer.Option(
+        False, "--group",
+        help="Opt in to reading a group chat (supergroup or small group, by @username or id): "
+             "its members' messages are indexed with their senders. Private chats are never "
+             "read.",
+    ),
 ) -> None:
-    """Follow channels (resolved at the first sync)."""
+    """Follow channels (resolved at the first sync); --group also group chats."""
     with open_services(ctx, "channels add") as services:
         for ref in refs:
-            state = services.follow(ref)
-            click.echo(f"following {state.ref}")
+            state = services.follow(ref, group=group)
+            click.echo(f"following {state.ref}" + (" (group chat)" if state.group else ""))
 
 
 @channels_app.command("remove")
@@ -229,17 +235,22 @@ def channels_list(
     """Followed channels with their cursor, last sync and status."""
     with open_services(ctx, "channels list") as services:
         states = services.channels()
+        policy = services.retention()
+    keep = {s.ref: policy.keep_days(s.channel_id) if s.channel_id is not None
+            else policy.default_days for s in states}
     if as_json:
-        click.echo(json.dumps({"channels": [s.to_dict() for s in states]}, ensure_ascii=False,
-                              indent=2))
+        click.echo(json.dumps({"channels": [{**s.to_dict(), "keep_days": keep[s.ref]}
+                                            for s in states]}, ensure_ascii=False, indent=2))
         return
     if not states:
         click.echo("no channels followed; add one with `tgrag channels add @name`")
     for s in states:
         when = datetime.fromtimestamp(s.last_sync, UTC).strftime("%Y-%m-%d %H:%M") \
             if s.last_sync else "never"
-        line = (f"{s.ref:<24} {s.status:<8} posts {s.posts_indexed:<6} "
-                f"last id {s.last_message_id:<8} synced {when}")
+        kind = "group" if s.group else "channel"
+        kept = f"kept {keep[s.ref]:g}d" if keep[s.ref] else "kept forever"
+        line = (f"{s.ref:<24} {kind:<7} {s.status:<8} posts {s.posts_indexed:<6} "
+                f"last id {s.last_message_id:<8} synced {when}  {kept}")
         click.echo(line + (f"  error: {s.last_error}" if s.last_error else ""))
 
 
@@ -272,7 +283,8 @@ def _echo_live(ref: str, data: dict[str, Any]) -> None:
 def _echo_result(r: SyncResult) -> None:
     if r.status == "ok":
         click.echo(f"{r.ref}: {r.new} new, {r.updated} updated, {r.unchanged} unchanged, "
-                   f"{r.deleted} deleted, {r.skipped} skipped")
+                   f"{r.deleted} deleted, {r.skipped} skipped"
+                   + (f", {r.expired} past retention" if r.expired else ""))
     elif r.status == "busy":
         click.echo(f"{r.ref}: skipped, another worker is syncing it")
     elif r.status == "removed":
@@ -303,6 +315,8 @@ def sync(
 
     with open_services(ctx, "sync") as services:
         results = _run(main(services))
+        if any(r.new or r.updated or r.deleted for r in results):
+            maintain(services, quiet=as_json)
         alerts = services.dispatch_alerts()  # what this sync added, checked against alerts
     if not as_json:
         echo_pass(alerts)
@@ -341,7 +355,9 @@ def worker(
     interval: float | None = typer.Option(None, help="Seconds between runs; default "
                                                      "TGRAG_SYNC_INTERVAL."),
 ) -> None:
-    """Sync all followed channels now and then every interval, until Ctrl-C or SIGTERM.
+    """Sync all followed channels now and then every interval, until Ctrl-C or SIGTERM; after
+    each run, prune the posts past their retention (when TGRAG_RETENTION_DAYS or a channel's
+    --keep-days is set).
 
     Several workers share the channels (each is synced by one worker at a time, under a lock in
     Redis). For a single run, e.g. from cron, use `tgrag sync`.
@@ -356,12 +372,23 @@ def worker(
                               "use `tgrag sync`")
 
     async def main(services: Services) -> None:
+        from api.bot.hosting import fixed_sync, running_bot
+
         async with services.telegram.session() as client:
             syncer = services.channel_sync(client, listener=_echo_event)
-            scheduler = SyncScheduler(syncer, interval=every, on_result=_echo_result)
+
+            async def prune_after_sync() -> None:  # retention, when set (ingest/retention.py)
+                report = await services.scheduled_prune()
+                if report is not None and report.deleted:
+                    click.echo(f"pruned {report.deleted} posts past their retention")
+
+            scheduler = SyncScheduler(syncer, interval=every, on_result=_echo_result,
+                                      after_run=prune_after_sync)
             click.echo(f"syncing the followed channels every {every:g}s; Ctrl-C to stop",
                        err=True)
-            await scheduler.run_forever()
+            # The bot too, on this loop, when TGRAG_TG_BOT_TOKEN is set.
+            async with running_bot(services, sync=fixed_sync(syncer)):
+                await scheduler.run_forever()
 
     with open_services(ctx, "worker") as services:
         services.start_alerts()  # checks synced posts against alerts, delivers webhooks

@@ -35,12 +35,13 @@ def make_router(settings: Settings) -> APIRouter:
     def ingest_export(
         services: ServicesDep,
         file: Annotated[UploadFile, File(description="A Telegram Desktop export's result.json, "
-                                         "or a JSON array / JSONL dump of posts.")],
+                                         "the export folder zipped, or a JSON array / JSONL "
+                                         "dump of posts.")],
     ) -> dict[str, Any]:
         """Upload posts; they are ingested in the background (poll ``status_url``)."""
         name = FilePath(file.filename or "upload.json").name
         suffix = FilePath(name).suffix.lower()
-        if suffix not in {".json", *JSONL_SUFFIXES}:
+        if suffix not in {".json", ".zip", *JSONL_SUFFIXES}:
             suffix = ".json"  # the content decides the format; the suffix only flags JSONL
         with tempfile.NamedTemporaryFile("wb", suffix=suffix, prefix="tgrag-upload-",
                                          delete=False) as out:

@@ -34,7 +34,9 @@ def web_page() -> FileResponse:
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
 def ready(services: ServicesDep) -> JSONResponse:
-    """Readiness: Redis and the vector store answer (503 and which one failed, otherwise)."""
+    """Readiness: Redis and the vector store answer (503 and which one failed, otherwise).  With
+    a Telegram bot configured or running, ``bot`` says how it is (``ok (@name)``, ``offline: …``,
+    ``unauthorized: …``, ``not running``); a bot problem does not make the API unready."""
     checks: dict[str, str] = {}
     try:
         services.index.redis.ping()
@@ -47,8 +49,16 @@ def ready(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["qdrant"] = f"error: {exc}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                        status_code=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", **checks}
+    if checks["redis"] == "ok":  # the bot's state, wherever it runs (reported, not required)
+        from api.bot.status import StatusBoard, ready_report
+
+        index = services.index
+        bot = ready_report(StatusBoard(index.redis, index.namespace),
+                           bool(services.settings.tg_bot_token))
+        if bot is not None:
+            body["bot"] = bot
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", responses={

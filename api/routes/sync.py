@@ -30,6 +30,9 @@ router = APIRouter(tags=["sync"], responses={**COMMON, **problems(400, 403, 404,
 
 class ChannelAdd(BaseModel):
     channel: str = Field(..., description="@username, t.me link or channel id.")
+    group: bool = Field(False, description="Opt in to reading a group chat (supergroup or small "
+                        "group): its members' messages are indexed with their senders. Private "
+                        "chats are never read.")
 
 
 class SyncRequest(BaseModel):
@@ -45,7 +48,7 @@ def list_channels(services: ServicesDep) -> dict[str, Any]:
 
 @router.post("/channels", status_code=201)
 def add_channel(body: ChannelAdd, services: ServicesDep) -> dict[str, Any]:
-    return services.follow(body.channel).to_dict()
+    return services.follow(body.channel, group=body.group).to_dict()
 
 
 @router.delete("/channels", responses={409: {

@@ -34,6 +34,12 @@ class PostReader(BaseReader):
         self.path = Path(path)
         self.max_post_chars = max_post_chars
 
+    @property
+    def sources(self) -> list[str]:
+        """How records name the files this reader reads: a file-level :class:`SkippedRecord` for
+        every one of them means the reader read nothing at all."""
+        return [str(self.path)]
+
     def iter_posts(self) -> Iterator[ReadItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -13,16 +13,19 @@ from ingest.readers.base import PostReader, ReadItem, SkippedRecord
 from ingest.readers.export import flatten_text, parse_reactions
 from ingest.readers.markdown import find_urls, strip_markdown
 from ingest.readers.source import (
+    MAX_INT,
     BadDate,
     SourceText,
     add_links,
     clean_str,
     json_error_reason,
+    optional_count,
     optional_int,
     parse_channel_id,
     parse_date,
     parse_message_id,
     read_source,
+    shown,
     text_problem,
 )
 
@@ -64,8 +67,8 @@ def dump_records(data: Any) -> list[Any] | str:
     return records
 
 
-def looks_like_jsonl(text: str) -> bool:
-    """Whether one of the first non-empty lines is a complete JSON object on its own."""
+def looks_like_jsonl(text: str, lines: int = 20) -> bool:
+    """Whether one of the first ``lines`` non-empty lines is a complete JSON object on its own."""
     checked = 0
     for line in text.split("\n"):
         if not line.strip():
@@ -76,7 +79,7 @@ def looks_like_jsonl(text: str) -> bool:
         except json.JSONDecodeError:
             pass
         checked += 1
-        if checked >= 5:
+        if checked >= lines:
             break
     return False
 
@@ -156,9 +159,7 @@ class DumpReader(PostReader):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                yield SkippedRecord(
-                    name, f"line {number}", f"malformed JSON: {error.msg} at column {error.colno}"
-                )
+                yield SkippedRecord(name, f"line {number}", json_error_reason(error, line=False))
                 continue
             yield from self._read_record(record, name, f"line {number}", by_id=False)
 
@@ -173,7 +174,7 @@ class DumpReader(PostReader):
         if message_id is None:
             reason = (
                 "no message id (expected \"message_id\" or \"id\")" if raw_id is None
-                else f"bad message id {raw_id!r}"
+                else f"bad message id {shown(raw_id)}"
             )
             yield SkippedRecord(name, position, reason)
             return
@@ -238,7 +239,7 @@ class DumpReader(PostReader):
             if record.get(key) is not None:
                 channel_id = parse_channel_id(record[key])
                 if channel_id is None:
-                    return f"bad channel id {record[key]!r} in \"{key}\""
+                    return f"bad channel id {shown(record[key])} in \"{key}\""
                 return channel_id
         if self._fallback_channel_id is not None:
             return self._fallback_channel_id
@@ -297,14 +298,12 @@ def _reactions(value: Any) -> dict[str, int]:
         reactions: dict[str, int] = {}
         for item in value["results"]:
             reaction = item.get("reaction") if isinstance(item, dict) else None
-            count = item.get("count") if isinstance(item, dict) else None
-            if not isinstance(reaction, dict) or not isinstance(count, int):
+            count = optional_count(item.get("count")) if isinstance(item, dict) else None
+            if not isinstance(reaction, dict) or count is None:
                 continue
             key = reaction.get("emoticon") or f"custom:{reaction.get('document_id', '')}"
-            reactions[key] = reactions.get(key, 0) + count
+            reactions[key] = min(reactions.get(key, 0) + count, MAX_INT)
         return reactions
     if isinstance(value, dict):
-        return {
-            str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)
-        }
+        return {str(k): v for k, v in value.items() if optional_count(v) is not None}
     return parse_reactions(value)

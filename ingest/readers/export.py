@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.documents import Post
 from ingest.readers.base import PostReader, ReadItem, SkippedRecord
 from ingest.readers.source import (
+    MAX_INT,
     BadDate,
     SourceText,
     add_links,
     clean_str,
     json_error_reason,
+    moment_seconds,
+    optional_count,
     parse_channel_id,
     parse_message_id,
     parse_unix,
     read_source,
+    shown,
     text_problem,
 )
 from rag.errors import InputError
@@ -32,6 +36,9 @@ CHANNEL_TYPES = frozenset({"public_channel", "private_channel"})
 # Entity types whose target is a web link: the visible text of a bare link, the href of a text link.
 _LINK_TEXT_TYPES = frozenset({"link"})
 _LINK_HREF_TYPES = frozenset({"text_link"})
+
+
+ChannelNames = dict[int, dict[str, str]]  # channel id → {"username", "title"}
 
 
 def is_export(data: Any) -> bool:
@@ -92,8 +99,8 @@ def parse_reactions(value: Any) -> dict[str, int]:
     for item in value:
         if not isinstance(item, dict):
             continue
-        count = item.get("count")
-        if not isinstance(count, int) or isinstance(count, bool):
+        count = optional_count(item.get("count"))
+        if count is None:
             continue
         kind = item.get("type")
         if kind == "emoji" and isinstance(item.get("emoji"), str):
@@ -102,11 +109,11 @@ def parse_reactions(value: Any) -> dict[str, int]:
             key = f"custom:{item.get('document_id', '')}"
         else:
             key = str(kind or "unknown")
-        reactions[key] = reactions.get(key, 0) + count
+        reactions[key] = min(reactions.get(key, 0) + count, MAX_INT)
     return reactions
 
 
-def load_channel_names(path: Path) -> tuple[dict[int, dict[str, str]], SkippedRecord | None]:
+def load_channel_names(path: Path) -> tuple[ChannelNames, SkippedRecord | None]:
     """The optional ``channels.json`` beside ``result.json``: channel id → username and title.
 
     Exports do not carry usernames, so this file supplies them (for ``t.me/<username>`` links).
@@ -115,12 +122,18 @@ def load_channel_names(path: Path) -> tuple[dict[int, dict[str, str]], SkippedRe
     """
     if not path.is_file():
         return {}, None
-    source = read_source(path)
+    return parse_channel_names(read_source(path), str(path))
+
+
+def parse_channel_names(
+    source: SourceText, name: str
+) -> tuple[ChannelNames, SkippedRecord | None]:
+    """:func:`load_channel_names` of a ``channels.json`` already read (``name``: how to cite it)."""
     try:
         data = json.loads(source.text)
     except json.JSONDecodeError as error:
         return {}, SkippedRecord(
-            str(path), "file", f"{json_error_reason(error)}; usernames unknown, links use t.me/c/"
+            name, "file", f"{json_error_reason(error)}; usernames unknown, links use t.me/c/"
         )
     if isinstance(data, dict) and isinstance(data.get("channels"), list):
         data = data["channels"]
@@ -129,7 +142,7 @@ def load_channel_names(path: Path) -> tuple[dict[int, dict[str, str]], SkippedRe
         entries = list(data.items())
     elif isinstance(data, list):
         entries = [(item.get("id"), item) for item in data if isinstance(item, dict)]
-    names: dict[int, dict[str, str]] = {}
+    names: ChannelNames = {}
     for raw_id, info in entries:
         channel_id = parse_channel_id(raw_id)
         if channel_id is None:
@@ -172,12 +185,21 @@ class ExportReader(PostReader):
         *,
         source: SourceText | None = None,
         data: Any = None,
+        channel_names: tuple[ChannelNames, SkippedRecord | None] | None = None,
+        name: str | None = None,
     ) -> None:
         """``source``/``data``: the already decoded and parsed file (``open_reader`` passes them
-        so a file is parsed once)."""
+        so a file is parsed once).  ``channel_names`` (what :func:`load_channel_names` returns)
+        and ``name`` (how records cite the file) are for exports read from elsewhere, a zip."""
         super().__init__(path, max_post_chars)
         self._source = source
         self._data = data
+        self._channel_names = channel_names
+        self._name = name
+
+    @property
+    def sources(self) -> list[str]:
+        return [self._name or str(self.result_path)]
 
     @property
     def result_path(self) -> Path:
@@ -186,7 +208,7 @@ class ExportReader(PostReader):
 
     def iter_posts(self) -> Iterator[ReadItem]:
         result = self.result_path
-        name = str(result)
+        name = self._name or str(result)
         if not result.is_file():
             raise InputError(
                 f"{self.path}: no {RESULT_FILE} here",
@@ -207,7 +229,7 @@ class ExportReader(PostReader):
                 "\"name\"/\"type\"/\"id\", or \"chats\".\"list\"",
             )
             return
-        names, problem = load_channel_names(result.parent / "channels.json")
+        names, problem = self._channel_names or load_channel_names(result.parent / CHANNELS_FILE)
         if problem is not None:
             yield problem
         if "messages" in data:
@@ -234,7 +256,7 @@ class ExportReader(PostReader):
                 yield from self._read_chat(chat, name, names, label_prefix=prefix)
 
     def _read_chat(
-        self, chat: dict[str, Any], name: str, names: dict[int, dict[str, str]], label_prefix: str
+        self, chat: dict[str, Any], name: str, names: ChannelNames, label_prefix: str
     ) -> Iterator[ReadItem]:
         messages = chat.get("messages")
         if not isinstance(messages, list):
@@ -251,7 +273,7 @@ class ExportReader(PostReader):
             message_id = parse_message_id(message.get("id"))
             if message_id is None:
                 reason = "message has no id" if "id" not in message else (
-                    f"bad message id {message.get('id')!r}"
+                    f"bad message id {shown(message.get('id'))}"
                 )
                 yield SkippedRecord(name, f"{label_prefix}item {position}", reason)
                 continue
@@ -275,7 +297,7 @@ class ExportReader(PostReader):
         message_id: int,
         chat_id: int | None,
         title: str,
-        names: dict[int, dict[str, str]],
+        names: ChannelNames,
     ) -> Post | str:
         """The post, or the reason it cannot be one."""
         # from_id "channel<id>" names the channel when the chat object has no usable id.
@@ -325,13 +347,11 @@ def _message_date(message: dict[str, Any], field: str) -> int | None:
     if local in (None, ""):
         return None
     if not isinstance(local, str):
-        raise BadDate(f"bad {field} {local!r}: expected \"2024-01-02T03:04:05\"")
+        raise BadDate(f"bad {field} {shown(local)}: expected \"2024-01-02T03:04:05\"")
     # Old exports have only the local-time "date" and no zone: the exporter's zone is unknown, so it
     # is read as UTC (off by the exporter's UTC offset at most).
     try:
         moment = datetime.fromisoformat(local)
     except ValueError:
-        raise BadDate(f"bad {field} {local!r}: expected \"2024-01-02T03:04:05\"") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return parse_unix(int(moment.timestamp()))
+        raise BadDate(f"bad {field} {shown(local)}: expected \"2024-01-02T03:04:05\"") from None
+    return parse_unix(moment_seconds(moment, local))

@@ -7,6 +7,7 @@ same way, and refuse the same bad records with the same reasons, so those live h
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,13 @@ from typing import Any
 from rag.ids import normalize_channel_id
 
 NO_TEXT = "no text (media-only or empty post)"
+# The largest id or counter Qdrant's integer payloads and Redis scores hold exactly (int64); a
+# larger one used to be read and fail later, in the pipeline, taking the whole file with it.
+MAX_INT = 2**63 - 1
+# 9999-12-31T23:59:59Z: a later time has no ISO form (``date_iso``), so it failed the whole batch.
+MAX_UNIX = 253402300799
+# A value quoted in a reason is cut here: a reason is one line, whatever the file holds.
+MAX_SHOWN_CHARS = 40
 INVALID_BYTES = "invalid UTF-8 bytes in text"
 LONE_SURROGATES = "text contains unpaired UTF-16 surrogates (broken \\ud800-\\udfff escapes)"
 
@@ -35,7 +43,11 @@ class SourceText:
 
 def read_source(path: Path) -> SourceText:
     """Read and decode a file; never fails on bad bytes (see ``_SURROGATES``)."""
-    data = path.read_bytes()
+    return decode_source(path, path.read_bytes())
+
+
+def decode_source(path: Path, data: bytes) -> SourceText:
+    """Decode a file's bytes (read from disk or from a zip) as :func:`read_source` does."""
     try:
         text = data.decode("utf-8")
         invalid = False
@@ -45,9 +57,19 @@ def read_source(path: Path) -> SourceText:
     return SourceText(path=path, text=text.removeprefix("\ufeff"), has_invalid_bytes=invalid)
 
 
-def json_error_reason(error: json.JSONDecodeError) -> str:
-    """``malformed JSON: <what> at line L, column C`` — the parser's own position."""
-    return f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+def json_error_reason(error: json.JSONDecodeError, *, line: bool = True) -> str:
+    """``malformed JSON: <what> at line L, column C`` — the parser's own position (the column only
+    for one JSONL line)."""
+    where = f"line {error.lineno}, column {error.colno}" if line else f"column {error.colno}"
+    # Some parser messages end in "at" already ("Unterminated string starting at").
+    joint = " " if error.msg.endswith(" at") else " at "
+    return f"malformed JSON: {error.msg}{joint}{where}"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to :data:`MAX_SHOWN_CHARS` characters for a reason."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
 
 
 def clean_str(value: str) -> str:
@@ -73,14 +95,13 @@ def text_problem(text: str, max_chars: int) -> str | None:
 
 
 def parse_message_id(value: Any) -> int | None:
-    """A positive message id from an int or a string of digits; None when it is not one."""
+    """A message id in ``1..MAX_INT`` from an int or a string of digits; None when it is not one."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,19}\s*", value):
+        value = int(value)
     if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
+        return value if 0 < value <= MAX_INT else None
     return None
 
 
@@ -93,11 +114,13 @@ def parse_channel_id(value: Any) -> int | None:
         value = value.get("channel_id")
         if value is None:
             return None
+    if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
+        return None  # no id is that long; int() of thousands of digits is slow, then refused
     try:
         channel_id = normalize_channel_id(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return channel_id or None
+    return channel_id if 0 < channel_id <= MAX_INT else None
 
 
 class BadDate(ValueError):
@@ -105,17 +128,25 @@ class BadDate(ValueError):
 
 
 def parse_unix(value: Any) -> int:
-    """Unix seconds from an int/float or a numeric string (Desktop's ``date_unixtime``)."""
+    """Unix seconds in ``1..MAX_UNIX`` from an int/float or a numeric string (Desktop's
+    ``date_unixtime``); :class:`BadDate` for anything else, never another error."""
     if isinstance(value, bool):
-        raise BadDate(f"bad date {value!r}: expected unix seconds")
+        raise BadDate(f"bad date {shown(value)}: expected unix seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON parsers accept Infinity and NaN; int() of them raises OverflowError/ValueError.
+        raise BadDate(f"bad date {shown(value)}: not a finite number")
     if isinstance(value, int | float):
         seconds = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
-        seconds = int(float(value))
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", value):
+        whole = value.strip().split(".")[0].lstrip("0")
+        # Past 12 digits it is beyond MAX_UNIX anyway; int() of thousands is slow, then refused.
+        seconds = int(whole or "0") if len(whole) <= 12 else MAX_UNIX + 1
     else:
-        raise BadDate(f"bad date {value!r}: expected unix seconds")
+        raise BadDate(f"bad date {shown(value)}: expected unix seconds")
     if seconds <= 0:
-        raise BadDate(f"bad date {value!r}: not a positive unix time")
+        raise BadDate(f"bad date {shown(value)}: not a positive unix time")
+    if seconds > MAX_UNIX:
+        raise BadDate(f"bad date {shown(value)}: after 9999-12-31, not a real time")
     return seconds
 
 
@@ -124,31 +155,48 @@ def parse_date(value: Any) -> int:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return parse_unix(value)
     if not isinstance(value, str):
-        raise BadDate(f"bad date {value!r}: expected an ISO 8601 string or unix seconds")
+        raise BadDate(f"bad date {shown(value)}: expected an ISO 8601 string or unix seconds")
     text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return parse_unix(text)
     try:
         # Python 3.11 reads "Z", offsets and the "2024-01-02 03:04:05+00:00" form of str(datetime).
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadDate(
-            f"bad date {value!r}: expected an ISO 8601 string or unix seconds"
+            f"bad date {shown(value)}: expected an ISO 8601 string or unix seconds"
         ) from None
+    return parse_unix(moment_seconds(moment, value))
+
+
+def moment_seconds(moment: datetime, value: Any) -> int:
+    """Unix seconds of a parsed time (naive = UTC); :class:`BadDate` when it has none (an offset
+    can push year 1 or year 9999 out of the range a timestamp exists for)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return parse_unix(int(moment.timestamp()))
+    try:
+        return int(moment.timestamp())
+    except (OverflowError, ValueError, OSError):
+        raise BadDate(f"bad date {shown(value)}: out of range") from None
 
 
 def optional_int(value: Any) -> int | None:
-    """An engagement counter or group id, or None when absent or not a number."""
+    """An engagement counter or group id, or None when absent, not a number, or beyond int64
+    (what Qdrant and Redis hold)."""
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):
+        value = int(value)
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
+        return value if -MAX_INT <= value <= MAX_INT else None
     return None
+
+
+def optional_count(value: Any) -> int | None:
+    """A reaction count: an int in ``0..MAX_INT``, else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_INT else None
 
 
 def add_links(links: list[str], candidates: list[str]) -> None:

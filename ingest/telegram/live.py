@@ -6,6 +6,12 @@
   hash re-embeds it only if the text changed;
 * ``MessageDeleted`` → the posts are removed (in channels the update carries ``channel_id``).
 
+Group chats followed with ``--group`` get the same updates: a new message extends or starts a
+window (the incremental sync re-reads from the newest window), an edit or a deletion in a
+supergroup rebuilds the windows around it (``ChannelSync.resync_group``).  A small group's
+deletions come without the chat's id, so the next scheduled sync's re-scan finds them.  Private
+chats are never looked at: the handlers' filter lets through channels and groups only.
+
 Handlers return quickly and do the work in tasks: Telethon awaits handlers in its update loop.
 What they changed is reported to the sync's listener as ``"live"`` events (``tgrag watch`` prints
 them).
@@ -20,6 +26,7 @@ from typing import Any
 
 from telethon import TelegramClient, events, types
 
+from ingest.documents import GROUP
 from ingest.telegram.reader import TelegramReader
 from ingest.telegram.state import ChannelState
 from ingest.telegram.sync import ChannelSync
@@ -62,14 +69,23 @@ class LiveSync:
 
     async def on_edited(self, event: events.MessageEdited.Event) -> None:
         state = self._registered(event.chat_id)
-        if state is not None:
+        if state is None:
+            return
+        if state.chat_type == GROUP:
+            message = event.message
+            self._spawn(self._resync(state, [message.id], message.date.timestamp()))
+        else:
             self._spawn(self._reindex(state, event.message))
 
     async def on_deleted(self, event: events.MessageDeleted.Event) -> None:
         update = event.original_update
         channel_id = getattr(update, "channel_id", None)
         state = self._registered(channel_id)
-        if state is not None and state.channel_id is not None:
+        if state is None or state.channel_id is None:
+            return
+        if state.chat_type == GROUP:
+            self._spawn(self._resync(state, list(event.deleted_ids), None))
+        else:
             self._spawn(self._delete(state, list(event.deleted_ids)))
 
     async def _catch_up(self, ref: str) -> None:
@@ -108,9 +124,26 @@ class LiveSync:
         if post is None:  # the caption was removed: nothing left to search
             await self._delete(state, [message.id])
             return
+        cutoff = self.sync.cutoff(post.channel_id)
+        if cutoff is not None and post.date < cutoff:
+            return  # past the channel's retention: an edit does not bring it back
         report = await self.sync.ingest_posts([post])
         self.sync.emit(state.ref, "live", {"edited": post.message_id,
                                            "reindexed": bool(report.new or report.updated)})
+
+    async def _resync(self, state: ChannelState, message_ids: list[int],
+                      date: float | None) -> None:
+        if min(message_ids) > state.last_message_id:  # not read yet: the catch-up reads it
+            await self._catch_up(state.ref)
+            return
+        result = await self.sync.resync_group(state.ref, message_ids, date)
+        if result.status != "ok":
+            return
+        if date is None:
+            self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
+        else:
+            self.sync.emit(state.ref, "live", {"edited": message_ids[0],
+                                               "reindexed": bool(result.new or result.updated)})
 
     async def _delete(self, state: ChannelState, message_ids: list[int]) -> None:
         assert state.channel_id is not None
@@ -121,11 +154,14 @@ class LiveSync:
 def register_live_handlers(client: TelegramClient, sync: ChannelSync) -> LiveSync:
     """Attach the handlers to ``client`` (which must receive updates) and return them."""
     live = LiveSync(sync)
-    client.add_event_handler(live.on_new_message, events.NewMessage(func=_is_channel))
-    client.add_event_handler(live.on_edited, events.MessageEdited(func=_is_channel))
+    client.add_event_handler(live.on_new_message, events.NewMessage(func=_is_followable))
+    client.add_event_handler(live.on_edited, events.MessageEdited(func=_is_followable))
     client.add_event_handler(live.on_deleted, events.MessageDeleted())
     return live
 
 
-def _is_channel(event: Any) -> bool:
-    return bool(getattr(event, "is_channel", False))
+def _is_followable(event: Any) -> bool:
+    """A channel or a group chat (supergroups are channels to Telegram); never a private chat."""
+    if getattr(event, "is_private", False):
+        return False
+    return bool(getattr(event, "is_channel", False) or getattr(event, "is_group", False))

@@ -8,6 +8,9 @@ of one channel deduplicate against each other in the docstore.
   the caption that exists (Telegram puts it on one of the messages).
 * Entity offsets are UTF-16 code units, so link slicing is done on the surrogate-expanded text.
 * Service messages and media-only posts without a caption are skipped and counted.
+* :meth:`TelegramReader.resolve` tells channels from group chats (supergroups and small groups,
+  read only when followed as groups: ``ingest.telegram.group_reader``) and refuses private chats
+  (a person or a bot) always, whatever the caller allows.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from telethon import TelegramClient, types
 from telethon.helpers import add_surrogate, del_surrogate
 from telethon.sessions import StringSession
 
-from ingest.documents import Post
-from rag.errors import InputError
+from ingest.documents import CHANNEL, GROUP, Post
+from rag.errors import GroupNotOptedIn, InputError, PrivateChat
 from rag.ids import normalize_channel_id
 from rag.settings import Settings
 
@@ -47,12 +50,13 @@ class ReadStats:
 
 @dataclass(frozen=True, slots=True)
 class ChannelRef:
-    """A resolved channel: what a Post needs besides the message."""
+    """A resolved channel or group chat: what a Post needs besides the message."""
 
     channel_id: int
     username: str
     title: str
-    entity: Any  # the telethon Channel, reusable as an input peer
+    entity: Any  # the telethon Channel or Chat, reusable as an input peer
+    chat_type: str = CHANNEL  # channel | group (a supergroup or a small group)
 
     @classmethod
     def from_entity(cls, entity: Any) -> ChannelRef:
@@ -61,7 +65,31 @@ class ChannelRef:
             username=getattr(entity, "username", None) or "",
             title=getattr(entity, "title", None) or "",
             entity=entity,
+            chat_type=chat_type_of(entity),
         )
+
+    @property
+    def is_group(self) -> bool:
+        return self.chat_type == GROUP
+
+
+def chat_type_of(entity: Any) -> str:
+    """``channel`` for a broadcast channel, ``group`` for a supergroup, a broadcast group or a
+    small group; :class:`PrivateChat` for a person or a bot; :class:`InputError` otherwise."""
+    if isinstance(entity, types.User | types.UserEmpty):
+        raise PrivateChat(
+            "this is a private chat (a person or a bot); tgrag never reads private chats",
+            hint="follow channels and group chats only")
+    if isinstance(entity, types.Channel):
+        return GROUP if (entity.megagroup or entity.gigagroup) else CHANNEL
+    if isinstance(entity, types.Chat):
+        return GROUP
+    if isinstance(entity, types.ChatForbidden | types.ChannelForbidden):
+        raise InputError(f"no access to {getattr(entity, 'title', '') or entity.id!r} (the "
+                         "account was removed or banned from it)",
+                         hint="join it again with the account, or stop following it")
+    raise InputError(f"{type(entity).__name__} is not a channel or a group chat",
+                     hint="add a channel username, or a group chat with --group")
 
 
 def _unix(value: datetime | None) -> int | None:
@@ -166,18 +194,44 @@ class TelegramReader:
         self.client = client
         self.stats = ReadStats()
 
-    async def resolve(self, channel: str | int | ChannelRef) -> ChannelRef:
-        """A channel from ``@username``, ``username``, a t.me link or a known id."""
+    async def resolve(self, channel: str | int | ChannelRef, *,
+                      allow_group: bool = False) -> ChannelRef:
+        """A channel from ``@username``, ``username``, a t.me link or an id (an id is looked up
+        among the account's dialogs when Telegram cannot resolve it directly, which is the only
+        way to reach a small group).  A group chat needs ``allow_group`` (else
+        :class:`GroupNotOptedIn`); a private chat is always :class:`PrivateChat`."""
         if isinstance(channel, ChannelRef):
-            return channel
-        ref: Any = channel
-        if isinstance(channel, str):
-            text = channel.strip().removeprefix("https://").removeprefix("t.me/")
-            ref = int(text) if text.lstrip("-").isdigit() else text.removeprefix("@")
-        entity = await self.client.get_entity(ref)
-        if not isinstance(entity, types.Channel):
-            raise InputError(f"{channel!r} is not a channel", hint="add a channel username")
-        return ChannelRef.from_entity(entity)
+            ref_ = channel
+        else:
+            ref: Any = channel
+            if isinstance(channel, str):
+                text = channel.strip().removeprefix("https://").removeprefix("t.me/")
+                ref = int(text) if text.lstrip("-").isdigit() else text.removeprefix("@")
+            entity = await self._entity(ref)
+            try:
+                ref_ = ChannelRef.from_entity(entity)
+            except PrivateChat as exc:
+                raise PrivateChat(f"{channel!r} is a private chat (a person or a bot); tgrag "
+                                  "never reads private chats", hint=exc.hint) from None
+        if ref_.is_group and not allow_group:
+            raise GroupNotOptedIn(
+                f"{channel if not isinstance(channel, ChannelRef) else ref_.title!r} is a group "
+                "chat; its members' messages are read only when it is followed as a group",
+                hint="follow it with `tgrag channels add --group …` (HTTP: POST /channels with "
+                     '"group": true)')
+        return ref_
+
+    async def _entity(self, ref: str | int) -> Any:
+        if not isinstance(ref, int):
+            return await self.client.get_entity(ref)
+        # Telethon takes a bare id for a user's; a channel's or a group's needs its access hash
+        # (channels) or its kind (small groups): both come with the account's dialog list.
+        wanted = normalize_channel_id(ref)
+        async for dialog in self.client.iter_dialogs():
+            entity = dialog.entity
+            if not isinstance(entity, types.User) and normalize_channel_id(entity.id) == wanted:
+                return entity
+        return await self.client.get_entity(ref)
 
     async def iter_posts(
         self,

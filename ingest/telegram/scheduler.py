@@ -2,7 +2,9 @@
 
 A job is one run over some channels, with progress in Redis (any process can answer
 ``GET /sync/{id}``).  The scheduler starts a job every ``sync_interval`` seconds; it runs inside
-the API's event loop or in ``tgrag worker`` — never in a loop of its own.
+the API's event loop or in ``tgrag worker`` — never in a loop of its own.  After each scheduled
+run it awaits ``after_run`` (the composition root passes the retention prune,
+``Services.scheduled_prune``), whose failure is logged and never stops the schedule.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,9 +79,11 @@ class SyncScheduler:
         sync: ChannelSync,
         interval: float | None = None,
         on_result: Callable[[SyncResult], None] | None = None,
+        after_run: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.sync = sync
         self.on_result = on_result
+        self.after_run = after_run
         self.interval = sync.settings.sync_interval if interval is None else interval
         self.jobs = JobRegistry(sync.registry.redis, sync.registry.namespace)
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +147,11 @@ class SyncScheduler:
                 await self.run_once()
             except Exception:  # keep the schedule alive (e.g. Redis briefly down)
                 log.exception("scheduled sync failed")
+            if self.after_run is not None:
+                try:
+                    await self.after_run()
+                except Exception:
+                    log.exception("the work after the scheduled sync failed")
             if self.interval <= 0 or self._stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

@@ -1,4 +1,5 @@
-"""Sync state in Redis: the channel registry with per-channel cursors, and per-channel locks.
+"""Sync state in Redis: the channel registry with per-channel cursors, per-channel locks, and the
+account the syncs read with (its id and username: what a mention of it looks like).
 
 Redis (not a local file) so that every worker — the API process, ``tgrag worker`` on other
 machines — sees one registry, one cursor per channel, and one lock per channel.
@@ -41,6 +42,8 @@ class ChannelState:
     last_error: str | None = None
     status: str = "pending"
     added: int = 0
+    group: bool = False  # opted in as a group chat (`channels add --group`): members' messages
+    chat_type: str | None = None  # channel | group, once resolved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,13 +73,19 @@ class ChannelRegistry:
         """The lock a worker holds while syncing the channel ``ref`` (or deleting its posts)."""
         return RedisLock(self._r, f"{self.namespace}:tg:lock:{ref}", ttl)
 
-    def add(self, ref: str | int) -> ChannelState:
-        """Register a channel (idempotent: an existing one keeps its cursor)."""
+    def add(self, ref: str | int, *, group: bool = False) -> ChannelState:
+        """Register a channel (idempotent: an existing one keeps its cursor); ``group`` opts it
+        in as a group chat (also for one already registered)."""
         key = normalize_ref(ref)
         existing = self.get(key)
         if existing is not None:
+            if group and not existing.group:
+                existing.group = True
+                if existing.status == "failed":  # most likely "is a group chat": retry it
+                    existing.status, existing.last_error = "pending", None
+                self.save(existing)
             return existing
-        state = ChannelState(ref=key, added=int(time.time()))
+        state = ChannelState(ref=key, added=int(time.time()), group=group)
         self._r.hsetnx(self.key, key, json.dumps(state.to_dict(), ensure_ascii=False))
         return self.get(key) or state
 
@@ -125,6 +134,37 @@ class ChannelRegistry:
             (ChannelState.from_json(raw) for raw in self._r.hgetall(self.key).values()),
             key=lambda s: s.ref,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The Telegram account the syncs read with."""
+
+    user_id: int
+    username: str = ""  # without "@"; may be empty
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.username] if self.username else []
+
+
+class AccountIdentity:
+    """Who the sync account is (``<ns>:tg:account``), recorded by a group sync when it connects,
+    so the mention rule knows the account's @username and id in any process."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._r = client
+        self.key = f"{namespace}:tg:account"
+
+    def save(self, account: Account) -> None:
+        self._r.set(self.key, json.dumps(asdict(account), ensure_ascii=False))
+
+    def load(self) -> Account | None:
+        raw = self._r.get(self.key)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Account(user_id=int(data["user_id"]), username=data.get("username") or "")
 
 
 # Compare-and-act scripts: only the token holder may renew or release its lock.

@@ -17,6 +17,11 @@ lock, so a sync of that channel is never running (and re-adding posts) while the
 The ingestion pipeline is synchronous (embedding is CPU work), so it runs in a thread via
 ``asyncio.to_thread``; Telethon, this code, the scheduler and FastAPI share one event loop and
 nothing here calls ``asyncio.run``.
+
+Group chats (followed with ``--group``) are read as windows of messages by
+``ingest.telegram.group_sync`` under the same lock, cursor and listener; a private chat is never
+read.  Posts older than the channel's retention (``ingest.retention``) are not indexed
+(``expired``), and a channel's first sync starts at its retention's cutoff.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from telethon import TelegramClient, errors
@@ -35,6 +40,8 @@ from telethon import TelegramClient, errors
 from ingest.deletion import delete_channel, delete_posts
 from ingest.documents import Post
 from ingest.pipeline import IngestReport, PostPipeline
+from ingest.retention import RetentionOverrides, RetentionPolicy
+from ingest.telegram.group_sync import GroupSync
 from ingest.telegram.reader import ChannelRef, TelegramReader
 from ingest.telegram.state import ChannelRegistry, ChannelState
 from rag.errors import Busy, InputError, NotFoundError, TgragError
@@ -65,6 +72,7 @@ class SyncResult:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0  # service messages and media-only posts
+    expired: int = 0  # posts older than the channel's retention: not indexed
     deleted: int = 0
     embedded_nodes: int = 0
     flood_waits: list[int] = field(default_factory=list)
@@ -109,6 +117,8 @@ class ChannelSync:
         self.pipeline = pipeline
         self.registry = registry or ChannelRegistry(index.redis, index.namespace)
         self.listener = listener
+        self.retention = RetentionOverrides(index.redis, index.namespace)
+        self.groups = GroupSync(self)
         # Flood waits must reach us (to be reported and resumed from the cursor), not be slept
         # through silently inside Telethon.
         client.flood_sleep_threshold = 0
@@ -188,6 +198,30 @@ class ChannelSync:
         result.channel_id, result.channel = state.channel_id, state.channel
         return result
 
+    async def resync_group(self, ref: str, message_ids: Sequence[int],
+                           date: float | None = None) -> SyncResult:
+        """Rebuild a followed group chat's windows around edited or deleted messages (live
+        updates), under the chat's lock; status ``busy`` if a sync holds it (the re-scan of the
+        next sync covers the change)."""
+        state = self.registry.get(ref)
+        if state is None:
+            return SyncResult(ref=str(ref), status="removed")
+        result = SyncResult(ref=state.ref, channel_id=state.channel_id, channel=state.channel)
+        async with self._locked(state.ref) as held:
+            fresh = self.registry.get(state.ref) if held else None
+            if not held or fresh is None:
+                result.status = "busy" if not held else "removed"
+                return result
+            try:
+                chat = await TelegramReader(self.client).resolve(fresh.ref,
+                                                                 allow_group=fresh.group)
+                if chat.is_group:
+                    await self.groups.resync(fresh, result, chat, min(message_ids),
+                                             max(message_ids), date)
+            except (TgragError, ValueError, *CHANNEL_ERRORS) as exc:
+                result.status, result.error = "failed", _reason(exc)
+        return result
+
     async def ingest_posts(self, posts: Sequence[Post]) -> IngestReport:
         """Run the (blocking) pipeline in a worker thread."""
         return await asyncio.to_thread(self.pipeline.ingest, list(posts))
@@ -236,10 +270,17 @@ class ChannelSync:
         since: datetime | None, rescan: bool,
     ) -> None:
         reader = TelegramReader(self.client)
-        channel = await reader.resolve(state.ref)
+        channel = await reader.resolve(state.ref, allow_group=state.group)
         state.channel_id, state.channel = channel.channel_id, channel.username
-        state.channel_title = channel.title
+        state.channel_title, state.chat_type = channel.title, channel.chat_type
         self._save(state)
+        if channel.is_group:
+            await self.groups.run(state, result, channel, backfill=backfill, since=since,
+                                   rescan=rescan)
+            return
+        cutoff = self.cutoff(channel.channel_id)
+        if since is None and not backfill and state.last_message_id == 0 and cutoff:
+            since = datetime.fromtimestamp(cutoff, UTC)  # a first sync reads what is kept only
         if backfill:
             # Newest first is the only way to ask for "the last N"; ingest them oldest first.
             posts = [p async for p in reader.iter_posts(channel, limit=backfill, reverse=False)]
@@ -280,6 +321,7 @@ class ChannelSync:
             await self._commit(result, posts[start:start + size])
 
     async def _commit(self, result: SyncResult, posts: Sequence[Post]) -> None:
+        posts = self.unexpired(result, posts)
         if not posts:
             return
         report = await self.ingest_posts(posts)
@@ -309,6 +351,20 @@ class ChannelSync:
             self.emit(state.ref, "deleted", {"message_ids": gone})
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def cutoff(self, channel_id: int) -> float | None:
+        """Posts of the channel dated before this are past its retention (None: kept forever)."""
+        days = self.retention.get(channel_id)
+        policy = RetentionPolicy(self.settings.retention_days,
+                                 {} if days is None else {channel_id: days})
+        return policy.cutoff(channel_id)
+
+    def unexpired(self, result: SyncResult, posts: Sequence[Post]) -> list[Post]:
+        """``posts`` without those past their channel's retention (counted in ``expired``)."""
+        cutoffs = {cid: self.cutoff(cid) for cid in {p.channel_id for p in posts}}
+        kept = [p for p in posts if (c := cutoffs[p.channel_id]) is None or p.date >= c]
+        result.expired += len(posts) - len(kept)
+        return kept
 
     def _window_ids(self, channel_id: int) -> list[int]:
         days = self.settings.sync_rescan_days

@@ -1,0 +1,93 @@
+"""The use cases the bot needs, as a narrow interface: the bot calls these, never the store.
+
+:class:`BotBackend` gives a tenant's view (:class:`TenantBackend`); every call through it sees
+only that tenant's posts, exactly as an API key of the tenant does.
+:mod:`api.bot.services_backend` implements it over the composition root
+(:class:`api.services.Services`); the handlers see only this interface, so they can be tested
+and changed apart from it.  Calls are blocking (the bot runs them in a thread) except
+:meth:`TenantBackend.follow`, which syncs over Telegram on the bot's event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from api.bot.query import QueryFilters
+from rag.posts import Post, Similar
+from rag.qa import QAEvent
+from rag.search import SearchPage
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRow:
+    """One channel of a tenant's search: indexed posts, and the sync state if it is followed."""
+
+    ref: str  # how to name it to unfollow: the registry key, else the username or id
+    channel_id: int | None
+    username: str
+    title: str
+    posts: int
+    last_post: int | None  # unix seconds of its newest indexed post
+    followed: bool  # synced from Telegram (tenant default only)
+    last_sync: int | None = None
+    status: str | None = None  # pending | syncing | ok | failed
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FollowResult:
+    ref: str
+    title: str
+    # synced: read now; queued: registered, the next scheduled sync reads it;
+    # busy: another worker is syncing it; failed: Telegram refused (private, unknown, …)
+    status: Literal["synced", "queued", "busy", "failed"]
+    new: int = 0
+    posts: int = 0
+    error: str | None = None
+
+
+class TenantBackend(Protocol):
+    """One tenant's use cases."""
+
+    @property
+    def tenant(self) -> str: ...
+
+    def search(self, query: str, filters: QueryFilters, k: int, offset: int) -> SearchPage:
+        """Posts for a query (copies collapsed), ``offset`` .. ``offset + k``."""
+        ...
+
+    def post(self, channel_id: int, message_id: int) -> Post:
+        """One post of the tenant (``NotFoundError`` if it has none by these ids)."""
+        ...
+
+    def similar(self, channel_id: int, message_id: int, k: int) -> Similar:
+        """"More like this" for one of the tenant's posts."""
+        ...
+
+    def ask_stream(self, question: str, filters: QueryFilters) -> Iterator[QAEvent]:
+        """``rag.qa.QAEngine.stream``: tokens, then the sources, then ``done`` (ask JSON)."""
+        ...
+
+    def channels(self) -> list[ChannelRow]:
+        """The tenant's channels: followed ones (default tenant) and indexed ones."""
+        ...
+
+    def knows_channel(self, channel_id: int, username: str) -> bool:
+        """Whether the channel is already followed or indexed for this tenant."""
+        ...
+
+    async def follow(self, ref: str) -> FollowResult:
+        """Follow a channel and sync it now if a Telegram account is connected (the CLI's
+        ``channels add`` + ``sync``); tenant default only."""
+        ...
+
+    def unfollow(self, ref: str) -> str | None:
+        """Stop following (posts stay, as ``channels remove``); the ref removed, None if the
+        channel was not followed."""
+        ...
+
+
+class BotBackend(Protocol):
+    def for_tenant(self, tenant: str) -> TenantBackend: ...

@@ -1,0 +1,119 @@
+""":class:`~api.bot.backend.BotBackend` over the composition root (:class:`api.services.Services`).
+
+Each method is one use case of ``Services.for_tenant(t)``; the bot adds nothing but the shape
+its handlers want (``ChannelRow``, ``FollowResult``).  ``sync`` is the host's channel sync for
+``/follow`` (the API's scheduler, the worker's syncer), or None where no Telegram account is
+configured (the channel is then registered for the next scheduled sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from api.bot.backend import ChannelRow, FollowResult
+from api.bot.query import QueryFilters
+from rag.errors import Forbidden, NotFoundError
+from rag.ids import DEFAULT_TENANT
+from rag.posts import Post, Similar
+from rag.qa import QAEvent
+from rag.search import SearchFilters, SearchPage
+
+if TYPE_CHECKING:
+    from api.services import Services
+
+# The host's ChannelSync (made on first use), or None: no Telegram account here.
+SyncProvider = Callable[[], Awaitable[Any]]
+
+
+class ServicesBackend:
+    def __init__(self, services: Services, *, sync: SyncProvider | None = None) -> None:
+        self.services = services
+        self.sync = sync
+
+    def for_tenant(self, tenant: str) -> ServicesTenantBackend:
+        return ServicesTenantBackend(self, self.services.for_tenant(tenant))
+
+
+class ServicesTenantBackend:
+    def __init__(self, parent: ServicesBackend, services: Services) -> None:
+        self.parent = parent
+        self.services = services
+
+    @property
+    def tenant(self) -> str:
+        return self.services.tenant
+
+    def _filters(self, filters: QueryFilters) -> SearchFilters:
+        return self.services.filters(filters.channels, filters.tags, filters.since,
+                                     filters.until)
+
+    def search(self, query: str, filters: QueryFilters, k: int, offset: int) -> SearchPage:
+        return self.services.search(query, self._filters(filters), k=k, offset=offset)
+
+    def post(self, channel_id: int, message_id: int) -> Post:
+        return self.services.post(str(channel_id), message_id)
+
+    def similar(self, channel_id: int, message_id: int, k: int) -> Similar:
+        return self.services.similar(str(channel_id), message_id, k=k)
+
+    def ask_stream(self, question: str, filters: QueryFilters) -> Iterator[QAEvent]:
+        return self.services.stream(question, self._filters(filters))
+
+    def _indexed(self) -> list[dict[str, Any]]:
+        return list(self.services.stats()["channels"])  # this tenant's catalog
+
+    def channels(self) -> list[ChannelRow]:
+        indexed = {c["channel_id"]: c for c in self._indexed()}
+        rows: list[ChannelRow] = []
+        if self.tenant == DEFAULT_TENANT:  # sync feeds the default tenant only
+            for s in self.services.channels():
+                info = indexed.pop(s.channel_id, None) if s.channel_id is not None else None
+                rows.append(ChannelRow(
+                    ref=s.ref, channel_id=s.channel_id,
+                    username=s.channel or ("" if s.ref.isdigit() else s.ref),
+                    title=s.channel_title or (info["channel_title"] if info else ""),
+                    posts=info["posts"] if info else 0,
+                    last_post=info["last_date"] if info else None,
+                    followed=True, last_sync=s.last_sync, status=s.status, error=s.last_error))
+        for info in indexed.values():
+            rows.append(ChannelRow(
+                ref=info["channel"] or str(info["channel_id"]), channel_id=info["channel_id"],
+                username=info["channel"], title=info["channel_title"], posts=info["posts"],
+                last_post=info["last_date"], followed=False))
+        return sorted(rows, key=lambda r: (r.title or r.username).lower())
+
+    def knows_channel(self, channel_id: int, username: str) -> bool:
+        if any(c["channel_id"] == channel_id for c in self._indexed()):
+            return True
+        if self.tenant != DEFAULT_TENANT:
+            return False
+        username = username.lower()
+        return any(s.channel_id == channel_id or (username and username in (
+            s.ref, s.channel.lower())) for s in self.services.channels())
+
+    def _require_default(self) -> None:
+        if self.tenant != DEFAULT_TENANT:
+            raise Forbidden("channels are followed for the whole deployment (tenant default)",
+                            hint="ask an admin of the default tenant")
+
+    async def follow(self, ref: str) -> FollowResult:
+        self._require_default()
+        state = self.services.follow(ref)
+        provider = self.parent.sync
+        syncer = await provider() if provider is not None else None
+        if syncer is None:
+            return FollowResult(state.ref, state.channel_title, "queued")
+        result = await syncer.sync_channel(state.ref)
+        fresh = next((s for s in self.services.channels() if s.ref == state.ref), state)
+        status = {"ok": "synced", "busy": "busy"}.get(result.status, "failed")
+        return FollowResult(fresh.ref, fresh.channel_title, status,  # type: ignore[arg-type]
+                            new=result.new, posts=fresh.posts_indexed, error=result.error)
+
+    def unfollow(self, ref: str) -> str | None:
+        self._require_default()
+        try:
+            done = self.services.remove_channel(ref)
+        except NotFoundError:
+            return None
+        return done.removed.ref if done.removed else None

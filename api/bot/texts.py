@@ -1,0 +1,199 @@
+"""Everything the bot says, in Russian and English (English for users whose Telegram app is in
+English, Russian for everyone else).  ``t(lang, key, **values)`` escapes every value that is not
+already :class:`~api.bot.markup.Html`, so no template can let post or user text through as markup.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from api.bot.markup import Html, escape
+
+Lang = Literal["ru", "en"]
+
+TEXTS: dict[str, dict[Lang, str]] = {
+    "refusal": {
+        "ru": "Извините, этот бот доступен только приглашённым пользователям.",
+        "en": "Sorry, this bot is only available to invited users.",
+    },
+    # inline mode's "switch to PM" button: at most 64 characters
+    "refusal_short": {
+        "ru": "Бот доступен только приглашённым пользователям",
+        "en": "Only invited users can use this bot",
+    },
+    "rate_limited": {
+        "ru": "Слишком много запросов: подождите {seconds} с.",
+        "en": "Too many requests: please wait {seconds} s.",
+    },
+    "failed": {
+        "ru": "Не получилось ответить: сервис временно недоступен, попробуйте позже.",
+        "en": "Something went wrong on our side; please try again later.",
+    },
+    "llm_failed": {
+        "ru": "Не получилось написать ответ: языковая модель недоступна, попробуйте позже.",
+        "en": "Could not write the answer: the language model is unavailable; try again later.",
+    },
+    "bad_input": {
+        "ru": "Не получилось разобрать запрос: {detail}",
+        "en": "Could not read the request: {detail}",
+    },
+    "not_found_item": {"ru": "Не нашёл: {detail}", "en": "Not found: {detail}"},
+    "busy": {
+        "ru": "Канал сейчас синхронизируется; попробуйте через минуту.",
+        "en": "The channel is being synced right now; try again in a minute.",
+    },
+    "empty_query": {
+        "ru": "Напишите, что искать: например, <code>ключевая ставка</code> или "
+              "<code>курс рубля @канал since:2024-06-01</code>.",
+        "en": "Type what to look for, e.g. <code>key rate</code> or "
+              "<code>exchange rate @channel since:2024-06-01</code>.",
+    },
+    "unknown_command": {
+        "ru": "Не знаю такой команды; /help — что я умею.",
+        "en": "I do not know that command; /help lists what I can do.",
+    },
+    "search_header": {"ru": "🔎 <b>{query}</b> · {first}–{last}",
+                      "en": "🔎 <b>{query}</b> · {first}–{last}"},
+    "no_results": {"ru": "🔎 По запросу <b>{query}</b> ничего не нашлось.",
+                   "en": "🔎 Nothing found for <b>{query}</b>."},
+    "no_more": {"ru": "🔎 <b>{query}</b>: больше результатов нет.",
+                "en": "🔎 <b>{query}</b>: no more results."},
+    "prev": {"ru": "◀ Назад", "en": "◀ Back"},
+    "next": {"ru": "Дальше ▶", "en": "Next ▶"},
+    "similar_button": {"ru": "Похожие на {n}", "en": "Similar to {n}"},
+    "back_to_results": {"ru": "← К результатам", "en": "← To the results"},
+    "similar_header": {"ru": "Похожие на пост {title}, {date}:",
+                       "en": "Posts similar to {title}, {date}:"},
+    "no_similar": {"ru": "Похожих постов не нашлось.", "en": "No similar posts found."},
+    "copies": {"ru": "также в: ", "en": "also in: "},
+    "more_copies": {"ru": "и ещё {n}", "en": "and {n} more"},
+    "stale_button": {
+        "ru": "Эта кнопка устарела — отправьте запрос ещё раз.",
+        "en": "This button has expired; please send the query again.",
+    },
+    "source_gone": {
+        "ru": "Исходный запрос удалён — отправьте его ещё раз.",
+        "en": "The original query was deleted; please send it again.",
+    },
+    "thinking": {"ru": "⏳ Ищу ответ…", "en": "⏳ Looking for an answer…"},
+    "sources": {"ru": "Источники:", "en": "Sources:"},
+    "nothing_relevant": {
+        "ru": "Ничего релевантного не нашлось — попробуйте другие слова или меньше фильтров.",
+        "en": "Nothing relevant found; try other words or fewer filters.",
+    },
+    "extractive_note": {
+        "ru": "(ответ собран из цитат: языковая модель не подключена)",
+        "en": "(quoted from the posts: no language model is configured)",
+    },
+    "ask_busy": {
+        "ru": "Подождите: предыдущий ответ ещё пишется.",
+        "en": "Please wait: the previous answer is still being written.",
+    },
+    "channels_header": {"ru": "<b>Каналы в поиске</b> ({n}):",
+                        "en": "<b>Channels in the search</b> ({n}):"},
+    "no_channels": {"ru": "Каналов в поиске пока нет.", "en": "No channels in the search yet."},
+    "no_channels_admin": {"ru": "Каналов пока нет; добавьте: /follow @канал",
+                          "en": "No channels yet; add one: /follow @channel"},
+    "last_sync": {"ru": "синхр. {when}", "en": "synced {when}"},
+    "never_synced": {"ru": "ещё не синхронизирован", "en": "not synced yet"},
+    "last_post": {"ru": "последний пост {when}", "en": "last post {when}"},
+    "sync_error": {"ru": "ошибка: {error}", "en": "error: {error}"},
+    "not_followed_note": {"ru": "не отслеживается", "en": "not followed"},
+    "admin_only": {
+        "ru": "Добавлять и убирать каналы могут только администраторы.",
+        "en": "Only admins can add and remove channels.",
+    },
+    "follow_usage": {"ru": "Напишите так: <code>/follow @канал</code>",
+                     "en": "Usage: <code>/follow @channel</code>"},
+    "unfollow_usage": {"ru": "Напишите так: <code>/unfollow @канал</code>",
+                       "en": "Usage: <code>/unfollow @channel</code>"},
+    "following": {"ru": "Добавляю {ref} и загружаю его посты…",
+                  "en": "Adding {ref} and loading its posts…"},
+    "followed": {"ru": "Слежу за «{title}»: {posts} в поиске (новых: {new}).",
+                 "en": "Following “{title}”: {posts} searchable ({new} new)."},
+    "followed_later": {
+        "ru": "Канал {ref} добавлен; его посты загрузит ближайшая синхронизация.",
+        "en": "Channel {ref} added; the next sync will load its posts.",
+    },
+    "follow_failed": {"ru": "Не получилось загрузить {ref}: {error}",
+                      "en": "Could not load {ref}: {error}"},
+    "follow_busy": {"ru": "{ref} уже синхронизирует другой процесс; посты скоро появятся.",
+                    "en": "Another worker is syncing {ref}; its posts will appear soon."},
+    "unfollowed": {"ru": "Больше не слежу за {ref}; его посты остаются в поиске.",
+                   "en": "No longer following {ref}; its posts stay searchable."},
+    "not_followed": {"ru": "Канала {ref} нет в списке.", "en": "{ref} is not followed."},
+    "forward_offer": {"ru": "Это пост из канала «{title}». Следить за каналом?",
+                      "en": "This post is from “{title}”. Follow the channel?"},
+    "follow_button": {"ru": "Следить за каналом", "en": "Follow the channel"},
+    "forward_known": {"ru": "Канал «{title}» уже в поиске.",
+                      "en": "“{title}” is already in the search."},
+    "forward_not_admin": {
+        "ru": "Это пост из канала «{title}»; добавить канал может администратор.",
+        "en": "This post is from “{title}”; an admin can add the channel.",
+    },
+    "forward_unknown": {"ru": "Не вижу, из какого канала этот пост.",
+                        "en": "I cannot tell which channel this post comes from."},
+    "help": {
+        "ru": "<b>tgrag</b> ищет по постам Telegram-каналов.\n\n"
+              "• Напишите, что найти: <code>ключевая ставка</code> (или /search …)\n"
+              "• Вопрос со знаком «?» или /ask — ответ по постам со ссылками на источники\n"
+              "• Фильтры прямо в запросе: <code>@канал</code>, <code>#тег</code>, "
+              "<code>since:2024-06-01</code>, <code>until:2024-06-30</code>\n"
+              "• Кнопки под результатами листают страницы и ищут похожие посты\n"
+              "• /channels — каналы в поиске\n"
+              "• В любом чате: <code>@{bot} запрос</code>\n"
+              "{admin}\nВаш Telegram id: <code>{user_id}</code>",
+        "en": "<b>tgrag</b> searches the posts of Telegram channels.\n\n"
+              "• Type what to find: <code>key rate</code> (or /search …)\n"
+              "• A question ending in “?” or /ask: an answer from the posts, with its sources\n"
+              "• Filters inside the query: <code>@channel</code>, <code>#tag</code>, "
+              "<code>since:2024-06-01</code>, <code>until:2024-06-30</code>\n"
+              "• The buttons under the results turn pages and find similar posts\n"
+              "• /channels: the channels in the search\n"
+              "• In any chat: <code>@{bot} query</code>\n"
+              "{admin}\nYour Telegram id: <code>{user_id}</code>",
+    },
+    "help_admin": {
+        "ru": "• /follow @канал, /unfollow @канал — добавить или убрать канал; перешлите "
+              "сюда пост канала, чтобы добавить его\n",
+        "en": "• /follow @channel, /unfollow @channel: add or remove a channel; forward a "
+              "channel's post here to add it\n",
+    },
+}
+
+# The command menu Telegram shows (bots.setBotCommands), per language.
+COMMANDS: dict[Lang, list[tuple[str, str]]] = {
+    "ru": [("search", "найти посты"), ("ask", "ответ по постам"),
+           ("channels", "каналы в поиске"), ("help", "что умеет бот")],
+    "en": [("search", "find posts"), ("ask", "answer from the posts"),
+           ("channels", "channels in the search"), ("help", "what the bot does")],
+}
+
+
+def language(lang_code: str | None) -> Lang:
+    """English for an English Telegram app, Russian otherwise."""
+    return "en" if (lang_code or "").lower().startswith("en") else "ru"
+
+
+def t(lang: Lang, key: str, **values: object) -> Html:
+    """The text ``key`` in ``lang``, with ``values`` escaped (unless already :class:`Html`)."""
+    safe = {k: v if isinstance(v, Html) else escape(v) for k, v in values.items()}
+    return Html(TEXTS[key][lang].format(**safe))
+
+
+def posts_count(lang: Lang, n: int) -> str:
+    """``1 пост``, ``3 поста``, ``5 постов`` / ``1 post``, ``5 posts``."""
+    if lang == "en":
+        return f"{n} post" + ("" if n == 1 else "s")
+    if n % 10 == 1 and n % 100 != 11:
+        word = "пост"
+    elif 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        word = "поста"
+    else:
+        word = "постов"
+    return f"{n} {word}"
+
+
+def label(lang: Lang, key: str, **values: object) -> str:
+    """A button's label: plain text (Telegram shows labels as they are; nothing to escape)."""
+    return TEXTS[key][lang].format(**values)
