@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
+from api.gate import Gate, RouteTable
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
 from api.routes import ingest, ops, posts, qa, search, sync
@@ -72,16 +73,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.metrics = ApiMetrics(app)
 
     auth = [Depends(authenticate)]
-    app.include_router(ops.public)
-    app.include_router(search.router, dependencies=auth)
-    app.include_router(posts.router, dependencies=auth)
-    app.include_router(qa.router, dependencies=auth)
-    app.include_router(ingest.make_router(s), dependencies=auth)
+    routes = RouteTable(app)  # which routes need a key, for the gate
+    routes.include(app, ops.public, public=True)
+    routes.include(app, search.router, dependencies=auth)
+    routes.include(app, posts.router, dependencies=auth)
+    routes.include(app, qa.router, dependencies=auth)
+    routes.include(app, ingest.make_router(s), dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.
-    app.include_router(sync.router, dependencies=[Depends(require_operator)])
-    app.include_router(ops.router, dependencies=auth)
+    routes.include(app, sync.router, dependencies=[Depends(require_operator)])
+    routes.include(app, ops.router, dependencies=auth)
     install_error_handlers(app)
 
+    # Innermost first: the gate (keys, throttles, body limits) before any route reads a body;
+    # CORS around it, so refusals carry CORS headers; request ids around everything.
+    app.add_middleware(Gate, settings=s, authenticator=authenticator, routes=routes)
     if s.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
@@ -89,8 +94,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(ingest.UploadLimit, limit=int(s.max_upload_mb * 1024 * 1024))
-    app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost: ids on all
+    app.add_middleware(RequestContext, metrics=app.state.metrics,  # outermost: ids on all
+                       routes=routes)
     return app
 
 

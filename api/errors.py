@@ -22,8 +22,8 @@ from rag.errors import TgragError
 
 log = logging.getLogger("tgrag.api")
 PROBLEM = "application/problem+json"
-_HTTP_HINTS = {404: "see /docs for the routes", 405: "see /docs for the routes",
-               413: "send a smaller body (uploads: TGRAG_MAX_UPLOAD_MB)"}
+SCOPE_ERROR = "tgrag.error"  # a TgragError a middleware (api.gate) left for the handlers to render
+_HTTP_HINTS = {404: "see /docs for the routes", 405: "see /docs for the routes"}
 
 
 def error_type(exc: BaseException) -> str:
@@ -65,6 +65,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    kept = request.scope.get(SCOPE_ERROR)
+    if isinstance(kept, TgragError):
+        return await _tgrag_error(request, kept)
     response = problem(exc.status_code, str(exc.detail), str(exc.detail),
                        hint=_HTTP_HINTS.get(exc.status_code))
     response.headers.update(exc.headers or {})

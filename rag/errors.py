@@ -8,7 +8,8 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     TgragError
     ├── InputError            bad input: a file, a record, a query or an option (exit 2, HTTP 400)
     │   ├── NotReadable       a file that is no Telegram export or dump at all
-    │   ├── UploadTooLarge    an upload over TGRAG_MAX_UPLOAD_MB (HTTP 413)
+    │   ├── BodyTooLarge      a request body over its limit (HTTP 413)
+    │   │   └── UploadTooLarge   an upload over TGRAG_MAX_UPLOAD_MB
     │   └── NotLoggedIn       the Telegram session is not logged in (or was logged out)
     ├── NotFoundError         a post, channel or job that does not exist (exit 2, HTTP 404)
     ├── BackendUnavailable    Redis, the vector store or Telegram cannot be reached (exit 3,
@@ -115,15 +116,28 @@ class NotReadable(InputError):
         self.reason = reason
 
 
-class UploadTooLarge(InputError):
-    """An upload larger than ``TGRAG_MAX_UPLOAD_MB``."""
+class BodyTooLarge(InputError):
+    """A request body over its limit: ``limit`` as people read it (``1024 KB``), ``setting`` the
+    variable that sets it."""
 
     http_status = 413
+    title = "Request body too large"
+
+    def __init__(self, limit: str, setting: str, *, what: str = "the request body") -> None:
+        super().__init__(f"{what} is larger than the limit of {limit}",
+                         hint=f"send less, or raise {setting} on the server")
+        self.limit = limit
+
+
+class UploadTooLarge(BodyTooLarge):
+    """An upload larger than ``TGRAG_MAX_UPLOAD_MB``."""
+
     title = "Upload too large"
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the upload is {size} bytes; the limit is {limit} bytes",
-                         hint="split the export or raise TGRAG_MAX_UPLOAD_MB")
+        super().__init__(f"{limit / 2**20:g} MB", "TGRAG_MAX_UPLOAD_MB",
+                         what=f"the upload ({size:,} bytes)")
+        self.hint = "split the export, or raise TGRAG_MAX_UPLOAD_MB on the server"
 
 
 class NotLoggedIn(InputError):

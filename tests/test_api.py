@@ -17,7 +17,7 @@ from rag.datadir import DataDirLock
 from rag.errors import DataDirLocked
 from rag.index import Index
 from rag.settings import Settings
-from tests.conftest import module_settings
+from tests.conftest import LOCAL, module_settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
@@ -37,7 +37,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         yield client
 
 
@@ -157,7 +157,7 @@ def test_lifespan_owns_the_data_folder(settings: Settings, client: TestClient) -
 
 def test_lifespan_releases_the_data_folder(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         assert client.get("/stats").json()["posts"] == 0
         assert client.get("/search", params={"q": "ставка"}).json() == {"results": [],
                                                                        "next_offset": None}

@@ -15,7 +15,7 @@ from api.app import create_app
 from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.settings import Settings
-from tests.conftest import module_settings
+from tests.conftest import LOCAL, module_settings
 from tests.search_corpus import ECON, corpus
 from tests.test_api import SEARCH_KEYS, assert_problem
 
@@ -44,7 +44,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         yield client
 
 
@@ -207,7 +207,7 @@ def test_unknown_job_is_404(client: TestClient) -> None:
 def test_upload_limit_is_413(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", max_upload_mb=0.01,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as small:
+    with TestClient(create_app(settings), client=LOCAL) as small:
         big = jsonl(UPLOAD * 200)
         body = assert_problem(small.post("/ingest/export", files={"file": ("a.jsonl", big)}),
                               413)

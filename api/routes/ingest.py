@@ -1,7 +1,8 @@
 """``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump) and ``GET /jobs/{id}``.
 
 The upload is streamed to a temporary file (never held in memory), refused with ``413`` past
-``TGRAG_MAX_UPLOAD_MB`` (:class:`UploadLimit` stops reading the body at that size), and
+``TGRAG_MAX_UPLOAD_MB`` (the gate, ``api.gate``, checks the key and stops reading the body at
+that size before this route runs), and
 ingested by a background job on the services' single upload thread
 (:meth:`api.services.Services.submit_upload`).  The posts belong to the uploader's tenant.
 """
@@ -13,17 +14,14 @@ import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Path, UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import APIRouter, File, Path, UploadFile
 
 from api.deps import ServicesDep
+from api.gate import UPLOAD_PATH
 from api.schemas import COMMON, JobAccepted, JobOut, problems
 from ingest.readers.dump import JSONL_SUFFIXES
 from rag.errors import InputError, UploadTooLarge
 from rag.settings import Settings
-
-MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file
-UPLOAD_PATH = "/ingest/export"
 
 
 def make_router(settings: Settings) -> APIRouter:
@@ -66,37 +64,3 @@ def make_router(settings: Settings) -> APIRouter:
         return services.upload_job(job_id).to_dict()
 
     return router
-
-
-class UploadLimit:
-    """ASGI middleware: the upload route reads at most ``limit`` bytes of body.
-
-    A larger ``Content-Length`` is refused before anything is read; a body that grows past the
-    limit while streaming (chunked uploads) stops with the same ``413`` as problem+json.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit + MULTIPART_SLACK
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != UPLOAD_PATH:
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        too_large = HTTPException(413, "Upload too large")
-        if length.isdigit() and int(length) > self.limit:
-            scope["tgrag.body_too_large"] = True
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            if scope.get("tgrag.body_too_large"):
-                raise too_large
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise too_large
-            return message
-
-        await self.app(scope, limited, send)
