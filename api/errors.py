@@ -32,9 +32,12 @@ def error_type(exc: BaseException) -> str:
 
 
 def problem_body(exc: TgragError) -> dict[str, Any]:
-    """The problem+json body of a tgrag error."""
-    return {"type": error_type(exc), "title": exc.title, "status": exc.http_status,
+    """The problem+json body of a tgrag error (``param``: the parameter at fault, if known)."""
+    body = {"type": error_type(exc), "title": exc.title, "status": exc.http_status,
             "detail": exc.message, "hint": exc.hint}
+    if exc.param:
+        body["param"] = exc.param
+    return body
 
 
 def problem(status: int, title: str, detail: str, *, type_: str = "about:blank",
@@ -52,11 +55,26 @@ async def _tgrag_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+JSON_HINT = 'send a JSON object, e.g. {"q": "ключевая ставка"}, with Content-Type: application/json'
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    broken = next((e for e in raw if e.get("type") == "json_invalid"), None)
+    if broken is not None:  # FastAPI says "body.15: JSON decode error"
+        at = broken.get("loc", ("body", 0))[-1]
+        why = (broken.get("ctx") or {}).get("error", "malformed")
+        detail = f"the request body is not valid JSON: {why} at character {at}"
+        return problem(422, "Invalid JSON", detail,
+                       errors=[{"loc": "body", "msg": detail}], hint=JSON_HINT)
+    if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing" for e in raw):
+        return problem(422, "Invalid request", "the request has no JSON body",
+                       errors=[{"loc": "body", "msg": "missing"}], hint=JSON_HINT)
     errors = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ()) if p != "query"), "msg": e.get("msg")}
-        for e in exc.errors()
+        {"loc": ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body")),
+         "msg": e.get("msg")}
+        for e in raw
     ]
     detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
     return problem(422, "Invalid request", detail, errors=errors,

@@ -24,7 +24,9 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     ├── Forbidden             the key may not use this route (HTTP 403)
     └── RateLimited           too many requests (HTTP 429, ``Retry-After``)
 
-An error may carry ``headers`` (HTTP response headers the API adds, e.g. ``Retry-After``).
+An error may carry ``headers`` (HTTP response headers the API adds, e.g. ``Retry-After``) and
+``param``, the name of the input at fault (``k``, ``since``…): the core writes hints for no surface
+in particular, and a surface may phrase its own for a param (the CLI: ``e.g. -k 10``).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class TgragError(Exception):
     title: str = "tgrag error"
     headers: dict[str, str] = {}  # noqa: RUF012 - read-only default; instances set their own
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -164,3 +164,34 @@ def test_lifespan_releases_the_data_folder(tmp_path: Path) -> None:
     lock = DataDirLock(settings.data_dir)
     lock.acquire("pytest")  # free again
     lock.release()
+
+
+# -- API details: hints for this surface, one channel as a string, plain-worded errors ------------
+
+
+def test_post_search_takes_one_channel_as_a_string_like_get(client: TestClient) -> None:
+    query = {"q": "новости", "k": 20}
+    got = client.get("/search", params={**query, "channel": "econ_daily", "tag": "ставка"})
+    posted = client.post("/search", json={**query, "channel": "econ_daily", "tag": "ставка"})
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == got.json() and got.json()["results"]
+    listed = client.post("/search", json={**query, "channel": ["econ_daily"], "tag": ["ставка"]})
+    assert listed.json() == got.json()
+    asked = client.post("/ask", json={"question": "Что со ставкой?", "channel": "econ_daily"})
+    assert asked.status_code == 200, asked.text
+
+
+def test_hints_are_written_for_http(client: TestClient) -> None:
+    for path in ("/search?q=ставка&k=0", "/posts/econ_daily/1/similar?k=0"):
+        body = assert_problem(client.get(path), 400, "k must be between 1 and 100")
+        assert "-k" not in body["hint"] and "10" in body["hint"], body
+
+
+def test_invalid_json_is_said_in_plain_words(client: TestClient) -> None:
+    response = client.post("/search", content=b'{"q": "x",}',
+                           headers={"Content-Type": "application/json"})
+    body = assert_problem(response, 422, "not valid JSON")
+    assert "JSON decode error" not in body["detail"] and "body.10" not in body["detail"], body
+    assert "character 10" in body["detail"] and "Content-Type: application/json" in body["hint"]
+    missing = assert_problem(client.post("/search"), 422)
+    assert missing["detail"] == "the request has no JSON body", missing

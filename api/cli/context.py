@@ -27,6 +27,8 @@ from rag.errors import InputError, TgragError
 from rag.settings import Settings
 
 _UNSET: Any = object()
+# Hints for a parameter, in this surface's words (the core's are written for no surface).
+CLI_HINTS = {"k": "e.g. -k 10"}
 
 
 class TgragGroup(TyperGroup):
@@ -37,8 +39,9 @@ class TgragGroup(TyperGroup):
             return super().invoke(ctx)
         except TgragError as err:
             click.echo(f"error: {err.message}", err=True)
-            if err.hint:
-                click.echo(f"hint: {err.hint}", err=True)
+            hint = CLI_HINTS.get(err.param or "", err.hint)
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
             raise typer.Exit(err.exit_code) from None
 
 
