@@ -32,9 +32,11 @@ log = logging.getLogger("tgrag.api")
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None,
-               index: Index | None = None) -> FastAPI:
+               index: Index | None = None, close_services: bool = False) -> FastAPI:
     """The API app.  Its lifespan builds the services, unless given (``services``, or an opened
-    ``index`` to build them over, as tests do); whoever opened them closes them.
+    ``index`` to build them over, as tests do); whoever opened them closes them, or the
+    lifespan does with ``close_services`` (``tgrag serve``: uvicorn re-raises SIGTERM after
+    the shutdown, so nothing after ``uvicorn.run`` would run to stop the embedded Redis).
 
     Reading the settings (and the API keys) happens here; opening backends, in the lifespan.
     """
@@ -48,7 +50,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         install_log_filter()
         if not authenticator.enabled:
             log.warning("authentication is off: TGRAG_API_KEYS is empty (loopback use only)")
-        own = given is None
+        own = given is None or close_services
         app.state.services = given or Services.open(s, purpose="tgrag serve")
         try:
             # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).

@@ -3,7 +3,8 @@ with ``{type, title, status, detail, hint}``.
 
 :class:`~rag.errors.TgragError` s keep their own status, title and hint; request validation is a
 422 listing each bad parameter; anything unexpected is a 500 whose detail says nothing about
-the internals (the log has the traceback).  :func:`problem_body` is the same mapping for a
+the internals (the log has the traceback).  A lost Redis connection is a 503 (the embedded
+server is restarted on the way).  :func:`problem_body` is the same mapping for a
 failure that happens mid-stream (``/ask/stream``'s ``event: error``).
 """
 
@@ -16,9 +17,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import TgragError
+from rag.redis_backend import REDIS_DOWN, unavailable
 
 log = logging.getLogger("tgrag.api")
 PROBLEM = "application/problem+json"
@@ -92,6 +95,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Redis went away mid-request: 503 (not a generic 500), and the embedded server is
+    restarted so the next request works (``rag.embedded_redis``)."""
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        await run_in_threadpool(services.index.recover_redis)
+    return await _tgrag_error(request, unavailable(exc))
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", extra={"path": request.url.path})
     return problem(500, "Internal error", "the server failed; see its log")
@@ -101,4 +113,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TgragError, _tgrag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for down in REDIS_DOWN:
+        app.add_exception_handler(down, _redis_down)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -282,6 +282,13 @@ def test_llm_calls_are_counted(client: TestClient) -> None:
 def test_web_page_and_openapi(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # No framing, no script or style but the page's own, no requests but to this server.
+    csp = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split("; ")}
+    assert csp["default-src"] == ["'none'"] and csp["frame-ancestors"] == ["'none'"]
+    assert csp["connect-src"] == ["'self'"] and "'unsafe-inline'" not in csp["script-src"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
     assert "/ask/stream" in page.text and "localStorage" in page.text
     schema = client.get("/openapi.json").json()
     post = "/posts/{channel}/{message_id}"

@@ -89,12 +89,18 @@ def test_search_and_ask_in_chromium(server: str, tmp_path: Path) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server + "/")
+            # The page runs under its own Content-Security-Policy: a violation is an error.
+            page.on("console", lambda msg: errors.append(msg.text)
+                    if "Content Security Policy" in msg.text else None)
+            response = page.goto(server + "/")
+            assert response is not None and "frame-ancestors 'none'" in (
+                response.headers["content-security-policy"])
             # Auth is on: the facets fail until a key is entered.
             page.wait_for_selector("#search-status.error")
             page.fill("#api-key", KEY)
             page.dispatch_event("#api-key", "change")
-            page.wait_for_function("document.querySelectorAll('#channels option').length === 3")
+            expect = sync_api.expect  # locators, not eval'd predicates: the page's CSP forbids eval
+            expect(page.locator("#channels option")).to_have_count(3)
             assert page.evaluate("localStorage.getItem('tgrag.apiKey')") == KEY
 
             page.fill("#q", "ключевая ставка банка")
@@ -114,7 +120,7 @@ def test_search_and_ask_in_chromium(server: str, tmp_path: Path) -> None:
             assert page.locator("#results .result").count() == 10
             assert page.is_visible("#more")
             page.click("#more")
-            page.wait_for_function("document.querySelectorAll('#results .result').length === 12")
+            expect(page.locator("#results .result")).to_have_count(12)
             assert page.is_hidden("#more")
 
             page.fill("#ask-q", "Что решил Банк России по ключевой ставке?")

@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from api.logging import configure_logging
 from api.services import Services
 from rag.errors import InputError, TgragError
+from rag.redis_backend import REDIS_DOWN, unavailable
 from rag.settings import Settings
 
 _UNSET: Any = object()
@@ -36,7 +37,10 @@ class TgragGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except REDIS_DOWN as exc:  # Redis went away mid-command: the one error for it
+                raise unavailable(exc) from None
         except TgragError as err:
             click.echo(f"error: {err.message}", err=True)
             hint = CLI_HINTS.get(err.param or "", err.hint)

@@ -248,6 +248,7 @@ def serve(
                        err=True)
         click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)
         uvicorn.run(
-            create_app(settings, services=services), host=host, port=port, log_config=None,
+            create_app(settings, services=services, close_services=True), host=host, port=port,
+            log_config=None,
             log_level=settings.log_level.lower(), access_log=settings.log_level.upper() == "DEBUG",
         )
