@@ -52,11 +52,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             log.warning("authentication is off: TGRAG_API_KEYS is empty (loopback use only)")
         own = given is None or close_services
         app.state.services = given or Services.open(s, purpose="tgrag serve")
+        app.state.services.uploads()  # resumes the uploads a previous run left unfinished
         try:
             # The sync scheduler runs as a task on this same event loop (no nested asyncio.run).
             async with sync.sync_lifespan(app.state.services):
                 yield
         finally:
+            app.state.services.stop_uploads()  # started above, whoever owns the services
             if own:
                 app.state.services.close()
             del app.state.services

@@ -197,7 +197,7 @@ class JobOut(BaseModel):
         "error": None}]})
     id: str
     filename: str
-    status: Literal["queued", "running", "done", "failed"]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
     created: float
     started: float | None
     finished: float | None
@@ -208,6 +208,8 @@ class JobOut(BaseModel):
     skipped: int
     skipped_records: list[str]
     error: str | None
+    resumed: int = Field(0, description="Times a server restart took the job up again.")
+    cancel_requested: bool = Field(False, description="DELETE /jobs/{id} asked it to stop.")
 
 
 class Health(BaseModel):

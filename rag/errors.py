@@ -20,6 +20,7 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     │                         (exit 3, HTTP 409)
     ├── ModelMismatch         the collection was built with another model (exit 4, HTTP 409)
     ├── LLMError              the LLM failed or refused (exit 5, HTTP 502)
+    ├── Interrupted           work stopped on request: a cancelled job, a shutdown (exit 130)
     ├── Unauthorized          no or a wrong API key (HTTP 401)
     ├── Forbidden             the key may not use this route (HTTP 403)
     └── RateLimited           too many requests (HTTP 429, ``Retry-After``)
@@ -154,6 +155,18 @@ class TelegramUnavailable(BackendUnavailable):
     """Telegram cannot be reached right now, or asks to wait before the next request."""
 
     title = "Telegram unavailable"
+
+
+class Interrupted(TgragError):
+    """Work stopped between two steps because someone asked (a cancelled job, a shutdown);
+    what was committed before stays.  ``reason`` is ``cancelled`` or ``shutdown``."""
+
+    exit_code = 130
+    title = "Interrupted"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stopped: {reason}")
+        self.reason = reason
 
 
 class Unauthorized(TgragError):

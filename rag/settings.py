@@ -171,6 +171,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         50, gt=0, description="Largest file POST /ingest/export accepts, in MB."
     )
+    max_upload_posts: int = Field(
+        100_000, ge=1, description="Most posts one upload may hold (more: the job fails, "
+        "nothing written)."
+    )
     max_json_kb: int = Field(
         1024, ge=1, description="Largest JSON request body, in KB (larger: 413, unread)."
     )

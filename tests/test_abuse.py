@@ -9,6 +9,7 @@ its client socket to its own 127.0.0.N to be "another client" for the per-addres
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import string
@@ -209,3 +210,53 @@ def test_serve_on_another_loopback_address_without_keys(tmp_path: Path) -> None:
         started = time.monotonic()
         assert client.get("/health").status_code == 200
         assert time.monotonic() - started < 5
+
+
+# -- 8. one upload does not hold ingestion: fair between tenants, cancellable ---------------------
+
+
+def bulk(n: int, channel_id: int) -> bytes:
+    return "\n".join(json.dumps({
+        "id": i, "channel_id": channel_id, "channel": f"@bulk{channel_id}",
+        "date": 1_717_000_000 + i,
+        "text": f"Сообщение {i} канала {channel_id}: новости города, погода и дороги."},
+        ensure_ascii=False) for i in range(1, n + 1)).encode()
+
+
+def test_a_huge_upload_neither_blocks_another_tenant_nor_outlives_a_cancel(
+        tmp_path: Path) -> None:
+    env = {"TGRAG_API_KEYS": "acme-key:acme,globex-key:globex", "TGRAG_RATE_LIMIT": "0",
+           "TGRAG_INGEST_BATCH_SIZE": "4"}
+    acme, globex = {"X-API-Key": "acme-key"}, {"X-API-Key": "globex-key"}
+    with LiveServer(tmp_path, env) as live, live.client() as client:
+        def upload(body: bytes, headers: dict) -> str:
+            response = client.post("/ingest/export", headers=headers,
+                                   files={"file": ("posts.jsonl", body)})
+            assert response.status_code == 202, response.text
+            return str(response.json()["job_id"])
+
+        def state(job_id: str, headers: dict) -> dict:
+            return dict(client.get(f"/jobs/{job_id}", headers=headers).json())
+
+        huge = upload(bulk(600, 6001), acme)
+        deadline = time.monotonic() + 120
+        while state(huge, acme)["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        small = upload(bulk(2, 6002), globex)  # another tenant's 2-post upload
+        deadline = time.monotonic() + 120
+        while (small_state := state(small, globex))["status"] != "done":
+            assert time.monotonic() < deadline, small_state  # it stayed queued
+            time.sleep(0.2)
+        big = state(huge, acme)
+        assert big["status"] == "running" and big["new"] < 600, big  # done long before it
+        assert client.get("/stats", headers=globex).json()["posts"] == 2
+
+        cancel = client.delete(f"/jobs/{huge}", headers=acme)
+        assert cancel.status_code == 202 and cancel.json()["cancel_requested"], cancel.text
+        deadline = time.monotonic() + 60
+        while (big := state(huge, acme))["status"] == "running":
+            assert time.monotonic() < deadline, big
+            time.sleep(0.2)
+        assert big["status"] == "cancelled" and big["new"] < 600, big
+        assert client.get("/stats", headers=acme).json()["posts"] == big["new"]

@@ -165,3 +165,50 @@ def test_redis_death_is_503_problem_then_recovers(tmp_path: Path) -> None:
     finally:
         live.stop()
         live.cleanup()
+
+
+# -- 12. a restart resumes interrupted upload jobs ------------------------------------------------
+
+
+def many(n: int, channel_id: int) -> list[dict]:
+    return [{"id": i, "channel_id": channel_id, "channel": f"@many{channel_id}",
+             "date": 1_717_000_000 + i, "text": f"Заметка {i}: ремонт дорог и новости района."}
+            for i in range(1, n + 1)]
+
+
+def test_a_restart_resumes_the_interrupted_job_and_runs_the_queued_one(tmp_path: Path) -> None:
+    env = {"TGRAG_INGEST_BATCH_SIZE": "4"}
+    live = LiveServer(tmp_path, env).start()
+    try:
+        with live.client() as client:
+            ids = []
+            for name, records in (("big.jsonl", many(300, 7001)), ("small.jsonl", many(2, 7002))):
+                response = client.post("/ingest/export", files={"file": (name, jsonl(records))})
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["job_id"])
+            wait_for(lambda: client.get(f"/jobs/{ids[0]}").json()["new"] >= 8, timeout=120)
+            assert client.get(f"/jobs/{ids[1]}").json()["status"] == "queued"
+        live.signal(signal.SIGKILL)  # mid-job
+        live.proc.wait(30)  # type: ignore[union-attr]
+        again = LiveServer(tmp_path, env, port=live.port).start()
+        try:
+            with again.client() as client:
+                def ended() -> list[dict] | None:
+                    jobs = [client.get(f"/jobs/{i}").json() for i in ids]
+                    return jobs if all(j["status"] not in ("queued", "running")
+                                       for j in jobs) else None
+
+                big, small = wait_for(ended, timeout=240)
+                assert (big["status"], small["status"]) == ("done", "done"), (big, small)
+                assert big["resumed"] == 1 and small["new"] == 2
+                # Nothing twice, nothing lost: the resumed run found the committed posts.
+                assert big["new"] + big["unchanged"] == 300
+                assert client.get("/stats").json()["posts"] == 302
+            leftovers = [p for p in (live.tmp.rglob("tgrag-upload-*"))]
+            leftovers += list((live.data_dir / "uploads").iterdir())
+            assert leftovers == [], leftovers
+        finally:
+            again.stop()
+            again.cleanup()
+    finally:
+        live.cleanup()

@@ -1,6 +1,8 @@
-"""``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump) and ``GET /jobs/{id}``.
+"""``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump), ``GET /jobs/{id}`` and
+``DELETE /jobs/{id}`` (cancel).
 
-The upload is streamed to a temporary file (never held in memory), refused with ``413`` past
+The upload is streamed to a file in the data folder's ``uploads`` (never held in memory; kept
+until its job ends, so a restart can resume it), refused with ``413`` past
 ``TGRAG_MAX_UPLOAD_MB`` (the gate, ``api.gate``, checks the key and stops reading the body at
 that size before this route runs), and
 ingested by a background job on the services' single upload thread
@@ -10,11 +12,10 @@ ingested by a background job on the services' single upload thread
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path, UploadFile
+from fastapi import APIRouter, File, Path, Response, UploadFile
 
 from api.deps import ServicesDep
 from api.gate import UPLOAD_PATH
@@ -40,11 +41,14 @@ def make_router(settings: Settings) -> APIRouter:
         suffix = FilePath(name).suffix.lower()
         if suffix not in {".json", *JSONL_SUFFIXES}:
             suffix = ".json"  # the content decides the format; the suffix only flags JSONL
-        with tempfile.NamedTemporaryFile("wb", suffix=suffix, prefix="tgrag-upload-",
-                                         delete=False) as out:
-            shutil.copyfileobj(file.file, out, 1024 * 1024)
-            size = out.tell()
-        path = FilePath(out.name)
+        path = services.upload_file(suffix)
+        try:
+            with path.open("wb") as out:
+                shutil.copyfileobj(file.file, out, 1024 * 1024)
+                size = out.tell()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         if size == 0:
             path.unlink(missing_ok=True)
             raise InputError("the uploaded file is empty",
@@ -62,5 +66,19 @@ def make_router(settings: Settings) -> APIRouter:
                    services: ServicesDep) -> dict[str, Any]:
         """Status and progress (new/updated/unchanged/skipped) of an ingest job."""
         return services.upload_job(job_id).to_dict()
+
+    @router.delete("/jobs/{job_id}", response_model=JobOut, responses={
+        **problems(404), 202: {"model": JobOut, "description": "Running: it stops after its "
+                               "current batch (cancel_requested is true)"}})
+    def cancel_job(job_id: Annotated[str, Path(description="From POST /ingest/export.",
+                                               max_length=64)],
+                   services: ServicesDep, response: Response) -> dict[str, Any]:
+        """Cancel an ingest job: a queued one ends ``cancelled`` at once (200), a running one
+        after its current batch (202; posts committed so far stay).  An ended job is left as
+        it is (200)."""
+        job = services.cancel_upload(job_id)
+        if job.cancel_requested and not job.ended:
+            response.status_code = 202
+        return job.to_dict()
 
     return router
