@@ -141,6 +141,20 @@ def stop_orphans(redis_dir: Path) -> list[int]:
     return stopped
 
 
+def remove_stale_run_dirs(redis_dir: Path, keep: Path) -> None:
+    """Remove the socket folders earlier servers of ``redis_dir`` left (a killed tgrag cannot
+    remove its own); the caller holds the data-folder lock, so none of them is in use."""
+    wanted = f"dir {_quote(redis_dir)}\n"
+    for run_dir in keep.parent.glob("tgrag-redis-*"):
+        if run_dir == keep:
+            continue
+        try:
+            if wanted in (run_dir / "redis.conf").read_text(encoding="utf-8"):
+                shutil.rmtree(run_dir, ignore_errors=True)
+        except OSError:
+            continue
+
+
 class EmbeddedRedis:
     """One redis-server child over ``redis_dir`` (see the module docstring)."""
 
@@ -171,6 +185,7 @@ class EmbeddedRedis:
         """Start the child and wait until it answers (it may be replaying the AOF)."""
         self.redis_dir.mkdir(parents=True, exist_ok=True)
         stop_orphans(self.redis_dir)
+        remove_stale_run_dirs(self.redis_dir, self.run_dir)
         conf = self.run_dir / "redis.conf"
         conf.write_text(self.config(), encoding="utf-8")
         self.socket.unlink(missing_ok=True)

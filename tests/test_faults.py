@@ -42,6 +42,13 @@ def wait_for(predicate, timeout: float = 30, step: float = 0.2):  # type: ignore
     raise AssertionError("timed out")
 
 
+def socket_folders_of(live: LiveServer) -> list[Path]:
+    """The embedded Redis socket folders made for this server's data folder."""
+    redis_dir = str((live.data_dir / "redis").resolve())
+    return [d for base in (live.tmp, Path("/tmp")) for d in base.glob("tgrag-redis-*")
+            if redis_dir in (d / "redis.conf").read_text(errors="replace")]
+
+
 def upload(client: httpx.Client, records: list[dict], name: str = "posts.jsonl") -> dict:
     response = client.post("/ingest/export", files={"file": (name, jsonl(records))})
     assert response.status_code == 202, response.text
@@ -65,6 +72,7 @@ def test_sigterm_stops_the_embedded_redis(tmp_path: Path) -> None:
         assert live.stop() in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
         wait_for(lambda: not process_alive(children[0]), timeout=15)
         assert redis_servers_of(live.data_dir) == []
+        assert socket_folders_of(live) == []
     finally:
         live.cleanup()
 
@@ -84,6 +92,8 @@ def test_kill_9_leaves_no_redis_and_the_next_start_runs_its_own(tmp_path: Path) 
         try:
             second = redis_servers_of(live.data_dir)
             assert len(second) == 1 and second != first
+            # The killed server's socket folder is gone too (the new one is the only one).
+            assert len(socket_folders_of(live)) == 1
             with again.client() as client:  # nothing lost: the append-only file was replayed
                 assert client.get("/stats").json()["posts"] == len(POSTS)
         finally:
