@@ -268,7 +268,7 @@ def test_upload_of_a_zip_bomb_fails_by_the_upload_limit(tmp_path: Path) -> None:
                         _env_file=None)  # type: ignore[call-arg]
     bomb = zipped({"result.json": b" " * (4 * 2**20)})  # 4 MB of spaces in a ~4 KB zip
     assert len(bomb) < 16 * 1024
-    with TestClient(create_app(settings)) as small:
+    with TestClient(create_app(settings), client=LOCAL) as small:
         response = small.post("/ingest/export", files={"file": ("bomb.zip", bomb)})
         assert response.status_code == 202, response.text
         job = wait_job(small, response.json()["job_id"])

@@ -127,7 +127,7 @@ def test_the_data_folder_is_private(tmp_path: Path) -> None:
         os.umask(before)
     paths = [settings.data_dir, *settings.data_dir.rglob("*")]
     names = {p.name for p in paths}
-    assert {".lock", "appendonly.aof", "tgrag.rdb", "qdrant"} <= names, names
+    assert {".lock", "appendonly.aof", "tgrag.rdb", "edge"} <= names, names
     loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
              for p in paths if p.stat().st_mode & 0o077}
     assert loose == {}, loose

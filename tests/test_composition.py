@@ -26,6 +26,7 @@ from ingest.readers import read_paths
 from rag.hybrid import MODES, FusionConfig
 from rag.ids import doc_id
 from rag.settings import Settings
+from tests.conftest import LOCAL
 from tests.fake_gigachat import CREDENTIALS, FakeGigaChat
 from tests.fake_telegram import FakeChannel, FakeTelegram, new_client, run
 from tests.search_corpus import CITY_TEXTS, ECON_TEXTS, LONG_POST
@@ -119,7 +120,7 @@ def test_telegram_unreachable_is_the_same_error_in_the_cli_and_over_http(
     assert cli_error == "error: cannot connect to Telegram: network is unreachable"
 
     telegram.fail_next = [(functions.users.GetUsersRequest, down)]
-    with TestClient(create_app(Settings(_env_file=None))) as http:  # type: ignore[call-arg]
+    with TestClient(create_app(Settings(_env_file=None)), client=LOCAL) as http:  # type: ignore[call-arg]
         response = http.post("/sync", json={"channel": ["technews"]})
     assert response.status_code == 503, response.text
     problem = response.json()

@@ -25,6 +25,7 @@ from ingest.telegram.sync import ChannelSync
 from rag.index import Index
 from rag.settings import Settings
 from rag.store.edge import EdgeStore
+from tests.conftest import LOCAL
 from tests.fake_telegram import FakeChannel, FakeTelegram, new_client
 from tests.search_corpus import corpus
 from tests.test_api_full import jsonl, wait_job
@@ -60,7 +61,7 @@ def test_searches_during_an_upload_and_a_sync(settings: Settings) -> None:
         writing = threading.Event()
         stop = threading.Event()
 
-        with TestClient(app) as http:
+        with TestClient(app, client=LOCAL) as http:
             assert http.post("/channels", json={"channel": "@technews"}).status_code == 201
             app.state.services.set_scheduler(http.portal.call(
                 _scheduler, index, fake, PostPipeline(index, batch_size=8)))

@@ -20,6 +20,7 @@ from rag import ids
 from rag.mentions import MentionMatcher, MentionRule
 from rag.search import PostSearcher
 from rag.settings import Settings
+from tests.conftest import LOCAL
 from tests.fake_telegram import (
     NOW,
     FakeChannel,
@@ -431,7 +432,7 @@ def test_http_follow_a_group(index: Any) -> None:
 
     from api.app import create_app
 
-    with TestClient(create_app(index.settings, index=index)) as http:
+    with TestClient(create_app(index.settings, index=index), client=LOCAL) as http:
         added = http.post("/channels", json={"channel": "@devchat", "group": True})
         assert added.status_code == 201 and added.json()["group"] is True
         plain = http.post("/channels", json={"channel": "@technews"})

@@ -20,6 +20,7 @@ from api.cli.index_commands import register
 from rag.settings import Settings
 from rag.store import Chunk
 from rag.store.edge import EdgeStore, read_meta
+from tests.conftest import LOCAL
 from tests.test_api_full import UPLOAD, jsonl, wait_job
 
 SEGMENTS = "shard/segments"
@@ -101,7 +102,7 @@ def test_ingest_and_optimize_commands_maintain_the_index(
 
 
 def test_the_api_process_never_optimizes(settings: Settings, optimize_calls: list[int]) -> None:
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(settings), client=LOCAL) as http:
         upload = http.post("/ingest/export", files={"file": ("space.jsonl", jsonl(UPLOAD))})
         assert wait_job(http, upload.json()["job_id"])["status"] == "done"
         assert http.get("/search", params={"q": "космос"}).status_code == 200
