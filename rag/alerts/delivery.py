@@ -152,6 +152,11 @@ class DeliveryQueue:
             self.claims.release(lost)
         return items
 
+    def release(self, items: Sequence[DeliveryItem]) -> None:
+        """Give taken deliveries back untouched (their notifier became unavailable): due as
+        before, no attempt counted."""
+        self.claims.release([item.id for item in items])
+
     def done(self, item: DeliveryItem) -> None:
         """Delivered (or no longer wanted: the alert was removed)."""
         pipe = self._r.pipeline(transaction=True)

@@ -194,8 +194,12 @@ class AlertDispatcher:
         for notifier in list(self.notifiers):
             if not notifier.available():
                 continue
-            for item in self.queue.take(notifier.channel):
+            items = self.queue.take(notifier.channel)
+            for n, item in enumerate(items):
                 took = True
+                if n and not notifier.available():  # e.g. a flood wait began: leave the rest
+                    self.queue.release(items[n:])
+                    break
                 alert = self.store.load(item.alert_id)
                 hit = self.store.hit(item.alert_id, item.doc_id) if alert is not None else None
                 if alert is None or hit is None or notifier.channel not in alert.channels:
