@@ -49,7 +49,10 @@ class Notification:
         hit = self.hit
         where = hit.get("channel_title") or (f"@{hit['channel']}" if hit.get("channel")
                                              else str(hit.get("channel_id", "")))
-        lines = [f"🔔 «{self.alert.query}»", f"{where} · {_when(hit.get('date'))}",
+        alert = self.alert
+        head = f"🔔 «{alert.query}»" if alert.rule != "mention" else \
+            "🔔 упоминание" + (f" «{alert.query}»" if alert.query else "")
+        lines = [head, f"{where} · {_when(hit.get('date'))}",
                  hit.get("snippet") or "", hit.get("link") or ""]
         copies = hit.get("copies") or []
         if copies:
