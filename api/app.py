@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.bot.hosting import bot_lifespan
 from api.errors import install_error_handlers
+from api.gate import Gate, RouteTable
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
 from api.routes import alerts, ingest, ops, posts, qa, search, sync
@@ -32,9 +33,11 @@ log = logging.getLogger("tgrag.api")
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None,
-               index: Index | None = None) -> FastAPI:
+               index: Index | None = None, close_services: bool = False) -> FastAPI:
     """The API app.  Its lifespan builds the services, unless given (``services``, or an opened
-    ``index`` to build them over, as tests do); whoever opened them closes them.
+    ``index`` to build them over, as tests do); whoever opened them closes them, or the
+    lifespan does with ``close_services`` (``tgrag serve``: uvicorn re-raises SIGTERM after
+    the shutdown, so nothing after ``uvicorn.run`` would run to stop the embedded Redis).
 
     Reading the settings (and the API keys) happens here; opening backends, in the lifespan.
     """
@@ -48,8 +51,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         install_log_filter()
         if not authenticator.enabled:
             log.warning("authentication is off: TGRAG_API_KEYS is empty (loopback use only)")
-        own = given is None
+        own = given is None or close_services
         app.state.services = given or Services.open(s, purpose="tgrag serve")
+        app.state.services.uploads()  # resumes the uploads a previous run left unfinished
         try:
             # Alerts: a background thread checks what every ingest path commits.
             app.state.services.start_alerts()
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 yield
         finally:
             app.state.services.stop_alerts()
+            app.state.services.stop_uploads()  # started above, whoever owns the services
             if own:
                 app.state.services.close()
             del app.state.services
@@ -77,17 +82,21 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.metrics = ApiMetrics(app)
 
     auth = [Depends(authenticate)]
-    app.include_router(ops.public)
-    app.include_router(search.router, dependencies=auth)
-    app.include_router(posts.router, dependencies=auth)
-    app.include_router(qa.router, dependencies=auth)
-    app.include_router(ingest.make_router(s), dependencies=auth)
-    app.include_router(alerts.router, dependencies=auth)
+    routes = RouteTable(app)  # which routes need a key, for the gate
+    routes.include(app, ops.public, public=True)
+    routes.include(app, search.router, dependencies=auth)
+    routes.include(app, posts.router, dependencies=auth)
+    routes.include(app, qa.router, dependencies=auth)
+    routes.include(app, ingest.make_router(s), dependencies=auth)
+    routes.include(app, alerts.router, dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.
-    app.include_router(sync.router, dependencies=[Depends(require_operator)])
-    app.include_router(ops.router, dependencies=auth)
+    routes.include(app, sync.router, dependencies=[Depends(require_operator)])
+    routes.include(app, ops.router, dependencies=auth)
     install_error_handlers(app)
 
+    # Innermost first: the gate (keys, throttles, body limits) before any route reads a body;
+    # CORS around it, so refusals carry CORS headers; request ids around everything.
+    app.add_middleware(Gate, settings=s, authenticator=authenticator, routes=routes)
     if s.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
@@ -95,8 +104,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(ingest.UploadLimit, limit=int(s.max_upload_mb * 1024 * 1024))
-    app.add_middleware(RequestContext, metrics=app.state.metrics)  # outermost: ids on all
+    app.add_middleware(RequestContext, metrics=app.state.metrics,  # outermost: ids on all
+                       routes=routes)
     return app
 
 

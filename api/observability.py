@@ -4,7 +4,9 @@
 request an id — the client's ``X-Request-ID`` when it is a sane token, else a new one — echoes it
 in the response, puts it on every log record written while the request runs (``request_id=``),
 and counts the request by method, route *template* (``/posts/{channel}/{message_id}``, not the
-concrete path) and status.
+concrete path) and status.  Label values are bounded whatever clients send: a method outside
+the standard ones is ``other``, a path no route matches is ``unmatched`` (a request the gate
+refuses before routing counts under the route it would have reached).
 
 :class:`ApiMetrics` is one Prometheus registry per app: the HTTP counters and latency histogram,
 plus a collector that reads the index size and the core's counters (``rag.metrics``) at scrape.
@@ -30,11 +32,25 @@ from rag.metrics import ALERT_EVENTS, INGEST_POSTS, LLM_CALLS
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from api.gate import RouteTable
+
 log = logging.getLogger("tgrag.api.access")
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                         default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+def route_label(scope: Scope, routes: RouteTable) -> str:
+    """The route template of a request: the router's pick, or for a request answered before
+    routing (the gate), the route it would have reached; ``unmatched`` when there is none."""
+    route = scope.get("route") or routes.match(scope)[0]
+    return getattr(route, "path", None) or "unmatched"
 
 
 class RequestIdFilter(logging.Filter):
@@ -107,9 +123,10 @@ class ApiMetrics:
 class RequestContext:
     """ASGI middleware: request id in and out, access log line, request metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: RouteTable) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +144,7 @@ class RequestContext:
                 status = message["status"]
                 headers = list(message.get("headers") or [])
                 headers.append((b"x-request-id", rid.encode("latin-1")))
+                headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -134,9 +152,8 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, status, seconds)
+            template = route_label(scope, self.routes)
+            self.metrics.observe(method_label(scope["method"]), template, status, seconds)
             log.info("request", extra={"method": scope["method"], "path": scope["path"],
                                        "route": template, "status": status,
                                        "ms": round(seconds * 1000, 1)})

@@ -6,9 +6,9 @@ the routes declare these models as ``response_model``, so FastAPI checks them on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rag.search import MAX_K, MAX_OFFSET, MAX_QUERY_CHARS
 
@@ -53,6 +53,14 @@ _PROBLEM_TEXT = {
     503: "Backend unavailable",
 }
 COMMON = problems(401, 422, 429)
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+# A JSON body's `channel`/`tag`: a list, or one string (as `?channel=x` is one in a query string).
+OneOrMany = Annotated[list[str], BeforeValidator(_one_or_many)]
 
 
 class PostCopy(BaseModel):
@@ -121,9 +129,10 @@ class SearchRequest(BaseModel):
     offset: int = Field(0, description=f"Hits to skip, 0..{MAX_OFFSET}: the previous page's "
                         "next_offset.", json_schema_extra={"minimum": 0, "maximum": MAX_OFFSET},
                         examples=[10])
-    channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "
-                               "titles (any of).")
-    tag: list[str] = Field(default_factory=list, description="Tags, any of.")
+    channel: OneOrMany = Field(default_factory=list, description="Channel ids, usernames or "
+                               "titles (any of): a list, or one string.")
+    tag: OneOrMany = Field(default_factory=list, description="Tags, any of: a list, or one "
+                           "string.")
     since: str | None = Field(None, description="YYYY-MM-DD[THH:MM] or unix seconds.")
     until: str | None = Field(None, description="Inclusive end date.")
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
@@ -188,7 +197,7 @@ class JobOut(BaseModel):
         "error": None}]})
     id: str
     filename: str
-    status: Literal["queued", "running", "done", "failed"]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
     created: float
     started: float | None
     finished: float | None
@@ -199,6 +208,8 @@ class JobOut(BaseModel):
     skipped: int
     skipped_records: list[str]
     error: str | None
+    resumed: int = Field(0, description="Times a server restart took the job up again.")
+    cancel_requested: bool = Field(False, description="DELETE /jobs/{id} asked it to stop.")
 
 
 class Health(BaseModel):

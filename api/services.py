@@ -9,7 +9,8 @@ translate between their surface and its methods.  It owns
 * the tagger and **the** pipeline factory (:meth:`Services.pipeline`): uploads, ``tgrag ingest``,
   sync, watch and the worker all tag and split alike,
 * the Telegram connector, the channel registry and the job stores,
-* the single upload thread (so an upload never blocks a request thread),
+* the upload queue (``ingest.upload_queue``: fair between tenants, cancellable, resumed after
+  a restart; an upload never blocks a request thread),
 * the alert dispatcher (``rag.alerts``; the pipeline's commit hook records every committed post
   into its outbox) and its notifiers (webhooks; the bot adds its own),
 
@@ -25,7 +26,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ingest.telegram.scheduler import JobRegistry, SyncJob, SyncScheduler
     from ingest.telegram.state import Account, ChannelRegistry, ChannelState
     from ingest.telegram.sync import ChannelRemoval, ChannelSync, SyncListener
+    from ingest.upload_queue import UploadQueue
     from rag.alerts.delivery import DeliveryItem, Notifier
     from rag.alerts.dispatcher import AlertDispatcher, PassReport
     from rag.alerts.matcher import Trial
@@ -71,7 +72,7 @@ class _Shared:
     index: Index
     llm: Any = _UNSET  # LLM | None once built
     tagger: Any = None
-    uploads: ThreadPoolExecutor | None = None
+    uploads: Any = None  # the UploadQueue, once an upload came (or the API started)
     scheduler: Any = None  # SyncScheduler of the API process, once connected
     scheduler_lock: asyncio.Lock | None = None
     dispatcher: Any = None  # AlertDispatcher, built on first use
@@ -116,19 +117,31 @@ class Services:
         return self.index.tenant
 
     def close(self) -> None:
-        """Wait for a running upload, then close the index (the original, not a view)."""
+        """Stop the uploads (running jobs finish their batch and stay queued for the next
+        start) and the alert dispatcher, then close the index (the original, not a view); a
+        second call does nothing."""
+        self.stop_uploads()
+        self._close_alerts()
+        self._shared.index.close()
+
+    def stop_uploads(self) -> None:
+        """Stop the upload queue, if one runs (the API's lifespan, which started it)."""
         shared = self._shared
-        if shared.uploads is not None:
-            shared.uploads.shutdown(wait=True)
-            shared.uploads = None
-        if shared.dispatcher is not None:
-            shared.dispatcher.stop()
-            for notifier in shared.dispatcher.notifiers:
+        with shared.lock:
+            uploads, shared.uploads = shared.uploads, None
+        if uploads is not None:
+            uploads.close()
+
+    def _close_alerts(self) -> None:
+        shared = self._shared
+        with shared.lock:
+            dispatcher, shared.dispatcher = shared.dispatcher, None
+        if dispatcher is not None:
+            dispatcher.stop()
+            for notifier in dispatcher.notifiers:
                 close = getattr(notifier, "close", None)
                 if close is not None:
                     close()
-            shared.dispatcher = None
-        shared.index.close()
 
     def __enter__(self) -> Services:
         return self
@@ -272,22 +285,39 @@ class Services:
 
         return self.pipeline().ingest(stamp_tenant(items, self.tenant), on_progress=on_progress)
 
-    def submit_upload(self, path: Path, filename: str) -> tuple[IngestJob, dict[str, Any]]:
-        """Queue an uploaded file (``path``, removed when the job ends) for ingestion on the
-        upload thread; returns the job and its state as accepted."""
-        jobs = self.ingest_jobs
-        job = jobs.create(self.tenant, filename)
-        accepted = job.to_dict()  # before the worker thread starts changing the same object
+    def uploads(self) -> UploadQueue:
+        """The process's upload queue (``ingest.upload_queue``), started on first use: it takes
+        up the jobs a previous run left unfinished (the API's lifespan asks for it at start)."""
+        from ingest.upload_queue import UploadQueue, UploadWorkers
+
         shared = self._shared
         with shared.lock:
             if shared.uploads is None:
-                shared.uploads = ThreadPoolExecutor(1, thread_name_prefix="tgrag-ingest")
-            uploads = shared.uploads
-        uploads.submit(jobs.run, job, path, self.pipeline())
-        return job, accepted
+                root = self._view(shared, shared.index)
+                shared.uploads = UploadQueue(
+                    root.ingest_jobs, UploadWorkers(shared.index.redis, shared.index.namespace),
+                    self.settings.data_dir / "uploads",
+                    lambda tenant: root.for_tenant(tenant).pipeline(),
+                    max_posts=self.settings.max_upload_posts)
+                shared.uploads.start()
+            return shared.uploads  # type: ignore[no-any-return]
+
+    def upload_file(self, suffix: str) -> Path:
+        """Where to write an upload (the data folder's ``uploads``: it must outlive a crash
+        for its job to be resumed)."""
+        return self.uploads().new_file(suffix)
+
+    def submit_upload(self, path: Path, filename: str) -> tuple[IngestJob, dict[str, Any]]:
+        """Queue an uploaded file (``path`` from :meth:`upload_file`, removed when the job
+        ends) for ingestion; returns the job and its state as accepted."""
+        return self.uploads().submit(self.tenant, filename, path)
 
     def upload_job(self, job_id: str) -> IngestJob:
         return self.ingest_jobs.get(job_id, self.tenant)
+
+    def cancel_upload(self, job_id: str) -> IngestJob:
+        """Cancel this tenant's job: at once when it waits, after its batch when it runs."""
+        return self.uploads().cancel(self.upload_job(job_id))
 
     # -- Telegram channels ----------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     ├── InputError            bad input: a file, a record, a query or an option (exit 2, HTTP 400)
     │   ├── NotReadable       a file that is no Telegram export or dump at all
     │   ├── NothingToRead     none of the given files or folders held a readable export or dump
-    │   ├── UploadTooLarge    an upload over TGRAG_MAX_UPLOAD_MB (HTTP 413)
+    │   ├── BodyTooLarge      a request body over its limit (HTTP 413)
+    │   │   └── UploadTooLarge   an upload over TGRAG_MAX_UPLOAD_MB
     │   ├── NotLoggedIn       the Telegram session is not logged in (or was logged out)
     │   ├── PrivateChat       a followed reference is a private chat: never read
     │   └── GroupNotOptedIn   a followed reference is a group chat not followed with --group
@@ -24,11 +25,14 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     ├── LLMError              the LLM failed or refused (exit 5, HTTP 502)
     ├── DeliveryFailed        an alert's notification was not delivered (a webhook answered an
     │                         error or nothing, the bot could not send); retried, then dead-lettered
+    ├── Interrupted           work stopped on request: a cancelled job, a shutdown (exit 130)
     ├── Unauthorized          no or a wrong API key (HTTP 401)
     ├── Forbidden             the key may not use this route (HTTP 403)
     └── RateLimited           too many requests (HTTP 429, ``Retry-After``)
 
-An error may carry ``headers`` (HTTP response headers the API adds, e.g. ``Retry-After``).
+An error may carry ``headers`` (HTTP response headers the API adds, e.g. ``Retry-After``) and
+``param``, the name of the input at fault (``k``, ``since``…): the core writes hints for no surface
+in particular, and a surface may phrase its own for a param (the CLI: ``e.g. -k 10``).
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ class TgragError(Exception):
     title: str = "tgrag error"
     headers: dict[str, str] = {}  # noqa: RUF012 - read-only default; instances set their own
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -139,15 +145,28 @@ class NothingToRead(InputError):
         self.problems = list(problems or [])
 
 
-class UploadTooLarge(InputError):
-    """An upload larger than ``TGRAG_MAX_UPLOAD_MB``."""
+class BodyTooLarge(InputError):
+    """A request body over its limit: ``limit`` as people read it (``1024 KB``), ``setting`` the
+    variable that sets it."""
 
     http_status = 413
+    title = "Request body too large"
+
+    def __init__(self, limit: str, setting: str, *, what: str = "the request body") -> None:
+        super().__init__(f"{what} is larger than the limit of {limit}",
+                         hint=f"send less, or raise {setting} on the server")
+        self.limit = limit
+
+
+class UploadTooLarge(BodyTooLarge):
+    """An upload larger than ``TGRAG_MAX_UPLOAD_MB``."""
+
     title = "Upload too large"
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the upload is {size} bytes; the limit is {limit} bytes",
-                         hint="split the export or raise TGRAG_MAX_UPLOAD_MB")
+        super().__init__(f"{limit / 2**20:g} MB", "TGRAG_MAX_UPLOAD_MB",
+                         what=f"the upload ({size:,} bytes)")
+        self.hint = "split the export, or raise TGRAG_MAX_UPLOAD_MB on the server"
 
 
 class NotLoggedIn(InputError):
@@ -172,6 +191,18 @@ class TelegramUnavailable(BackendUnavailable):
     """Telegram cannot be reached right now, or asks to wait before the next request."""
 
     title = "Telegram unavailable"
+
+
+class Interrupted(TgragError):
+    """Work stopped between two steps because someone asked (a cancelled job, a shutdown);
+    what was committed before stays.  ``reason`` is ``cancelled`` or ``shutdown``."""
+
+    exit_code = 130
+    title = "Interrupted"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stopped: {reason}")
+        self.reason = reason
 
 
 class Unauthorized(TgragError):

@@ -22,7 +22,7 @@ from rag.catalog import ChannelCatalog
 from rag.datadir import DataDirLock
 from rag.embeddings import EmbeddingBackend, build_embedding
 from rag.ids import DEFAULT_TENANT, catalog_namespace, namespace, tenant_of_doc_id
-from rag.redis_backend import close_redis, kvstore, open_redis
+from rag.redis_backend import close_redis, kvstore, open_redis, recover
 from rag.settings import Settings
 from rag.store import ChunkStore, StoreFilter, open_store
 from rag.store.vector_store import PostVectorStore
@@ -39,6 +39,7 @@ class Index:
     lock: DataDirLock | None = None
     tenant: str = DEFAULT_TENANT  # searches through this index see only this tenant's posts
     write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    closed: bool = field(default=False, repr=False)
 
     @classmethod
     def open(
@@ -119,7 +120,15 @@ class Index:
             "channels": [c.to_dict() for c in self.catalog.channels()],
         }
 
+    def recover_redis(self) -> bool:
+        """Restart the embedded Redis if it died (True when it did); see ``rag.embedded_redis``."""
+        return recover(self.redis)
+
     def close(self) -> None:
+        """Close the backends and release the data folder; a second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.store.close()
             close_redis(self.redis, self.settings)

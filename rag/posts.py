@@ -21,11 +21,20 @@ from rag.errors import InputError, NotFoundError
 from rag.hybrid import HybridRetriever
 from rag.ids import doc_id as post_doc_id
 from rag.index import Index
-from rag.search import MAX_FETCH, MAX_K, PostHit, SearchFilters, collapse, collapse_copies
+from rag.search import (
+    K_HINT,
+    MAX_FETCH,
+    MAX_K,
+    PostHit,
+    SearchFilters,
+    collapse,
+    collapse_copies,
+)
 from rag.store import DOC_ID_KEY, NODE_ID_KEY, TENANT_KEY, TEXT_KEY, StoredChunk, StoreFilter
 
 # Chunk vectors of the source post used as queries (a post rarely has more than a few chunks).
 MAX_QUERY_CHUNKS = 8
+FIND_POST_HINT = "search for the post first: each hit names its channel and message id"
 PAYLOAD_HIDDEN = {TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, TENANT_KEY, "date_iso"}
 
 
@@ -72,7 +81,7 @@ def get_post(index: Index, channel: str, message_id: int) -> Post:
     records = index.store.chunks_of(doc_id, tenant=index.tenant)
     if not records:
         raise NotFoundError(f"no post {message_id} in channel {channel!r}",
-                            hint="search for it first: GET /search?q=...")
+                            hint=FIND_POST_HINT)
     payload = dict(records[0].payload)
     text = index.post_text(doc_id)
     if text is None:  # not committed yet (an ingest in flight): rebuild from the chunks
@@ -106,12 +115,12 @@ def similar_posts(index: Index, channel: str, message_id: int, k: int = 10,
     its best chunk against any source chunk.
     """
     if not 1 <= k <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. k=10")
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint=K_HINT, param="k")
     doc_id = resolve_post_id(index, channel, message_id)
     records = index.store.chunks_of(doc_id, tenant=index.tenant, with_vectors=True)
     if not records:
         raise NotFoundError(f"no post {message_id} in channel {channel!r}",
-                            hint="search for it first: GET /search?q=...")
+                            hint=FIND_POST_HINT)
     filters = filters or SearchFilters()
     filters.validate()
     filters.tenant = index.tenant

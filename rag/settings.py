@@ -278,6 +278,17 @@ class Settings(BaseSettings):
         50, gt=0, description="Largest file POST /ingest/export accepts, in MB (and the most an "
         "uploaded zip may unpack to)."
     )
+    max_upload_posts: int = Field(
+        100_000, ge=1, description="Most posts one upload may hold (more: the job fails, "
+        "nothing written)."
+    )
+    max_json_kb: int = Field(
+        1024, ge=1, description="Largest JSON request body, in KB (larger: 413, unread)."
+    )
+    auth_failure_limit: int = Field(
+        20, ge=0, description="Wrong API keys per client address per minute before 429 "
+        "(token bucket); 0 = no limit."
+    )
     host: str = Field("127.0.0.1", description="`tgrag serve` bind address.")
     port: int = Field(8000, description="`tgrag serve` port.")
 

@@ -16,6 +16,22 @@ from tests.fake_gigachat import FakeGigaChat
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TGRAG_SHARED_DIR", REPO.parent / "shared")) / "data"
 SAMPLE_EXPORT = REPO / "ingest" / "samples" / "telegram_export"
+# The client address of in-process API tests: without API keys the app serves loopback only
+# (TestClient's default "testclient" is no address at all).
+LOCAL = ("127.0.0.1", 50000)
+
+
+def loopback(app: Any) -> Any:
+    """``app`` as reached from 127.0.0.1, for ASGI clients that cannot say where they connect
+    from (schemathesis); the app itself stays reachable as ``.app``."""
+
+    async def from_loopback(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "client": LOCAL}
+        await app(scope, receive, send)
+
+    from_loopback.app = app  # type: ignore[attr-defined]
+    return from_loopback
 
 
 def clear_tgrag_env(mp: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from rag.datadir import DataDirLock
 from rag.errors import DataDirLocked
 from rag.index import Index
 from rag.settings import Settings
-from tests.conftest import module_settings
+from tests.conftest import LOCAL, module_settings
 from tests.search_corpus import CITY, ECON, GAMES, corpus
 
 SEARCH_KEYS = {"id", "channel_id", "channel", "channel_title", "message_id", "date", "link",
@@ -37,7 +37,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         yield client
 
 
@@ -140,7 +140,8 @@ def test_health_reports_what_failed(client: TestClient, monkeypatch: pytest.Monk
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and body["qdrant"] == "ok"
-    assert body["redis"].startswith("error: ") and "connection refused" in body["redis"]
+    # Which one, not how: the exception's text (a socket path, an address) is for the log.
+    assert body["redis"] == "error: unreachable" and "connection refused" not in response.text
 
 
 # -- lifespan -------------------------------------------------------------------------------------
@@ -157,10 +158,41 @@ def test_lifespan_owns_the_data_folder(settings: Settings, client: TestClient) -
 
 def test_lifespan_releases_the_data_folder(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         assert client.get("/stats").json()["posts"] == 0
         assert client.get("/search", params={"q": "ставка"}).json() == {"results": [],
                                                                        "next_offset": None}
     lock = DataDirLock(settings.data_dir)
     lock.acquire("pytest")  # free again
     lock.release()
+
+
+# -- API details: hints for this surface, one channel as a string, plain-worded errors ------------
+
+
+def test_post_search_takes_one_channel_as_a_string_like_get(client: TestClient) -> None:
+    query = {"q": "новости", "k": 20}
+    got = client.get("/search", params={**query, "channel": "econ_daily", "tag": "ставка"})
+    posted = client.post("/search", json={**query, "channel": "econ_daily", "tag": "ставка"})
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == got.json() and got.json()["results"]
+    listed = client.post("/search", json={**query, "channel": ["econ_daily"], "tag": ["ставка"]})
+    assert listed.json() == got.json()
+    asked = client.post("/ask", json={"question": "Что со ставкой?", "channel": "econ_daily"})
+    assert asked.status_code == 200, asked.text
+
+
+def test_hints_are_written_for_http(client: TestClient) -> None:
+    for path in ("/search?q=ставка&k=0", "/posts/econ_daily/1/similar?k=0"):
+        body = assert_problem(client.get(path), 400, "k must be between 1 and 100")
+        assert "-k" not in body["hint"] and "10" in body["hint"], body
+
+
+def test_invalid_json_is_said_in_plain_words(client: TestClient) -> None:
+    response = client.post("/search", content=b'{"q": "x",}',
+                           headers={"Content-Type": "application/json"})
+    body = assert_problem(response, 422, "not valid JSON")
+    assert "JSON decode error" not in body["detail"] and "body.10" not in body["detail"], body
+    assert "character 10" in body["detail"] and "Content-Type: application/json" in body["hint"]
+    missing = assert_problem(client.post("/search"), 422)
+    assert missing["detail"] == "the request has no JSON body", missing

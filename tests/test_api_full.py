@@ -18,7 +18,7 @@ from api.app import create_app
 from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.settings import Settings
-from tests.conftest import module_settings
+from tests.conftest import LOCAL, module_settings
 from tests.search_corpus import ECON, corpus
 from tests.test_api import SEARCH_KEYS, assert_problem
 
@@ -47,7 +47,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         yield client
 
 
@@ -284,7 +284,7 @@ def test_unknown_job_is_404(client: TestClient) -> None:
 def test_upload_limit_is_413(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", max_upload_mb=0.01,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as small:
+    with TestClient(create_app(settings), client=LOCAL) as small:
         big = jsonl(UPLOAD * 200)
         body = assert_problem(small.post("/ingest/export", files={"file": ("a.jsonl", big)}),
                               413)
@@ -359,6 +359,13 @@ def test_llm_calls_are_counted(client: TestClient) -> None:
 def test_web_page_and_openapi(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # No framing, no script or style but the page's own, no requests but to this server.
+    csp = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split("; ")}
+    assert csp["default-src"] == ["'none'"] and csp["frame-ancestors"] == ["'none'"]
+    assert csp["connect-src"] == ["'self'"] and "'unsafe-inline'" not in csp["script-src"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
     assert "/ask/stream" in page.text and "localStorage" in page.text
     schema = client.get("/openapi.json").json()
     post = "/posts/{channel}/{message_id}"

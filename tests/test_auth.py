@@ -16,7 +16,7 @@ from ingest.pipeline import PostPipeline
 from rag.errors import InputError
 from rag.index import Index
 from rag.settings import Settings
-from tests.conftest import module_settings
+from tests.conftest import LOCAL, module_settings
 from tests.search_corpus import corpus
 from tests.test_api import assert_problem
 
@@ -41,8 +41,10 @@ def upload_records(text: str, tag: str) -> bytes:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Dense: /ask's no-answer threshold is on the cosine scale (see test_api_full).
+    # No throttles here: these tests send wrong keys on purpose, many times (test_abuse.py
+    # checks the throttle on wrong keys against a real server).
     settings = module_settings(tmp_path_factory, "auth", api_keys=KEYS, rate_limit=0,
-                               search_mode="dense")
+                               auth_failure_limit=0, search_mode="dense")
     with Index.open(settings, purpose="pytest auth") as index:
         PostPipeline(index).ingest(POSTS)
     return settings
@@ -59,7 +61,7 @@ def wait_done(client: TestClient, job_id: str, headers: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         for headers, text, tag in [
             (ACME, "Акме открыла завод по выпуску роботов-пылесосов", "акме"),
             (GLOBEX, "Глобекс запустила спутниковый интернет для деревень", "глобекс"),
@@ -76,18 +78,50 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def test_parse_keys() -> None:
-    assert parse_api_keys(["a", "b:acme", " c:Globex "]) == {
+    assert parse_api_keys(["a", "b:acme", " c:globex "]) == {
         "a": "default", "b": "acme", "c": "globex"}
-    with pytest.raises(InputError, match="invalid tenant"):
+    with pytest.raises(InputError, match="entry 1 is ambiguous"):
         parse_api_keys(["k:bad tenant!"])
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "[::1]"])
+@pytest.mark.parametrize(("entries", "message"), [
+    # `Zx8:Q` was read as key `Zx8` of tenant `q`: is the ':' part of the key?
+    (["ok", "Zx8:Q"], "entry 2 is ambiguous"),
+    (["a:b:c"], "more than one ':'"),
+    ([":acme"], "empty key"),
+    (["k1", "k1:acme"], "repeats an earlier key"),
+    (["ключ"], "non-ASCII"),
+])
+def test_ambiguous_keys_are_refused_naming_the_entry(entries: list[str], message: str) -> None:
+    with pytest.raises(InputError, match=message) as err:
+        parse_api_keys(entries)
+    assert "key:tenant" in (err.value.hint or "")
+    assert "Zx8" not in str(err.value)  # a key is never echoed
+
+
+def test_serve_with_an_ambiguous_key_stops_at_start(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TGRAG_API_KEYS", "Zx8:Q")
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)  # never serve here
+    result = CliRunner().invoke(app, ["serve", "--port", "8999"])
+    assert result.exit_code == 2, result.output
+    assert "TGRAG_API_KEYS entry 1 is ambiguous" in result.output
+    assert "hint:" in result.output and "key:tenant" in result.output
+    assert not (tmp_path / "data").exists()  # refused before the data folder was opened
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "[::1]", "127.0.0.2",
+                                  "127.1.2.3", "::ffff:127.0.0.1"])
 def test_no_keys_allows_loopback(host: str) -> None:
     check_bind(Settings(_env_file=None), host)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "128.0.0.1",
+                                  "::ffff:10.0.0.1"])
 def test_no_keys_refuses_other_binds(host: str) -> None:
     with pytest.raises(InputError, match="no API keys are configured"):
         check_bind(Settings(_env_file=None), host)  # type: ignore[call-arg]
@@ -136,7 +170,7 @@ def test_operator_routes_refuse_other_tenants(client: TestClient) -> None:
 def test_rate_limit_429_with_retry_after(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path / "data", api_keys="k1,k2", rate_limit=3,
                         _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOCAL) as client:
         one = {"X-API-Key": "k1"}
         for _ in range(3):
             assert client.get("/stats", headers=one).status_code == 200

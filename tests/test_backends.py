@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,33 @@ def test_model_mismatch(settings: Settings, name: str | None, dim: int | None) -
         assert again.store.count() == 0
     finally:
         again.close()
+
+
+def test_the_data_folder_is_private(tmp_path: Path) -> None:
+    """Everything under the data folder — the lock, the embedded Redis' append-only file and
+    dumps, Qdrant's files — is created 0600 in 0700 folders (they were 0644/0755: readable by
+    every local user), and an existing folder is closed to others."""
+    from ingest.pipeline import PostPipeline
+    from tests.search_corpus import corpus
+
+    settings = settings_for(tmp_path)
+    settings.data_dir.mkdir(mode=0o755)
+    os.chmod(settings.data_dir, 0o755)
+    before = os.umask(0o022)
+    try:
+        with Index.open(settings) as index:
+            PostPipeline(index).ingest(list(corpus())[:3])
+            index.redis.execute_command("BGSAVE")  # a dump too, not only the append-only file
+            for _ in range(100):
+                if (settings.redis_dir / "tgrag.rdb").exists():
+                    break
+                time.sleep(0.1)
+        assert os.umask(0o022) == 0o022  # the process' umask is back as it was
+    finally:
+        os.umask(before)
+    paths = [settings.data_dir, *settings.data_dir.rglob("*")]
+    names = {p.name for p in paths}
+    assert {".lock", "appendonly.aof", "tgrag.rdb", "qdrant"} <= names, names
+    loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+             for p in paths if p.stat().st_mode & 0o077}
+    assert loose == {}, loose

@@ -195,6 +195,15 @@ def test_main_maps_errors_to_exit_codes(data_dir: Path, monkeypatch: pytest.Monk
     assert err == "error: k must be between 1 and 100, got 0\nhint: e.g. -k 10\n"
 
 
+def test_hints_are_written_for_the_cli(runner: CliRunner, data_dir: Path) -> None:
+    """Hints the core writes are phrased per surface: no HTTP routes in the CLI's."""
+    missing = invoke(runner, "similar", "econ_daily", "99")
+    assert_one_line_error(missing, 2, "no post 99")
+    assert "GET " not in missing.stderr and "/search" not in missing.stderr, missing.stderr
+    bad_k = invoke(runner, "similar", "econ_daily", "1", "-k", "0")
+    assert "hint: e.g. -k 10" in bad_k.stderr, bad_k.stderr
+
+
 # -- stats ----------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from ingest.pipeline import PostPipeline
 from rag.index import Index
 from rag.settings import Settings
 from rag.tag_stats import top_tags
+from tests.conftest import LOCAL
 from tests.search_corpus import ECON_TEXTS, LONG_POST, _post
 
 ECON = (1001, "econ_daily", "Экономика за день")
@@ -33,7 +34,7 @@ def client(filled: Index) -> Iterator[TestClient]:
     from api.app import create_app
 
     app: FastAPI = create_app(filled.settings, index=filled)
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         yield c
 
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 from api.app import create_app  # noqa: E402
 from ingest.pipeline import PostPipeline  # noqa: E402
 from rag.index import Index  # noqa: E402
-from tests.conftest import module_settings  # noqa: E402
+from tests.conftest import loopback, module_settings  # noqa: E402
 from tests.search_corpus import corpus  # noqa: E402
 
 MAX_EXAMPLES = 6
@@ -39,7 +39,7 @@ def opened_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
 @pytest.fixture(scope="module")
 def api_schema(opened_index: Index):  # type: ignore[no-untyped-def]
     app = create_app(opened_index.settings, index=opened_index)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    return schemathesis.openapi.from_asgi("/openapi.json", loopback(app))
 
 
 def test_api_conforms_to_its_schema(api_schema) -> None:  # type: ignore[no-untyped-def]

@@ -388,6 +388,7 @@ def test_delete_channels_route_with_delete_posts(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from tests.conftest import LOCAL
 
     settings = Settings(data_dir=tmp_path / "api-data", sync_lock_ttl=0.3,
                         _env_file=None)  # type: ignore[call-arg]
@@ -398,7 +399,7 @@ def test_delete_channels_route_with_delete_posts(tmp_path: Path) -> None:
     with Index.open(settings) as index:
         run(ChannelSync(index, new_client(fake), pipeline=PostPipeline(index))
             .sync_channel("technews"))
-        with TestClient(create_app(settings, index=index)) as http:
+        with TestClient(create_app(settings, index=index), client=LOCAL) as http:
             lock = ChannelRegistry(index.redis, index.namespace).lock("technews", ttl=600)
             assert lock.acquire()
             busy = http.delete("/channels", params={"channel": "technews", "delete_posts": True})

@@ -360,9 +360,10 @@ def test_routes_channels_and_background_sync_job(index: Any, pipeline: PostPipel
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from tests.conftest import LOCAL
 
     app = create_app(index.settings, index=index)
-    with TestClient(app) as http:
+    with TestClient(app, client=LOCAL) as http:
         assert http.post("/channels", json={"channel": "@TechNews"}).status_code == 201
         assert [c["ref"] for c in http.get("/channels").json()["channels"]] == ["technews"]
         # the client is created on the server's loop, as get_scheduler would do it

@@ -39,7 +39,7 @@ def run(functions: list[str], call: str, data: object) -> object:
 
 
 def highlight(cases: list[tuple[str, list[list[int]] | None]]) -> list[str]:
-    return run(["escapeHtml", "highlight"],  # type: ignore[return-value]
+    return run(["escapeHtml", "linkSpans", "highlight"],  # type: ignore[return-value]
                "data.map(([text, spans]) => highlight(text, spans))", cases)
 
 
@@ -68,10 +68,25 @@ def test_a_hit_lists_its_copies_escaped() -> None:
            "copies": [{"channel_title": "Москва <с огоньком>", "channel": "msk", "channel_id": 2,
                        "id": "tg:2:20", "message_id": 20, "link": "https://t.me/msk/20?a=1&b=2",
                        "date": "2024-11-22T08:40:00+00:00"}]}
-    functions = ["escapeHtml", "highlight", "formatDate", "channelName", "renderHit"]
+    functions = ["escapeHtml", "linkSpans", "highlight", "formatDate", "channelName", "renderHit"]
     html = run(functions, "renderHit(data)", hit)
     assert "<mark>Запрет</mark> отменят" in html
     assert '<p class="copies">также в: <a href="https://t.me/msk/20?a=1&amp;b=2"' in html
     assert "Москва &lt;с огоньком&gt;, " in html
     alone = run(functions, "renderHit(data)", {**hit, "copies": []})
     assert "также в" not in alone
+
+
+def test_links_in_snippets_are_clickable_and_safe() -> None:
+    """http(s) and t.me links become anchors (escaped, new tab, noopener); nothing else does,
+    and a mark that covers part of a link stays inside it."""
+    text = ("Отчёт: https://example.org/r?id=7&x=1, и t.me/hydro_chat. javascript:alert(1) "
+            "<img src=x onerror=alert(2)> coolt.me/x https://q.ru/a\"onclick=x")
+    (html,) = highlight([(text, [[0, 5], [10, 25]])])
+    anchors = re.findall(r'<a href="([^"]*)" target="_blank" rel="noopener noreferrer">', html)
+    assert anchors == ["https://example.org/r?id=7&amp;x=1", "https://t.me/hydro_chat",
+                       "https://q.ru/a"]  # a quote ends a link
+    assert html.count("</a>") == 3 and "<img" not in html and "&lt;img" in html
+    assert "javascript:alert(1)" in html and 'href="javascript' not in html
+    assert "coolt.me/x <a" in html  # not a t.me link
+    assert "<mark>Отчёт</mark>" in html and "htt<mark>ps://example.or</mark>g" in html

@@ -23,9 +23,12 @@ from typer.core import TyperGroup
 from api.logging import configure_logging
 from api.services import _UNSET, Services
 from rag.errors import TgragError
+from rag.redis_backend import REDIS_DOWN, unavailable
 from rag.settings import Settings, load_settings
 
 DATA_DIR_META = "tgrag.data_dir"  # ctx.meta: the data folder of the index a command opened
+# Hints for a parameter, in this surface's words (the core's are written for no surface).
+CLI_HINTS = {"k": "e.g. -k 10"}
 
 
 class TgragGroup(TyperGroup):
@@ -33,12 +36,16 @@ class TgragGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except REDIS_DOWN as exc:  # Redis went away mid-command: the one error for it
+                raise unavailable(exc) from None
         except TgragError as err:
             click.echo(f"error: {err.message}", err=True)
             # An error about what the index holds may come from the wrong folder's index.
             where = ctx.meta.get(DATA_DIR_META)
-            hint = " ".join(filter(None, [err.hint, where and f"(data folder: {where})"]))
+            hint = " ".join(filter(None, [CLI_HINTS.get(err.param or "", err.hint),
+                                          where and f"(data folder: {where})"]))
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             raise typer.Exit(err.exit_code) from None

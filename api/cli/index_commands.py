@@ -283,11 +283,12 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from api.security import check_bind
+    from api.security import check_bind, parse_api_keys
 
     settings: Settings = ctx.obj
     host = host or settings.host
     port = port or settings.port
+    parse_api_keys(settings.api_keys)  # an ambiguous key stops here, before the data folder
     check_bind(settings, host)  # no API keys → loopback only
     # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
     with open_services(ctx, "serve") as services:
@@ -296,6 +297,7 @@ def serve(
                        err=True)
         click.echo(f"serving on http://{host}:{port} (Ctrl+C to stop)", err=True)
         uvicorn.run(
-            create_app(settings, services=services), host=host, port=port, log_config=None,
+            create_app(settings, services=services, close_services=True), host=host, port=port,
+            log_config=None,
             log_level=settings.log_level.lower(), access_log=settings.log_level.upper() == "DEBUG",
         )

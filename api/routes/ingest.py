@@ -1,7 +1,10 @@
-"""``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump) and ``GET /jobs/{id}``.
+"""``POST /ingest/export`` (upload a Telegram export or a JSON/JSONL dump), ``GET /jobs/{id}`` and
+``DELETE /jobs/{id}`` (cancel).
 
-The upload is streamed to a temporary file (never held in memory), refused with ``413`` past
-``TGRAG_MAX_UPLOAD_MB`` (:class:`UploadLimit` stops reading the body at that size), and
+The upload is streamed to a file in the data folder's ``uploads`` (never held in memory; kept
+until its job ends, so a restart can resume it), refused with ``413`` past
+``TGRAG_MAX_UPLOAD_MB`` (the gate, ``api.gate``, checks the key and stops reading the body at
+that size before this route runs), and
 ingested by a background job on the services' single upload thread
 (:meth:`api.services.Services.submit_upload`).  The posts belong to the uploader's tenant.
 """
@@ -9,21 +12,17 @@ ingested by a background job on the services' single upload thread
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Path, UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import APIRouter, File, Path, Response, UploadFile
 
 from api.deps import ServicesDep
+from api.gate import UPLOAD_PATH
 from api.schemas import COMMON, JobAccepted, JobOut, problems
 from ingest.readers.dump import JSONL_SUFFIXES
 from rag.errors import InputError, UploadTooLarge
 from rag.settings import Settings
-
-MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file
-UPLOAD_PATH = "/ingest/export"
 
 
 def make_router(settings: Settings) -> APIRouter:
@@ -43,11 +42,14 @@ def make_router(settings: Settings) -> APIRouter:
         suffix = FilePath(name).suffix.lower()
         if suffix not in {".json", ".zip", *JSONL_SUFFIXES}:
             suffix = ".json"  # the content decides the format; the suffix only flags JSONL
-        with tempfile.NamedTemporaryFile("wb", suffix=suffix, prefix="tgrag-upload-",
-                                         delete=False) as out:
-            shutil.copyfileobj(file.file, out, 1024 * 1024)
-            size = out.tell()
-        path = FilePath(out.name)
+        path = services.upload_file(suffix)
+        try:
+            with path.open("wb") as out:
+                shutil.copyfileobj(file.file, out, 1024 * 1024)
+                size = out.tell()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         if size == 0:
             path.unlink(missing_ok=True)
             raise InputError("the uploaded file is empty",
@@ -66,38 +68,18 @@ def make_router(settings: Settings) -> APIRouter:
         """Status and progress (new/updated/unchanged/skipped) of an ingest job."""
         return services.upload_job(job_id).to_dict()
 
+    @router.delete("/jobs/{job_id}", response_model=JobOut, responses={
+        **problems(404), 202: {"model": JobOut, "description": "Running: it stops after its "
+                               "current batch (cancel_requested is true)"}})
+    def cancel_job(job_id: Annotated[str, Path(description="From POST /ingest/export.",
+                                               max_length=64)],
+                   services: ServicesDep, response: Response) -> dict[str, Any]:
+        """Cancel an ingest job: a queued one ends ``cancelled`` at once (200), a running one
+        after its current batch (202; posts committed so far stay).  An ended job is left as
+        it is (200)."""
+        job = services.cancel_upload(job_id)
+        if job.cancel_requested and not job.ended:
+            response.status_code = 202
+        return job.to_dict()
+
     return router
-
-
-class UploadLimit:
-    """ASGI middleware: the upload route reads at most ``limit`` bytes of body.
-
-    A larger ``Content-Length`` is refused before anything is read; a body that grows past the
-    limit while streaming (chunked uploads) stops with the same ``413`` as problem+json.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit + MULTIPART_SLACK
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != UPLOAD_PATH:
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        too_large = HTTPException(413, "Upload too large")
-        if length.isdigit() and int(length) > self.limit:
-            scope["tgrag.body_too_large"] = True
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            if scope.get("tgrag.body_too_large"):
-                raise too_large
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise too_large
-            return message
-
-        await self.app(scope, limited, send)

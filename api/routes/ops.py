@@ -4,6 +4,11 @@ page itself asks for a key when auth is on)."""
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import OperatorDep, ServicesDep
 from api.schemas import COMMON, Health, Ready, problems
 
+log = logging.getLogger("tgrag.api")
 WEB_PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
 
 public = APIRouter(tags=["ops"])
@@ -26,10 +32,30 @@ def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
+def _hashes(html: str, tag: str) -> str:
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+    return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()
+                    + "'" for b in blocks)
+
+
+@functools.cache
+def page_headers() -> dict[str, str]:
+    """The page's security headers.  Its script and style are inline, so the policy allows
+    exactly those (by hash, computed from the file as served) and nothing else: no other
+    script, no framing (clickjacking), requests only to this server."""
+    html = WEB_PAGE.read_text(encoding="utf-8")
+    csp = "; ".join([
+        "default-src 'none'", f"script-src {_hashes(html, 'script')}",
+        f"style-src {_hashes(html, 'style')}", "connect-src 'self'", "img-src 'self' data:",
+        "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"])
+    return {"Content-Security-Policy": csp, "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
 @public.get("/", include_in_schema=False)
 def web_page() -> FileResponse:
     return FileResponse(WEB_PAGE, media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-cache"})
+                        headers=page_headers())
 
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
@@ -38,16 +64,21 @@ def ready(services: ServicesDep) -> JSONResponse:
     a Telegram bot configured or running, ``bot`` says how it is (``ok (@name)``, ``offline: …``,
     ``unauthorized: …``, ``not running``); a bot problem does not make the API unready."""
     checks: dict[str, str] = {}
+    # Which backend failed, not how: the exception names sockets, paths and addresses, which
+    # are the operator's business (they are in the log), not every tenant's.
     try:
         services.index.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:  # any failure means "not ready"; say which
-        checks["redis"] = f"error: {exc}"
+        log.warning("readiness: Redis failed", extra={"error": str(exc)})
+        checks["redis"] = "error: unreachable"
+        services.index.recover_redis()
     try:
         services.index.store.check()
         checks["qdrant"] = "ok"
     except Exception as exc:
-        checks["qdrant"] = f"error: {exc}"
+        log.warning("readiness: the vector store failed", extra={"error": str(exc)})
+        checks["qdrant"] = "error: unreachable"
     ok = all(v == "ok" for v in checks.values())
     body: dict[str, Any] = {"status": "ok" if ok else "unavailable", **checks}
     if checks["redis"] == "ok":  # the bot's state, wherever it runs (reported, not required)

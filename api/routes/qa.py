@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep, build_filters
 from api.errors import problem_body
-from api.schemas import COMMON, AskResponse, TagsResponse, problems
+from api.schemas import COMMON, AskResponse, OneOrMany, TagsResponse, problems
 from rag.errors import TgragError
 from rag.qa import QAEvent
 
@@ -31,8 +31,9 @@ router = APIRouter(tags=["ask"], responses={**COMMON, **problems(400, 502, 503)}
 class AskRequest(BaseModel):
     question: str = Field(..., description="The question, in any words.")
     k: int | None = Field(None, ge=1, le=20, description="Posts to use as sources.")
-    channel: list[str] = Field(default_factory=list, description="Channel id, username or title.")
-    tag: list[str] = Field(default_factory=list, description="Tags, any of.")
+    channel: OneOrMany = Field(default_factory=list,
+                               description="Channel ids, usernames or titles: a list, or one.")
+    tag: OneOrMany = Field(default_factory=list, description="Tags, any of: a list, or one.")
     since: str | None = Field(None, description="YYYY-MM-DD[THH:MM] or unix.")
     until: str | None = Field(None, description="Inclusive end date.")
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
-from api.schemas import COMMON, Problem, problems
+from api.schemas import COMMON, OneOrMany, Problem, problems
 from api.services import Services
 from ingest.telegram.reader import SESSION_FILE
 from rag.errors import InputError
@@ -36,7 +36,8 @@ class ChannelAdd(BaseModel):
 
 
 class SyncRequest(BaseModel):
-    channel: list[str] = Field(default_factory=list, description="Channels; empty = all followed.")
+    channel: OneOrMany = Field(default_factory=list,
+                               description="Channels (a list, or one); empty = all followed.")
     backfill: int | None = Field(None, ge=1, description="Also (re)read the last N messages.")
     since: str | None = Field(None, description="Read everything since YYYY-MM-DD[THH:MM] or unix.")
 
