@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from api.services import Services
 from rag.errors import InputError
 from rag.index import Index
+from tests.conftest import LOCAL
 from tests.fake_telegram import FakeChannel, FakeGroup, FakeTelegram, new_client, run
 
 GROUP_ID, NEWS_ID = 1700000001, 1500000001
@@ -160,7 +161,8 @@ def test_mention_alerts_through_the_cli_and_http(index: Index, telegram: FakeTel
     services = Services(index)
     services.follow("@devchat", group=True)
     sync(services, telegram, "devchat")  # records the account's identity
-    with TestClient(create_app(index.settings, services=services)) as http:
+    with TestClient(create_app(index.settings, services=services),
+                    client=LOCAL) as http:
         made = http.post("/alerts", json={"rule": "mention", "query": "релиз"})
         assert made.status_code == 201, made.text
         body = made.json()

@@ -23,6 +23,7 @@ from ingest.telegram import connector
 from ingest.telegram.reader import make_client
 from rag.index import Index
 from rag.settings import Settings
+from tests.conftest import LOCAL
 from tests.fake_telegram import FakeBot, FakeChannel, FakeSender, FakeTelegram, send_signal, until
 
 ALICE = 501
@@ -161,7 +162,7 @@ def test_serve_runs_the_bot_in_its_lifespan_and_ready_reports_it(
                                          channel_title="Экономика за день", message_id=1,
                                          date=1714557600,
                                          text="Банк России повысил ключевую ставку до 16%.")])
-        with TestClient(create_app(served, index=index)) as http:
+        with TestClient(create_app(served, index=index), client=LOCAL) as http:
             deadline = time.monotonic() + 60
             while http.get("/ready").json().get("bot") != "ok (@tgrag_bot)":
                 assert time.monotonic() < deadline, http.get("/ready").json()
@@ -185,13 +186,13 @@ def test_serve_with_a_bot_it_cannot_start_stays_ready_and_says_so(
 
     plain = Settings(data_dir=tmp_path / "plain", _env_file=None)  # type: ignore[call-arg]
     with Index.open(plain, purpose="pytest") as index, \
-            TestClient(create_app(plain, index=index)) as http:
+            TestClient(create_app(plain, index=index), client=LOCAL) as http:
         assert "bot" not in http.get("/ready").json()  # no bot configured: no field
     # a token but no API id/hash: the API serves, the log and /ready tell what is wrong
     broken = Settings(data_dir=tmp_path / "broken", tg_bot_token="123:AAH",
                       _env_file=None)  # type: ignore[call-arg]
     with Index.open(broken, purpose="pytest") as index, \
-            TestClient(create_app(broken, index=index)) as http:
+            TestClient(create_app(broken, index=index), client=LOCAL) as http:
         body = http.get("/ready").json()
     assert body == {"status": "ok", "redis": "ok", "qdrant": "ok", "bot": "not running"}
     assert "the Telegram bot cannot start: the bot needs TGRAG_TG_API_ID" in caplog.text
@@ -253,7 +254,7 @@ def test_serve_delivers_the_alerts_its_bot_saved(
             time.sleep(0.05)
 
     with Index.open(served, purpose="pytest") as index, \
-            TestClient(create_app(served, index=index)) as http:
+            TestClient(create_app(served, index=index), client=LOCAL) as http:
         wait(lambda: http.get("/ready").json().get("bot") == "ok (@tgrag_bot)")
         tgbot.write(alice, "/alert words: ключевая ставка")
         wait(lambda: bool(tgbot.sent(alice)))
