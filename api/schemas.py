@@ -291,9 +291,9 @@ class AlertOut(BaseModel):
     id: str
     query: str
     filters: AlertFilters
-    rule: Literal["semantic", "words"]
+    rule: Literal["semantic", "words", "mention"]
     threshold: float | None = Field(description="Semantic: the cosine a post needs; null for "
-                                    "words.")
+                                    "words and mention.")
     webhook: str | None
     created: str = Field(description="ISO 8601, UTC.")
 
@@ -322,9 +322,10 @@ class AlertIn(BaseModel):
         "query": "повышение ключевой ставки", "rule": "semantic", "threshold": None,
         "channel": ["econ_daily"], "tag": [], "since": None, "until": None, "mode": None,
         "webhook": "https://example.org/hooks/tgrag"}]})
-    query: str = Field(description=f"A topic (semantic) or words and \"quoted phrases\" "
-                       f"(words), 1..{MAX_QUERY_CHARS} characters.")
-    rule: str = Field("semantic", description="semantic | words.")
+    query: str = Field("", description=f"A topic (semantic), words and \"quoted phrases\" "
+                       f"(words) or comma-separated keywords (mention: may be empty, the "
+                       f"account's @username), up to {MAX_QUERY_CHARS} characters.")
+    rule: str = Field("semantic", description="semantic | words | mention (group chats).")
     threshold: float | None = Field(None, description="Semantic: the cosine a post needs "
                                     "(0..1]; default TGRAG_ALERT_THRESHOLD.")
     channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "

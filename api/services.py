@@ -412,18 +412,19 @@ class Services:
                      channels: Iterable[str] = (), tags: Iterable[str] = (),
                      since: str | int | None = None, until: str | int | None = None,
                      mode: str | None = None, webhook: str | None = None,
-                     chat_id: int | None = None) -> Alert:
+                     chat_id: int | None = None, lang: str | None = None) -> Alert:
         from rag.alerts.model import build_alert
 
         return build_alert(self.settings, self.tenant, query, rule=rule, threshold=threshold,
                            channel_ids=[self.index.catalog.resolve(c) for c in channels],
                            tags=list(tags), since=since, until=until, mode=mode,
-                           webhook=webhook, chat_id=chat_id)
+                           webhook=webhook, chat_id=chat_id, lang=lang)
 
     def add_alert(self, query: str, **options: Any) -> Alert:
-        """Save an alert of this tenant (options: ``rule``, ``threshold``, ``channels`` (ids,
-        usernames or titles), ``tags``, ``since``, ``until``, ``mode``, ``webhook``, and
-        ``chat_id`` for the bot).  Posts indexed from now on are checked against it."""
+        """Save an alert of this tenant (options: ``rule`` (semantic, words, mention),
+        ``threshold``, ``channels`` (ids, usernames or titles), ``tags``, ``since``, ``until``,
+        ``mode``, ``webhook``, and ``chat_id`` and ``lang`` for the bot).  Posts indexed from now
+        on are checked against it."""
         alert = self._build_alert(query, **options)
         return self.alert_store.add(alert, self.settings.alert_max_per_tenant)
 
@@ -461,7 +462,8 @@ class Services:
         alert = self._build_alert(query, **options)
         newest = max((c.last_date or 0 for c in self.index.catalog.channels()), default=0)
         since = int(newest - days * 86400) if newest else None
-        return trial(AlertMatcher(self.index), alert, since, k=k)
+        mentions = self.mention_matcher() if alert.rule == "mention" else None
+        return trial(AlertMatcher(self.index), alert, since, k=k, mentions=mentions)
 
     def alert_status(self, alert_id: str) -> dict[str, int]:
         """``{"matches", "dead_letters"}`` counts of the alert."""
@@ -498,9 +500,18 @@ class Services:
             if shared.dispatcher is not None:
                 shared.dispatcher.notifiers.append(notifier)
 
+    def remove_notifier(self, notifier: Notifier) -> None:
+        """Stop delivering through ``notifier`` (the bot stopped); its queue waits for another."""
+        shared = self._shared
+        with shared.lock:
+            for notifiers in (shared.notifiers, getattr(shared.dispatcher, "notifiers", [])):
+                if notifier in notifiers:
+                    notifiers.remove(notifier)
+
     def alert_dispatcher(self) -> AlertDispatcher:
         """The process's dispatcher (deployment-wide: every tenant's outbox entries), with the
-        webhook notifier and the added ones."""
+        webhook notifier and the added ones, and the mention matcher (built once per pass: the
+        account's identity may change with the next group sync)."""
         from rag.alerts.delivery import DeliveryQueue
         from rag.alerts.dispatcher import AlertDispatcher
         from rag.alerts.outbox import Outbox
@@ -515,7 +526,8 @@ class Services:
                     index, AlertStore(index.redis, index.namespace),
                     Outbox(index.redis, index.namespace, ttl),
                     DeliveryQueue(index.redis, index.namespace, ttl),
-                    [WebhookNotifier(self.settings), *shared.notifiers])
+                    [WebhookNotifier(self.settings), *shared.notifiers],
+                    mentions=self._view(shared, index).mention_matcher)
             return shared.dispatcher  # type: ignore[no-any-return]
 
     def dispatch_alerts(self) -> PassReport:

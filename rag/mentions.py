@@ -110,6 +110,11 @@ class MentionMatcher:
     def __init__(self, rule: MentionRule) -> None:
         self.rule = rule
 
+    def with_keywords(self, keywords: Iterable[str]) -> MentionMatcher:
+        """This matcher with more keywords (a mention alert's own); itself when there are none."""
+        extra = list(keywords)
+        return MentionMatcher(self.rule.with_keywords(extra)) if extra else self
+
     def __call__(self, doc_id: str, text: str, metadata: Mapping[str, Any]) -> list[Mention]:
         if self.rule.empty or metadata.get("chat_type") != "group":
             return []

@@ -166,6 +166,26 @@ class PostHit:
             self.snippet, self.highlights = snippet_with_highlights(self.text, stems)
 
     @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PostHit:
+        """A hit back from :meth:`to_dict` (or a copy from :meth:`copy_dict`), e.g. the snapshot an
+        alert notification keeps."""
+        date_iso = data.get("date")
+        return cls(
+            id=str(data.get("id") or ""),
+            channel_id=int(data.get("channel_id") or 0),
+            channel=data.get("channel") or "",
+            channel_title=data.get("channel_title") or "",
+            message_id=int(data.get("message_id") or 0),
+            date=int(datetime.fromisoformat(date_iso).timestamp()) if date_iso else 0,
+            link=data.get("link") or "",
+            score=float(data.get("score") or 0.0),
+            snippet=data.get("snippet") or "",
+            tags=list(data.get("tags") or []),
+            highlights=[(int(s), int(e)) for s, e in data.get("highlights") or []],
+            copies=[cls.from_dict(c) for c in data.get("copies") or []],
+        )
+
+    @classmethod
     def from_chunk(cls, chunk: StoredChunk, score: float | None = None) -> PostHit:
         """The hit a post's best chunk makes (``score``: the post's, else the chunk's)."""
         p = chunk.payload

@@ -37,8 +37,10 @@ answers with real TL objects or fails the future with a real RPC error or ``Conn
   version, so a test reads what the user saw; ``flood_edits`` answers the next edits with
   ``FLOOD_WAIT_X`` and ``min_edit_interval`` does so for edits that come too fast.  Updates sent
   while the bot is offline wait in its update log and come back through ``updates.getDifference``,
-  as Telegram keeps a bot's updates for a while.  ``refuse_connections`` makes ``connect()`` fail
-  like a network that is down.
+  as Telegram keeps a bot's updates for a while.  A person in ``FakeBot.blocked`` has blocked the
+  bot: what it sends them is refused with ``USER_IS_BLOCKED``; ``flood_sends`` answers the next
+  sent messages with ``FLOOD_WAIT_X``.  ``refuse_connections`` makes ``connect()`` fail like a
+  network that is down.
 * Group chats: :class:`FakeGroup` is a supergroup (a ``Channel`` with ``megagroup``; ``forum``
   for topics), :class:`FakeSmallGroup` a small group (``types.Chat``, reached by id through the
   account's dialogs, ``messages.getHistory`` answering ``messagesSlice``).  ``say`` writes as a
@@ -304,6 +306,8 @@ class FakeBot:
         self.floods = 0  # FLOOD_WAIT answers given to edits
         self.flood_edits: list[int] = []  # FLOOD_WAIT seconds for the next edits, one each
         self.min_edit_interval: float | None = None  # faster edits in one chat get FLOOD_WAIT
+        self.blocked: set[int] = set()  # people who blocked the bot: sendMessage is refused
+        self.flood_sends: list[int] = []  # FLOOD_WAIT seconds for the next sendMessage, one each
         self._query_ids = iter(range(9_000_001, 10**9))
 
     @property
@@ -488,6 +492,11 @@ class FakeBot:
 
     def _send(self, request: Any) -> types.Updates:
         person = self._peer(request.peer, request)
+        if person.id in self.blocked:
+            raise errors.UserIsBlockedError(request)
+        if self.flood_sends:
+            self.floods += 1
+            raise errors.FloodWaitError(request, capture=self.flood_sends.pop(0))
         self._check_text(request, request.message, request.entities, request.reply_markup)
         reply_to = getattr(request.reply_to, "reply_to_msg_id", None)
         msg = types.Message(

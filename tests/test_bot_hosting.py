@@ -196,3 +196,73 @@ def test_serve_with_a_bot_it_cannot_start_stays_ready_and_says_so(
         body = http.get("/ready").json()
     assert body == {"status": "ok", "redis": "ok", "qdrant": "ok", "bot": "not running"}
     assert "the Telegram bot cannot start: the bot needs TGRAG_TG_API_ID" in caplog.text
+
+
+# -- alerts through the hosted bot ----------------------------------------------------------------
+
+
+def test_tgrag_bot_delivers_alerts_queued_while_no_bot_ran(
+    cli: Cli, fake: FakeTelegram, tgbot: FakeBot, settings: Settings
+) -> None:
+    """An alert of Alice's chat matched by an ingest in a process without the bot (the CLI's
+    pass queues it for the bot); `tgrag bot` runs the dispatcher itself and sends it."""
+    from api.services import Services
+    from rag.alerts.delivery import DeliveryQueue
+
+    alice = fake.people[ALICE]
+    with Services(Index.open(settings)) as services:
+        alert = services.add_alert("спутник", rule="words", chat_id=ALICE)
+        services.ingest([Post(channel_id=1500000001, channel="technews",
+                              channel_title="Тех новости", message_id=7, date=1714557600,
+                              text="Запущен новый спутник связи")])
+        report = services.dispatch_alerts()
+        assert (report.matches, report.delivered) == (1, 0)  # no bot here: queued for it
+
+    async def telegram(conn: FakeSender) -> None:
+        await until(lambda: bool(tgbot.sent(alice)), "the notification")
+        send_signal(signal.SIGINT)
+
+    fake.script = once(telegram)
+    result = cli("bot")
+    assert fake.script_error is None, fake.script_error
+    assert result.exit_code == 0, result.output
+    (note,) = tgbot.sent(alice)
+    assert note.message.startswith("🔔 По оповещению «спутник», все слова:\nТех новости · ")
+    assert "https://t.me/technews/7" in [e.url for e in note.entities if hasattr(e, "url")]
+    with Index.open(settings) as index:
+        queue = DeliveryQueue(index.redis, index.namespace)
+        assert queue.pending("bot") == 0 and queue.dead_letters(alert.id) == []
+
+
+def test_serve_delivers_the_alerts_its_bot_saved(
+    settings: Settings, fake: FakeTelegram, tgbot: FakeBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    alice = fake.people[ALICE]
+    monkeypatch.setattr(hosting, "new_client", lambda s: fake.attach(make_bot_client(s)))
+    served = Settings(data_dir=settings.data_dir, tg_api_id=1, tg_api_hash="x",
+                      tg_bot_token=tgbot.token, bot_users=[str(ALICE)],
+                      _env_file=None)  # type: ignore[call-arg]
+
+    def wait(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    with Index.open(served, purpose="pytest") as index, \
+            TestClient(create_app(served, index=index), client=LOCAL) as http:
+        wait(lambda: http.get("/ready").json().get("bot") == "ok (@tgrag_bot)")
+        tgbot.write(alice, "/alert words: ключевая ставка")
+        wait(lambda: bool(tgbot.sent(alice)))
+        assert tgbot.sent(alice)[0].message.startswith("🔔 Оповещение ")
+        # an upload: the server's background dispatcher checks it and the bot delivers
+        body = '{"id": 3, "channel_id": 1001, "channel": "@econ_daily", "date": ' \
+               '"2024-05-01T10:00:00+00:00", "text": "Банк России повысил ключевую ставку."}'
+        accepted = http.post("/ingest/export", files={"file": ("feed.jsonl", body.encode())})
+        assert accepted.status_code == 202, accepted.text
+        wait(lambda: len(tgbot.sent(alice)) == 2)
+        assert tgbot.sent(alice)[1].message.startswith("🔔 По оповещению «ключевая ставка»")

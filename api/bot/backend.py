@@ -48,6 +48,19 @@ class FollowResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One of a user's alerts as the bot shows it (channels by name)."""
+
+    id: str
+    query: str
+    rule: str  # semantic | words | mention
+    channels: tuple[str, ...] = ()  # @username, else the title or the id
+    tags: tuple[str, ...] = ()
+    since: int | None = None
+    until: int | None = None
+
+
 class TenantBackend(Protocol):
     """One tenant's use cases."""
 
@@ -76,6 +89,20 @@ class TenantBackend(Protocol):
 
     def knows_channel(self, channel_id: int, username: str) -> bool:
         """Whether the channel is already followed or indexed for this tenant."""
+        ...
+
+    def add_alert(self, rule: str, query: str, filters: QueryFilters, chat_id: int,
+                  lang: str) -> AlertRow:
+        """Save an alert of the tenant delivering to the bot chat ``chat_id``
+        (``Services.add_alert``; ``InputError`` when it is not a valid alert)."""
+        ...
+
+    def alerts(self, chat_id: int) -> list[AlertRow]:
+        """The tenant's alerts that deliver to ``chat_id``, oldest first."""
+        ...
+
+    def remove_alert(self, alert_id: str, chat_id: int) -> AlertRow | None:
+        """Remove the tenant's alert if it delivers to ``chat_id``; None if there is none."""
         ...
 
     async def follow(self, ref: str) -> FollowResult:

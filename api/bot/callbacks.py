@@ -11,6 +11,7 @@ looked up in the presser's own chat and tenant, so forged data reaches nothing m
     p:<query message id>:<offset>                              a page of results
     s:<query message id>:<offset>:<channel id>:<message id>    posts similar to one post
     f:<username> | f:c<channel id>                             follow a channel (admins)
+    u:<alert id>                                               remove one of the presser's alerts
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ MAX_DATA = 64
 _PAGE = re.compile(rb"^p:(\d{1,12}):(\d{1,4})$")
 _SIMILAR = re.compile(rb"^s:(\d{1,12}):(\d{1,4}):(\d{1,16}):(\d{1,12})$")
 _FOLLOW = re.compile(rb"^f:([A-Za-z][A-Za-z0-9_]{2,31}|c\d{1,16})$")
+_UNALERT = re.compile(rb"^u:([0-9a-f]{12})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,12 @@ class FollowAction:
     ref: str  # a username, or "c<channel id>"
 
 
-Action = PageAction | SimilarAction | FollowAction
+@dataclass(frozen=True, slots=True)
+class UnalertAction:
+    alert_id: str  # removed only if it is the presser's own (their tenant and chat)
+
+
+Action = PageAction | SimilarAction | FollowAction | UnalertAction
 
 
 def page_data(query_message: int, offset: int) -> bytes:
@@ -58,6 +65,10 @@ def similar_data(query_message: int, offset: int, channel_id: int, message_id: i
 
 def follow_data(username: str, channel_id: int) -> bytes:
     return f"f:{username}".encode() if username else f"f:c{channel_id}".encode()
+
+
+def unalert_data(alert_id: str) -> bytes:
+    return f"u:{alert_id}".encode()
 
 
 def parse_action(data: bytes | None) -> Action | None:
@@ -74,4 +85,6 @@ def parse_action(data: bytes | None) -> Action | None:
         return SimilarAction(int(m.group(1)), offset, int(m.group(3)), mid)
     if (m := _FOLLOW.match(data)) is not None:
         return FollowAction(m.group(1).decode())
+    if (m := _UNALERT.match(data)) is not None:
+        return UnalertAction(m.group(1).decode())
     return None

@@ -21,7 +21,8 @@ def bot(ctx: typer.Context) -> None:
     Needs TGRAG_TG_BOT_TOKEN (from @BotFather) and TGRAG_TG_API_ID/TGRAG_TG_API_HASH; answers
     only the users in TGRAG_BOT_USERS and TGRAG_BOT_ADMINS. `tgrag serve` and `tgrag worker` run
     it themselves when the token is set; in embedded mode only the process that owns the data
-    folder can run it. Stops cleanly on Ctrl-C or SIGTERM.
+    folder can run it. It also checks new posts against alerts and delivers them (to the chats of
+    /alert, and webhooks). Stops cleanly on Ctrl-C or SIGTERM.
     """
     from api.bot.hosting import account_sync, check_settings, running_bot
     from api.cli.context import open_services
@@ -45,4 +46,7 @@ def bot(ctx: typer.Context) -> None:
             await services.stop_scheduler()  # the account /follow may have connected
 
     with open_services(ctx, "bot") as services:
+        # What /follow syncs here (the embedded data folder is this process's) is checked
+        # against alerts, and the queued bot notifications are sent, by this process.
+        services.start_alerts()
         _run_service(main(services))

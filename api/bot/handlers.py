@@ -10,8 +10,10 @@ the bot goes on.
 * a message: ``/search …`` or plain words → a results page with buttons (``api.bot.callbacks``);
   ``/ask …`` or words ending in "?" → an answer written into one message as it streams;
   ``/channels``, ``/follow @x``, ``/unfollow @x`` (admins), ``/help``; a forwarded channel post →
-  an offer to follow the channel (admins);
-* a button: the next/previous page or the posts similar to one, editing the same message;
+  an offer to follow the channel (admins); ``/alert …``, ``/alerts``, ``/unalert ID``: the
+  user's alerts, delivered to their chat (``api.bot.notifier``);
+* a button: the next/previous page or the posts similar to one, editing the same message; or
+  removing one of the user's alerts;
 * an inline query (``@bot query`` in any chat): result articles, ``private`` (never cached for
   another user).
 """
@@ -28,15 +30,18 @@ from typing import Any
 from telethon import Button, TelegramClient, errors, events, types
 
 from api.bot.access import AccessList, Grant, RateLimits
+from api.bot.alert_messages import alerts_messages, describe_row
 from api.bot.backend import BotBackend, TenantBackend
 from api.bot.callbacks import (
     FollowAction,
     PageAction,
     SimilarAction,
+    UnalertAction,
     follow_data,
     page_data,
     parse_action,
     similar_data,
+    unalert_data,
 )
 from api.bot.failures import failure_text, log_failure
 from api.bot.formatting import (
@@ -50,7 +55,7 @@ from api.bot.formatting import (
     title_of,
 )
 from api.bot.markup import Html
-from api.bot.query import BotQuery, is_question, parse_query, split_command
+from api.bot.query import BotQuery, is_question, parse_alert, parse_query, split_command
 from api.bot.streaming import StreamingMessage
 from api.bot.texts import Lang, label, language, posts_count, t
 from rag.search import MAX_OFFSET
@@ -156,6 +161,12 @@ class BotHandlers:
             await self._channels(event, caller)
         elif command in ("follow", "unfollow"):
             await self._follow_command(event, caller, command, rest)
+        elif command == "alert":
+            await self._alert(event, caller, rest)
+        elif command == "alerts":
+            await self._alerts(event, caller)
+        elif command == "unalert":
+            await self._unalert(event, caller, rest)
         elif command is not None:
             await self._reply(event, t(caller.lang, "unknown_command"))
         elif not text.strip():
@@ -227,6 +238,8 @@ class BotHandlers:
             try:
                 if isinstance(action, FollowAction):
                     await self._follow_button(event, caller, action)
+                elif isinstance(action, UnalertAction):
+                    await self._unalert_button(event, caller, action)
                 else:
                     await self._browse(event, caller, action)
             except errors.RPCError:
@@ -432,6 +445,56 @@ class BotHandlers:
             button = Button.inline(label(lang, "follow_button"),
                                    follow_data(username, peer.channel_id))
             await self._reply(event, t(lang, "forward_offer", title=title), [[button]])
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    async def _alert(self, event: Any, caller: Caller, rest: str) -> None:
+        """``/alert [words:|mention:] query @channel #tag since: until:``: saved for this chat."""
+        lang = caller.lang
+        rule, query = parse_alert(rest)
+        if not query.text and rule != "mention":
+            await self._reply(event, t(lang, "alert_usage"))
+            return
+        row = await asyncio.to_thread(caller.backend.add_alert, rule, query.text, query.filters,
+                                      caller.user_id, lang)
+        await self._reply(event, t(lang, "alert_saved", id=row.id, what=describe_row(row, lang)))
+
+    async def _alerts(self, event: Any, caller: Caller) -> None:
+        rows = await asyncio.to_thread(caller.backend.alerts, caller.user_id)
+        for text, shown in alerts_messages(rows, caller.lang):
+            await self._reply(event, text, self._unalert_keyboard(shown, rows, caller.lang))
+
+    def _unalert_keyboard(self, shown: list[Any], rows: list[Any],
+                          lang: Lang) -> list[list[Any]] | None:
+        number = {row.id: n for n, row in enumerate(rows, 1)}
+        buttons = [Button.inline(label(lang, "unalert_button", n=number[row.id]),
+                                 unalert_data(row.id)) for row in shown]
+        rows_of = [buttons[i:i + 5] for i in range(0, len(buttons), 5)]
+        return rows_of or None
+
+    async def _unalert(self, event: Any, caller: Caller, rest: str) -> None:
+        lang = caller.lang
+        alert_id = rest.split()[0].lower() if rest.split() else ""
+        if not alert_id:
+            await self._reply(event, t(lang, "unalert_usage"))
+            return
+        row = await asyncio.to_thread(caller.backend.remove_alert, alert_id, caller.user_id)
+        if row is None:
+            await self._reply(event, t(lang, "alert_gone"))
+        else:
+            await self._reply(event, t(lang, "alert_removed", id=row.id,
+                                       what=describe_row(row, lang)))
+
+    async def _unalert_button(self, event: Any, caller: Caller, action: UnalertAction) -> None:
+        """Remove the alert (only the presser's own), then show the list as it is now."""
+        lang = caller.lang
+        row = await asyncio.to_thread(caller.backend.remove_alert, action.alert_id,
+                                      caller.user_id)
+        await event.answer(label(lang, "alert_gone_short") if row is None else None)
+        rows = await asyncio.to_thread(caller.backend.alerts, caller.user_id)
+        text, shown = alerts_messages(rows, lang)[0]
+        await event.edit(text, parse_mode="html", link_preview=False,
+                         buttons=self._unalert_keyboard(shown, rows, lang))
 
     # -- inline mode ----------------------------------------------------------------------------
 

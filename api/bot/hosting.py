@@ -73,14 +73,17 @@ def build_runner(services: Services, *, sync: SyncProvider | None = None,
 @contextlib.asynccontextmanager
 async def running_bot(services: Services, *, sync: SyncProvider | None = None,
                       on_state: StateListener | None = None) -> AsyncIterator[BotRunner | None]:
-    """The bot running on this loop while inside (nothing without ``TGRAG_TG_BOT_TOKEN``)."""
+    """The bot running on this loop while inside (nothing without ``TGRAG_TG_BOT_TOKEN``), and
+    delivering the alerts saved with ``/alert`` (``services.add_notifier``; the host runs the
+    alert dispatcher: ``services.start_alerts()``)."""
     if not bot_enabled(services.settings):
         yield None
         return
     runner = build_runner(services, sync=sync, on_state=on_state)
     await runner.start()
     try:
-        yield runner
+        with _alert_delivery(services, runner):
+            yield runner
     finally:
         await runner.stop()
 
@@ -127,8 +130,17 @@ async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runner.start()
     app.state.bot = runner
     try:
-        yield
+        # Alerts saved with /alert, sent by the dispatcher the lifespan started.
+        with _alert_delivery(services, runner):
+            yield
     finally:
         app.state.bot = None
         if runner is not None:
             await runner.stop()
+
+
+def _alert_delivery(services: Services, runner: BotRunner | None) -> Any:
+    """The bot's alert notifier added to the services while inside (nothing without a bot)."""
+    from api.bot.notifier import alert_delivery
+
+    return alert_delivery(services, runner) if runner is not None else contextlib.nullcontext()

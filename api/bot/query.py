@@ -84,3 +84,21 @@ def parse_query(text: str) -> BotQuery:
         query = " ".join(t.replace("_", " ") for t in tags)
     return BotQuery(query, QueryFilters(tuple(dict.fromkeys(channels)),
                                         tuple(dict.fromkeys(tags)), since, until))
+
+
+# /alert's rule prefixes (``/alert words: …``), in English and Russian; no prefix = semantic.
+ALERT_RULES = {"words:": "words", "слова:": "words", "mention:": "mention",
+               "упоминания:": "mention", "упоминание:": "mention"}
+
+
+def parse_alert(text: str) -> tuple[str, BotQuery]:
+    """``/alert``'s rule and query: ``words: ставки @banki`` → ``("words", …)``; ``mention:``
+    (or ``mention`` alone) → the mention rule, whose words are extra keywords; else semantic."""
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in ("mention", "упоминания"):
+        return "mention", BotQuery("")
+    for prefix, rule in ALERT_RULES.items():
+        if lowered.startswith(prefix):
+            return rule, parse_query(stripped[len(prefix):])
+    return "semantic", parse_query(stripped)

@@ -25,7 +25,7 @@ from api.bot.access import AccessList, RateLimits
 from api.bot.backend import BotBackend
 from api.bot.handlers import BotHandlers
 from api.bot.status import StatusBoard
-from api.bot.texts import COMMANDS
+from api.bot.texts import menu
 from rag.errors import InputError
 
 log = logging.getLogger("tgrag.bot")
@@ -116,6 +116,11 @@ class BotRunner:
 
     def status(self) -> dict[str, str]:
         return {"state": self.state, "detail": self.detail, "bot": self.username}
+
+    @property
+    def holds_claim(self) -> bool:
+        """Whether this process holds the one-bot claim (a stand-by process must stay silent)."""
+        return self._holding
 
     # -- supervision ----------------------------------------------------------------------------
 
@@ -245,7 +250,7 @@ class BotRunner:
     async def _set_commands(self, client: TelegramClient) -> None:
         """The command menu in Telegram apps, per language (best effort)."""
         for lang_code, lang in (("", "ru"), ("en", "en")):
-            commands = [types.BotCommand(c, d) for c, d in COMMANDS[lang]]  # type: ignore[index]
+            commands = [types.BotCommand(c, d) for c, d in menu(lang)]  # type: ignore[arg-type]
             try:
                 await client(functions.bots.SetBotCommandsRequest(
                     scope=types.BotCommandScopeDefault(), lang_code=lang_code, commands=commands))

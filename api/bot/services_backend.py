@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from api.bot.backend import ChannelRow, FollowResult
+from api.bot.backend import AlertRow, ChannelRow, FollowResult
 from api.bot.query import QueryFilters
 from rag.errors import Forbidden, NotFoundError
 from rag.ids import DEFAULT_TENANT
@@ -21,6 +21,7 @@ from rag.search import SearchFilters, SearchPage
 
 if TYPE_CHECKING:
     from api.services import Services
+    from rag.alerts.model import Alert
 
 # The host's ChannelSync (made on first use), or None: no Telegram account here.
 SyncProvider = Callable[[], Awaitable[Any]]
@@ -117,3 +118,33 @@ class ServicesTenantBackend:
         except NotFoundError:
             return None
         return done.removed.ref if done.removed else None
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def add_alert(self, rule: str, query: str, filters: QueryFilters, chat_id: int,
+                  lang: str) -> AlertRow:
+        alert = self.services.add_alert(query, rule=rule, channels=filters.channels,
+                                        tags=filters.tags, since=filters.since,
+                                        until=filters.until, chat_id=chat_id, lang=lang)
+        return self._row(alert)
+
+    def alerts(self, chat_id: int) -> list[AlertRow]:
+        return [self._row(a) for a in self.services.alerts() if a.chat_id == chat_id]
+
+    def remove_alert(self, alert_id: str, chat_id: int) -> AlertRow | None:
+        try:
+            alert = self.services.alert(alert_id)
+        except NotFoundError:
+            return None
+        if alert.chat_id != chat_id:  # another chat's (or the API's) alert: not this user's
+            return None
+        return self._row(self.services.remove_alert(alert.id))
+
+    def _row(self, alert: Alert) -> AlertRow:
+        names = {c["channel_id"]: (f"@{c['channel']}" if c["channel"] else
+                                   c["channel_title"] or str(c["channel_id"]))
+                 for c in self._indexed()} if alert.filters.channel_ids else {}
+        f = alert.filters
+        return AlertRow(alert.id, alert.query, alert.rule,
+                        tuple(names.get(c, str(c)) for c in f.channel_ids), tuple(f.tags),
+                        f.since, f.until)

@@ -89,6 +89,44 @@ TEXTS: dict[str, dict[Lang, str]] = {
         "ru": "Подождите: предыдущий ответ ещё пишется.",
         "en": "Please wait: the previous answer is still being written.",
     },
+    "alert_usage": {
+        "ru": "Напишите, о чём сообщать: <code>/alert ключевая ставка</code> (по смыслу), "
+              "<code>/alert words: ставки по вкладам</code> (все слова, в любой форме) или "
+              "<code>/alert mention: релиз</code> (упоминания в группах). Фильтры те же, что в "
+              "поиске: <code>@канал</code>, <code>#тег</code>, <code>since:2024-06-01</code>, "
+              "<code>until:…</code>.",
+        "en": "Say what to watch for: <code>/alert key rate</code> (by meaning), "
+              "<code>/alert words: deposit rates</code> (every word, any form) or "
+              "<code>/alert mention: release</code> (mentions in groups). The search's filters "
+              "work here too: <code>@channel</code>, <code>#tag</code>, "
+              "<code>since:2024-06-01</code>, <code>until:…</code>.",
+    },
+    "alert_saved": {
+        "ru": "🔔 Оповещение <code>{id}</code> сохранено: {what}.\nНовые посты, которые "
+              "подходят, пришлю сюда. Все оповещения: /alerts",
+        "en": "🔔 Alert <code>{id}</code> saved: {what}.\nNew posts that match it will come "
+              "here. All your alerts: /alerts",
+    },
+    "alert_semantic": {"ru": "«{query}», по смыслу", "en": "“{query}”, by meaning"},
+    "alert_words": {"ru": "«{query}», все слова", "en": "“{query}”, every word"},
+    "alert_mention": {"ru": "упоминания аккаунта в группах", "en": "mentions of the account "
+                      "in groups"},
+    "alert_mention_words": {"ru": "упоминания аккаунта и «{query}» в группах",
+                            "en": "mentions of the account and “{query}” in groups"},
+    "alert_since": {"ru": "с {day}", "en": "from {day}"},
+    "alert_until": {"ru": "по {day}", "en": "until {day}"},
+    "alerts_header": {"ru": "<b>Ваши оповещения</b> ({n}):", "en": "<b>Your alerts</b> ({n}):"},
+    "no_alerts": {"ru": "Оповещений пока нет; сохраните: <code>/alert ключевая ставка</code>",
+                  "en": "No alerts yet; save one: <code>/alert key rate</code>"},
+    "unalert_button": {"ru": "✖ {n}", "en": "✖ {n}"},
+    "unalert_usage": {"ru": "Напишите так: <code>/unalert ID</code> (ID — в /alerts)",
+                      "en": "Usage: <code>/unalert ID</code> (the IDs are in /alerts)"},
+    "alert_removed": {"ru": "Оповещение <code>{id}</code> удалено: {what}.",
+                      "en": "Alert <code>{id}</code> removed: {what}."},
+    "alert_gone": {"ru": "Такого оповещения у вас нет; список: /alerts",
+                   "en": "You have no such alert; the list: /alerts"},
+    "alert_gone_short": {"ru": "Этого оповещения уже нет", "en": "That alert is gone already"},
+    "alert_notice": {"ru": "🔔 По оповещению {what}:", "en": "🔔 For your alert {what}:"},
     "channels_header": {"ru": "<b>Каналы в поиске</b> ({n}):",
                         "en": "<b>Channels in the search</b> ({n}):"},
     "no_channels": {"ru": "Каналов в поиске пока нет.", "en": "No channels in the search yet."},
@@ -142,6 +180,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
               "• Кнопки под результатами листают страницы и ищут похожие посты\n"
               "• /channels — каналы в поиске\n"
               "• В любом чате: <code>@{bot} запрос</code>\n"
+              "• /alert запрос — присылать новые посты по запросу; /alerts — ваши оповещения\n"
               "{admin}\nВаш Telegram id: <code>{user_id}</code>",
         "en": "<b>tgrag</b> searches the posts of Telegram channels.\n\n"
               "• Type what to find: <code>key rate</code> (or /search …)\n"
@@ -151,6 +190,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
               "• The buttons under the results turn pages and find similar posts\n"
               "• /channels: the channels in the search\n"
               "• In any chat: <code>@{bot} query</code>\n"
+              "• /alert query: get the new posts that match; /alerts: your alerts\n"
               "{admin}\nYour Telegram id: <code>{user_id}</code>",
     },
     "help_admin": {
@@ -168,6 +208,19 @@ COMMANDS: dict[Lang, list[tuple[str, str]]] = {
     "en": [("search", "find posts"), ("ask", "answer from the posts"),
            ("channels", "channels in the search"), ("help", "what the bot does")],
 }
+
+
+# The alerts' commands, kept apart from COMMANDS and put before /help by menu().
+ALERT_COMMANDS: dict[Lang, list[tuple[str, str]]] = {
+    "ru": [("alert", "сообщать о новых постах"), ("alerts", "мои оповещения")],
+    "en": [("alert", "get new posts that match"), ("alerts", "your alerts")],
+}
+
+
+def menu(lang: Lang) -> list[tuple[str, str]]:
+    """The command menu Telegram shows in ``lang``: COMMANDS, the alerts' before /help."""
+    commands = [c for c in COMMANDS[lang] if c[0] != "help"]
+    return commands + ALERT_COMMANDS[lang] + [c for c in COMMANDS[lang] if c[0] == "help"]
 
 
 def language(lang_code: str | None) -> Lang:

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
 
 RULE = typer.Option("semantic", "--rule", "-r",
                     help="semantic (meaning, a cosine threshold) | words (every word and "
-                         "\"quoted phrase\", any word form).")
+                         "\"quoted phrase\", any word form) | mention (group chats: the "
+                         "account's @username, TGRAG_MENTION_KEYWORDS and the query's "
+                         "comma-separated keywords).")
 THRESHOLD = typer.Option(None, "--threshold",
                          help="semantic: the cosine a post needs [default: "
                               "TGRAG_ALERT_THRESHOLD].")
@@ -53,7 +55,9 @@ def _options(rule: str, threshold: float | None, channel: list[str], tag: list[s
 @alerts_app.command("add")
 def add(
     ctx: typer.Context,
-    query: str = typer.Argument(..., help="What to watch for: a topic (semantic) or words."),
+    query: str = typer.Argument("", help="What to watch for: a topic (semantic), words, or "
+                                          "comma-separated keywords (mention; may be empty).",
+                                show_default=False),
     rule: str = RULE,
     threshold: float | None = THRESHOLD,
     channel: list[str] = CHANNEL,
@@ -104,8 +108,9 @@ def list_alerts(ctx: typer.Context, as_json: bool = JSON) -> None:
 def _describe(alert: Alert) -> str:
     f = alert.filters
     rule = (f"semantic ≥ {alert.threshold:g} ({f.mode})" if alert.rule == "semantic"
-            else "words")
-    parts = [f"«{alert.query}»", rule]
+            else alert.rule)
+    query = f"«{alert.query}»" if alert.query else "(mentions of the account)"
+    parts = [query, rule]
     if f.channel_ids:
         parts.append("channels " + ",".join(str(c) for c in f.channel_ids))
     if f.tags:
@@ -133,7 +138,8 @@ def remove(
 @alerts_app.command("test")
 def test(
     ctx: typer.Context,
-    query: str = typer.Argument(..., help="The query of the alert to try."),
+    query: str = typer.Argument("", help="The query of the alert to try (a mention alert's "
+                                          "may be empty).", show_default=False),
     rule: str = RULE,
     threshold: float | None = THRESHOLD,
     channel: list[str] = CHANNEL,

@@ -1,6 +1,6 @@
 """Alerts: saved searches that notify when a newly indexed post matches them.
 
-* ``model`` — the alert and its rules (``semantic``, ``words``), checked when saved;
+* ``model`` — the alert and its rules (``semantic``, ``words``, ``mention``), checked when saved;
 * ``words`` — the words rule (lemma-aware, like the sparse index);
 * ``matcher`` — does a committed post match an alert (the dispatcher's check and ``alerts test``);
 * ``outbox`` — the posts each ingest batch commits, recorded with the commit;

@@ -49,7 +49,10 @@ class Notification:
         hit = self.hit
         where = hit.get("channel_title") or (f"@{hit['channel']}" if hit.get("channel")
                                              else str(hit.get("channel_id", "")))
-        lines = [f"🔔 «{self.alert.query}»", f"{where} · {_when(hit.get('date'))}",
+        alert = self.alert
+        head = f"🔔 «{alert.query}»" if alert.rule != "mention" else \
+            "🔔 упоминание" + (f" «{alert.query}»" if alert.query else "")
+        lines = [head, f"{where} · {_when(hit.get('date'))}",
                  hit.get("snippet") or "", hit.get("link") or ""]
         copies = hit.get("copies") or []
         if copies:
@@ -151,6 +154,11 @@ class DeliveryQueue:
             self._r.zrem(self._queue(channel), *lost)
             self.claims.release(lost)
         return items
+
+    def release(self, items: Sequence[DeliveryItem]) -> None:
+        """Give taken deliveries back untouched (their notifier became unavailable): due as
+        before, no attempt counted."""
+        self.claims.release([item.id for item in items])
 
     def done(self, item: DeliveryItem) -> None:
         """Delivered (or no longer wanted: the alert was removed)."""

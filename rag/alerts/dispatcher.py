@@ -4,7 +4,9 @@ A pass
 
 1. takes due outbox entries (claimed: one process per entry), keeps those whose post is committed
    with the recorded hash (``rag.alerts.outbox``), and checks each post against the alerts of its
-   tenant saved before the post was recorded (``AlertMatcher``);
+   tenant saved before the post was recorded (``AlertMatcher``; mention alerts with the mention
+   matcher built once per pass from ``mentions``, e.g. ``Services.mention_matcher``: it reads
+   the account's identity, which the group sync records, from Redis);
 2. records the new matches of each alert exactly once (``AlertStore.record``): a post that already
    notified the alert is skipped (an edit notifies only if the post newly matches), a copy of a
    post that notified it in the last ``COPY_WINDOW`` is attached to that notification instead
@@ -27,7 +29,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from rag.alerts.delivery import DeliveryQueue, Notification, Notifier
@@ -37,6 +39,7 @@ from rag.alerts.outbox import COMMIT_GRACE, Outbox, OutboxEntry
 from rag.alerts.store import AlertStore, Attached, NewMatch
 from rag.dedup import Shingles, jaccard, shingles
 from rag.index import Index
+from rag.mentions import MentionMatcher
 from rag.metrics import ALERT_EVENTS
 from rag.search import collapse_copies
 
@@ -46,6 +49,7 @@ COPY_WINDOW = 7 * 24 * 3600.0  # a copy of a post notified this recently is atta
 COPY_LOOKBACK = 200  # notified posts compared with a new match, at most
 MAX_ROUNDS = 50  # outbox or delivery rounds per pass, so a pass ends even under a steady stream
 FAILURE_DELAY = 5.0  # seconds before entries of a pass that failed (a backend down) are retried
+MentionFactory = Callable[[], MentionMatcher]  # what counts as a mention now (Redis is read)
 
 
 @dataclass(slots=True)
@@ -73,13 +77,15 @@ class AlertDispatcher:
     """Runs passes over the index's outbox and delivery queues (see the module docstring)."""
 
     def __init__(self, index: Index, store: AlertStore, outbox: Outbox, queue: DeliveryQueue,
-                 notifiers: Sequence[Notifier] = ()) -> None:
+                 notifiers: Sequence[Notifier] = (),
+                 mentions: MentionFactory | None = None) -> None:
         self.index = index
         self.settings = index.settings
         self.store = store
         self.outbox = outbox
         self.queue = queue
         self.notifiers = list(notifiers)
+        self.mentions = mentions  # None: mention alerts match nothing in this process
         self.matcher = AlertMatcher(index)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -92,12 +98,13 @@ class AlertDispatcher:
         ``rounds`` rounds of each (the background thread stays responsive), or until nothing is
         due (``None``: the CLI after an ingest)."""
         report = PassReport()
+        mentions = _PerPass(self.mentions)
         done = 0
         while rounds is None or done < rounds:
             entries = self.outbox.take()
             if not entries:
                 break
-            self._check(entries, report)
+            self._check(entries, report, mentions)
             done += 1
         done = 0
         while deliver and (rounds is None or done < rounds):
@@ -106,7 +113,8 @@ class AlertDispatcher:
             done += 1
         return report
 
-    def _check(self, entries: list[OutboxEntry], report: PassReport) -> None:
+    def _check(self, entries: list[OutboxEntry], report: PassReport,
+               mentions: _PerPass | None = None) -> None:
         ready, waiting, dropped = [], [], []
         now = time.time()
         for entry in entries:
@@ -126,7 +134,9 @@ class AlertDispatcher:
                 for alert in self.store.list(tenant):
                     # Alerts see the posts indexed after they were saved.
                     ids = [e.doc_id for e in group if e.recorded >= alert.created]
-                    matched = self.matcher.match(alert, ids, texts)
+                    hook = mentions.get() if mentions is not None and ids and \
+                        alert.rule == "mention" else None
+                    matched = self.matcher.match(alert, ids, texts, hook)
                     if matched:
                         self._record(alert, matched, texts, report)
         except Exception:
@@ -184,8 +194,12 @@ class AlertDispatcher:
         for notifier in list(self.notifiers):
             if not notifier.available():
                 continue
-            for item in self.queue.take(notifier.channel):
+            items = self.queue.take(notifier.channel)
+            for n, item in enumerate(items):
                 took = True
+                if n and not notifier.available():  # e.g. a flood wait began: leave the rest
+                    self.queue.release(items[n:])
+                    break
                 alert = self.store.load(item.alert_id)
                 hit = self.store.hit(item.alert_id, item.doc_id) if alert is not None else None
                 if alert is None or hit is None or notifier.channel not in alert.channels:
@@ -244,3 +258,17 @@ class AlertDispatcher:
                 log.exception("alert pass failed")
             self._wake.wait(self.settings.alert_poll_interval)
             self._wake.clear()
+
+
+class _PerPass:
+    """The mention matcher of one pass, built on first use (only passes with mention alerts and
+    posts to check read the account's identity)."""
+
+    def __init__(self, factory: MentionFactory | None) -> None:
+        self.factory = factory
+        self._built: MentionMatcher | None = None
+
+    def get(self) -> MentionMatcher | None:
+        if self._built is None and self.factory is not None:
+            self._built = self.factory()
+        return self._built

@@ -13,6 +13,12 @@ Rules (``rag.alerts.matcher``):
   so a fixed threshold on them would change meaning as the index grows.
 * ``words``: every word and every quoted phrase of the query is in the post, matched by lemma +
   stem like the sparse index ("ставки" matches "ставку"); ``threshold`` is ``null``.
+* ``mention``: a message of a group-chat window mentions the account the syncs read with — its
+  own @username, a link to its user id, or a keyword (``TGRAG_MENTION_KEYWORDS`` plus the
+  query's comma-separated words or phrases, lemma-aware; an empty query adds none), as
+  :class:`rag.mentions.MentionMatcher` finds them; channel posts and the account's own messages
+  never match; ``threshold`` is ``null``.  Group chats are synced for the deployment (tenant
+  ``default``), so only that tenant has mention alerts.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from rag.settings import Settings
 from rag.store import StoreFilter
 from rag.tags import normalize_tag
 
-Rule = Literal["semantic", "words"]
-RULES: tuple[Rule, ...] = ("semantic", "words")
+Rule = Literal["semantic", "words", "mention"]
+RULES: tuple[Rule, ...] = ("semantic", "words", "mention")
 ALERT_MODES = ("dense", "hybrid")
 ALERT_ID_CHARS = 12
 MAX_WEBHOOK_CHARS = 2000
@@ -93,6 +99,12 @@ class Alert:
     created: float = field(default_factory=time.time)
     secret: str | None = field(default=None, repr=False)  # this alert's webhook key, if its own
     chat_id: int | None = None  # the bot chat that saved it: bot notifications go there
+    lang: str | None = None  # the bot user's language (ru | en), for the notification texts
+
+    @property
+    def keywords(self) -> list[str]:
+        """A mention alert's own keywords: the query's comma-separated words or phrases."""
+        return mention_keywords(self.query) if self.rule == "mention" else []
 
     @property
     def channels(self) -> list[str]:
@@ -110,7 +122,7 @@ class Alert:
         return {"id": self.id, "tenant": self.tenant, "query": self.query, "rule": self.rule,
                 "threshold": self.threshold, "filters": self.filters.to_record(),
                 "webhook": self.webhook, "created": self.created, "secret": self.secret,
-                "chat_id": self.chat_id}
+                "chat_id": self.chat_id, "lang": self.lang}
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Alert:
@@ -118,7 +130,14 @@ class Alert:
                    rule=cast(Rule, data["rule"]), threshold=data.get("threshold"),
                    filters=AlertFilters.from_record(data.get("filters") or {}),
                    webhook=data.get("webhook"), created=float(data.get("created") or 0),
-                   secret=data.get("secret"), chat_id=data.get("chat_id"))
+                   secret=data.get("secret"), chat_id=data.get("chat_id"),
+                   lang=data.get("lang"))
+
+
+def mention_keywords(query: str) -> list[str]:
+    """``"релиз, ключевая ставка"`` → ``["релиз", "ключевая ставка"]`` (as TGRAG_MENTION_KEYWORDS
+    is written)."""
+    return [k.strip() for k in query.replace("\n", ",").split(",") if k.strip()]
 
 
 def new_alert_id() -> str:
@@ -133,20 +152,22 @@ def build_alert(settings: Settings, tenant: str, query: str, *, rule: str = "sem
                 threshold: float | None = None, channel_ids: list[int] | None = None,
                 tags: list[str] | None = None, since: str | int | None = None,
                 until: str | int | None = None, mode: str | None = None,
-                webhook: str | None = None, chat_id: int | None = None) -> Alert:
+                webhook: str | None = None, chat_id: int | None = None,
+                lang: str | None = None) -> Alert:
     """A new alert from what a person typed, checked (nothing is saved here).
 
     Defaults: the semantic rule, ``TGRAG_ALERT_THRESHOLD`` and ``TGRAG_ALERT_MODE``.  A webhook
     gets its own signing secret unless the deployment signs with ``TGRAG_ALERT_WEBHOOK_SECRET``.
+    A mention alert's query may be empty (the account's @username and TGRAG_MENTION_KEYWORDS).
     """
     text = (query or "").strip()
-    if not text:
+    if not text and rule != "mention":
         raise InputError("empty alert query", hint="pass the words or the topic to watch for")
     if len(text) > MAX_QUERY_CHARS:
         raise InputError(f"the query is {len(text)} characters long; the limit is "
                          f"{MAX_QUERY_CHARS}", hint="shorten the query")
     if rule not in RULES:
-        raise InputError(f"unknown alert rule {rule!r}", hint="use semantic or words")
+        raise InputError(f"unknown alert rule {rule!r}", hint="use semantic, words or mention")
     if rule == "semantic":
         threshold = settings.alert_threshold if threshold is None else float(threshold)
         if not 0 < threshold <= 1:
@@ -159,12 +180,18 @@ def build_alert(settings: Settings, tenant: str, query: str, *, rule: str = "sem
             raise InputError(f"mode {mode!r} is not a mode of semantic alerts", hint=hint)
     else:
         if threshold is not None:
-            raise InputError("a words alert has no threshold",
-                             hint="every word and quoted phrase must be in the post; drop the "
-                                  "threshold")
+            why = ("every word and quoted phrase must be in the post" if rule == "words"
+                   else "a message mentions the account or it does not")
+            raise InputError(f"a {rule} alert has no threshold", hint=f"{why}; drop the threshold")
         if mode:
-            raise InputError("a words alert has no mode", hint="modes are for semantic alerts")
+            raise InputError(f"a {rule} alert has no mode", hint="modes are for semantic alerts")
         mode = None
+    if rule == "mention":
+        if tenant != DEFAULT_TENANT:
+            raise InputError("mention alerts watch the group chats the deployment follows, which "
+                             f"are indexed for tenant default, not {tenant!r}",
+                             hint="use a semantic or words alert")
+        _check_keywords(text)
     dates = parse_filters(since=since, until=until)  # checked: formats, since ≤ until
     filters = AlertFilters(channel_ids=list(channel_ids or []),
                            tags=[t for t in (normalize_tag(t) for t in tags or []) if t],
@@ -176,7 +203,8 @@ def build_alert(settings: Settings, tenant: str, query: str, *, rule: str = "sem
         secret = secrets.token_urlsafe(32)
     alert = Alert(id=new_alert_id(), tenant=tenant, query=text, rule=cast(Rule, rule),
                   threshold=threshold if rule == "semantic" else None, filters=filters,
-                  webhook=hook, secret=secret, chat_id=chat_id)
+                  webhook=hook, secret=secret, chat_id=chat_id,
+                  lang=lang if lang in ("ru", "en") else None)
     if rule == "words" or mode == "hybrid":
         from rag.alerts.words import WordsRule
 
@@ -188,6 +216,17 @@ def build_alert(settings: Settings, tenant: str, query: str, *, rule: str = "sem
             raise InputError(err.message, hint="hybrid needs one of the query's words in the "
                              "post; use mode dense") from None
     return alert
+
+
+def _check_keywords(query: str) -> None:
+    """Each keyword of a mention alert must have a word that can match (not only stopwords)."""
+    from rag.snippets import analyzer
+
+    for keyword in mention_keywords(query):
+        if not analyzer().tokens(keyword):
+            raise InputError(f"the keyword {keyword!r} has no words to match",
+                             hint="keywords are comma-separated words or phrases of two or more "
+                                  "letters that are not stopwords (и, в, the, …)")
 
 
 def check_webhook_url(url: str, *, allow_private: bool = True) -> str:
