@@ -1,14 +1,17 @@
 """Question answering over the index: search → numbered sources → an answer citing [1], [2] …
 
 * Retrieval is :class:`rag.search.PostSearcher` with the same filters as ``search``.
-* Nothing at or above ``qa_min_score`` → ``mode="not_found"``: we say so instead of letting the LLM
-  guess.
+* Only posts above the relevance floor (:mod:`rag.relevance`: the dense score, standing out
+  from the question's background, and the question's figures and names in the post, unless the
+  score is very high) are sources; none left
+  → ``mode="not_found"``: we say so instead of letting the LLM guess.
 * With an LLM (``mode="generative"``) the prompt gives the posts as numbered sources; every ``[n]``
   in the answer that is not one of them is removed (``Answer.removed_citations`` keeps them), also
   while streaming, so a client never shows a citation that leads nowhere.
 * Without an LLM, or when GigaChat refuses (``finish_reason="blacklist"``), the answer is
-  extractive (``mode="extractive"``): the sentences of the top posts that share the most words
-  with the question, each followed by its post's citation.
+  extractive (``mode="extractive"``): the sentences of the sources that answer the question
+  (:mod:`rag.sentences`), each followed by its post's citation; for "what happened" questions
+  in date order with their dates.
 
 ``Answer.to_dict()`` is the contract's ask JSON: ``{"answer", "mode", "sources": [{"n", "id",
 "channel", "message_id", "link", "date", "snippet", "score"}]}``.
@@ -28,7 +31,9 @@ from rag.errors import LLMError, TgragError
 from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
+from rag.relevance import BACKGROUND_RANK, RelevanceFloor
 from rag.search import PostHit, PostSearcher, SearchFilters
+from rag.sentences import Passage, SentenceSelector, cite
 
 Mode = Literal["generative", "extractive", "not_found"]
 
@@ -41,8 +46,7 @@ SYSTEM_PROMPT = (
     "ответа, так и скажи: «В источниках нет ответа на этот вопрос». Отвечай кратко, по-русски."
 )
 CITATION = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
-SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
-WORD = re.compile(r"\w+")
+EXTRACTIVE_PREFIX = "По найденным постам"
 
 
 @dataclass(slots=True)
@@ -133,12 +137,17 @@ class CitationFilter:
 class QAEngine:
     """Answers questions over an opened :class:`Index`, with or without an LLM."""
 
-    def __init__(self, index: Index, llm: LLM | None = None, *, searcher: Any = None) -> None:
+    def __init__(self, index: Index, llm: LLM | None = None, *, searcher: Any = None,
+                 selector: SentenceSelector | None = None) -> None:
         self.index = index
         self.llm = llm
         self.searcher = searcher or PostSearcher(index)
         self.top_k = index.settings.qa_top_k
         self.min_score = index.settings.qa_min_score
+        config = index.settings
+        self.floor = RelevanceFloor(config.qa_min_score, config.qa_sure_score,
+                                    config.qa_min_name_share, config.qa_min_margin)
+        self.selector = selector or _selector_for(index)
 
     # -- retrieval ------------------------------------------------------------------------------
 
@@ -146,17 +155,30 @@ class QAEngine:
                 k: int | None = None) -> list[Source]:
         # Dense on purpose, whatever TGRAG_SEARCH_MODE says: the "nothing relevant" threshold
         # (qa_min_score) is a cosine similarity, and fused hybrid scores (RRF ≈ 0.03) are not.
-        hits = self.searcher.search(question, filters or SearchFilters(), k=k or self.top_k,
-                                    mode="dense")
-        hits = [h for h in hits if h.score >= self.min_score]
-        return [Source(n=i, hit=h, text=self._full_text(h)) for i, h in enumerate(hits, 1)]
+        want = k or self.top_k
+        # At least BACKGROUND_RANK posts: the floor compares each with the question's background.
+        hits = self.searcher.search(question, filters or SearchFilters(),
+                                    k=max(want, BACKGROUND_RANK), mode="dense")
+        background = hits[BACKGROUND_RANK - 1].score if len(hits) >= BACKGROUND_RANK else None
+        # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE standing out
+        # from the background and the question's figures and names in the post's whole text.
+        specifics = self.floor.specifics(question)
+        kept: list[tuple[PostHit, str]] = []
+        for h in hits[:want]:
+            if h.score < self.floor.min_score:
+                continue
+            text = self._full_text(h)
+            if self.floor.keeps(question, h.score, text, specifics, background):
+                kept.append((h, text))
+        return [Source(n=i, hit=h, text=text[:SOURCE_CHARS])
+                for i, (h, text) in enumerate(kept, 1)]
 
     def _full_text(self, hit: PostHit) -> str:
         try:
             text = self.index.post_text(hit.id)
         except Exception:  # a docstore hiccup costs context, not the answer
             text = None
-        return (text if text is not None else hit.snippet)[:SOURCE_CHARS]
+        return text if text is not None else (hit.text or hit.snippet)
 
     # -- answers --------------------------------------------------------------------------------
 
@@ -166,7 +188,7 @@ class QAEngine:
         if not sources:
             return Answer(NOT_FOUND, "not_found", [])
         if self.llm is None:
-            return extractive_answer(question, sources)
+            return extractive_answer(question, sources, self.selector)
         try:
             response = self.llm.chat(self._messages(question, sources))
         except TgragError:
@@ -177,7 +199,7 @@ class QAEngine:
             raise _llm_failed(exc) from exc
         if finish_reason(response) == "blacklist":
             LLM_CALLS.inc("chat", "refused")
-            return extractive_answer(question, sources)
+            return extractive_answer(question, sources, self.selector)
         LLM_CALLS.inc("chat", "ok")
         text, removed = clean_citations(response.message.content or "", len(sources))
         return Answer(text.strip(), "generative", sources, removed)
@@ -187,7 +209,7 @@ class QAEngine:
         """Tokens as they come, then the sources, then the whole answer (``done``)."""
         sources = self.sources(question, filters, k)
         if not sources or self.llm is None:
-            answer = (extractive_answer(question, sources) if sources
+            answer = (extractive_answer(question, sources, self.selector) if sources
                       else Answer(NOT_FOUND, "not_found", []))
             yield QAEvent("token", answer.answer)
             yield QAEvent("sources", [s.to_dict() for s in answer.sources])
@@ -213,7 +235,7 @@ class QAEngine:
             raise _llm_failed(exc) from exc
         LLM_CALLS.inc("stream", "refused" if refused else "ok")
         if refused:
-            answer = extractive_answer(question, sources)
+            answer = extractive_answer(question, sources, self.selector)
             # The refusal text may already be partly out; say plainly what follows.
             yield QAEvent("token", ("\n\n" if text else "") + answer.answer)
         else:
@@ -241,40 +263,37 @@ class QAEngine:
 # -- extractive mode ------------------------------------------------------------------------------
 
 
+def _selector_for(index: Index) -> SentenceSelector:
+    """Sentences scored with the index's own embedding model (lexically only without one)."""
+    embedding = getattr(index, "embedding", None)
+    if embedding is None:
+        return SentenceSelector()
+    model = embedding.model
+    return SentenceSelector(model.get_query_embedding, model.get_text_embedding_batch)
+
+
 def _llm_failed(exc: Exception) -> LLMError:
     return LLMError(f"the LLM failed: {exc}", hint="check TGRAG_LLM and its settings")
 
 
-def _stems(text: str) -> set[str]:
-    # A five-letter prefix is a crude but dependable Russian stem: "ставку"/"ставки" → "ставк".
-    return {w[:5] for w in (m.group(0).lower().replace("ё", "е") for m in WORD.finditer(text))
-            if len(w) > 2}
+def extractive_answer(question: str, sources: list[Source],
+                      selector: SentenceSelector | None = None) -> Answer:
+    """The sentences of the sources that answer the question, each cited (``rag.sentences``).
 
-
-def extractive_answer(question: str, sources: list[Source], max_sentences: int = 3) -> Answer:
-    """The sentences of the sources that share the most words with the question, cited."""
-    wanted = _stems(question)
-    scored: list[tuple[float, int, int, str]] = []
-    for s in sources:
-        for pos, sentence in enumerate(p.strip() for p in SENTENCE_END.split(s.text)):
-            if len(sentence) < 15:
-                continue
-            overlap = len(wanted & _stems(sentence))
-            # Better-ranked posts and earlier sentences win ties: news leads with the fact.
-            scored.append((overlap - 0.1 * s.n - 0.01 * pos, s.n, pos, sentence))
-    scored.sort(key=lambda x: x[0], reverse=True)
-    picked: list[tuple[int, int, str]] = []
-    used: set[int] = set()
-    for _, n, pos, sentence in scored:
-        if n in used:  # one sentence per post: several posts say more than one post twice
-            continue
-        picked.append((n, pos, sentence))
-        used.add(n)
-        if len(picked) >= max_sentences:
-            break
-    picked.sort()
-    parts = [f"{_trim(sentence)} [{n}]" for n, _, sentence in picked]
-    text = "По найденным постам: " + " ".join(parts) if parts else NOT_FOUND
+    A story question ("что случилось …") gets one sentence per post in date order, each with its
+    date, newest first when it asks about "now"; otherwise the best sentence and at most one more.
+    """
+    selector = selector or SentenceSelector()
+    passages = [Passage(s.n, s.text, s.hit.date) for s in sources]
+    chosen = selector.answer(question, passages)
+    if not chosen.picks:  # every sentence was a link, a header or a hashtag line
+        return Answer(f"{EXTRACTIVE_PREFIX}: {_trim(sources[0].hit.snippet)} [{sources[0].n}]",
+                      "extractive", sources)
+    if chosen.dated:
+        order = "сначала новые" if chosen.intent.newest_first else "по датам"
+        text = f"{EXTRACTIVE_PREFIX}, {order}:\n{cite(chosen.picks, dated=True)}"
+    else:
+        text = f"{EXTRACTIVE_PREFIX}: {cite(chosen.picks)}"
     return Answer(text, "extractive", sources)
 
 

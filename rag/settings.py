@@ -131,9 +131,23 @@ class Settings(BaseSettings):
         True, description="Tag posts with the LLM when one is configured; false = keywords."
     )
     qa_top_k: int = Field(5, ge=1, le=20, description="Posts given to the LLM as sources.")
-    # e5 cosine scores sit in a narrow band: ~0.85 for a relevant post, ~0.78-0.80 for none.
+    # The relevance floor (rag/relevance.py), chosen on the news set's questions with and without
+    # an answer (bench/qa_floor.py, docs/eval.md section 7): e5 cosines sit in a narrow band, so
+    # below the sure score a post must also stand out and hold the question's figures and names.
     qa_min_score: float = Field(
-        0.81, description="Posts scoring below this are not sources; none left = 'not found'."
+        0.81, description="Posts scoring below this (dense cosine) are never sources; none left "
+        "= 'not found'."
+    )
+    qa_sure_score: float = Field(
+        0.885, description="Posts scoring at least this are sources whatever else holds."
+    )
+    qa_min_margin: float = Field(
+        0.03, ge=0, description="Between the two scores a post must score this much above the "
+        "question's 5th best post..."
+    )
+    qa_min_name_share: float = Field(
+        0.5, ge=0, le=1, description="...and hold this share of the question's figures, Latin "
+        "words and capitalised names (a story question: all its words); 0 = no word test."
     )
 
     # Telegram

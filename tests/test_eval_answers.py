@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from eval.answers import evaluate_answers, parse_verdict
+from eval.answers import contains_gold, evaluate_answers, first_cited_sentence, parse_verdict
 from rag.errors import LLMError
 from rag.qa import SYSTEM_PROMPT as QA_SYSTEM_PROMPT
 from rag.settings import Settings
@@ -72,7 +72,7 @@ def test_eval_answers_end_to_end(fake: FakeGigaChat, dataset: Path, tmp_path: Pa
         "DATA_DIR": str(tmp_path / "data"), "LLM": "gigachat",
         "GIGACHAT_CREDENTIALS": CREDENTIALS, "GIGACHAT_BASE_URL": fake.base_url,
         "GIGACHAT_AUTH_URL": fake.auth_url, "GIGACHAT_VERIFY_SSL": "false",
-        "LLM_RETRY_BACKOFF": "0", "QA_MIN_SCORE": "0", "QA_TOP_K": "2",
+        "LLM_RETRY_BACKOFF": "0", "QA_MIN_SCORE": "0", "QA_MIN_NAME_SHARE": "0", "QA_TOP_K": "2",
     }.items():
         monkeypatch.setenv(f"TGRAG_{key}", value)
     fake.then(
@@ -131,7 +131,7 @@ def test_not_found_answers_count_as_incorrect_without_a_judge(
 
 def test_llm_failures_are_counted_and_fatal_only_when_all_fail(
         fake: FakeGigaChat, dataset: Path, settings: Settings) -> None:
-    loose = settings.model_copy(update={"qa_min_score": 0.0})
+    loose = settings.model_copy(update={"qa_min_score": 0.0, "qa_min_name_share": 0.0})
     llm = gigachat_llm(fake, max_retries=0)
     fake.then(
         Reply(status=500),  # q1: the QA fails
@@ -151,15 +151,69 @@ def test_llm_failures_are_counted_and_fatal_only_when_all_fail(
     assert fake.chat_calls == 7
 
 
-def test_without_an_llm_answers_is_skipped_with_exit_0(dataset: Path, tmp_path: Path) -> None:
-    out = tmp_path / "skip.json"
+def test_without_an_llm_answers_are_graded_offline(dataset: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # (Until issue 15 this run was skipped with exit 0; now it grades the extractive answers.)
+    monkeypatch.setenv("TGRAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TGRAG_QA_MIN_SCORE", "0")
+    monkeypatch.setenv("TGRAG_QA_MIN_NAME_SHARE", "0")
+    monkeypatch.setenv("TGRAG_QA_TOP_K", "2")
+    queries = dataset / "queries.jsonl"
+    queries.write_text(queries.read_text(encoding="utf-8") + json.dumps(
+        {"_id": "n1", "text": "кто выиграл чемпионат мира по футболу 2018 года?",
+         "metadata": {"no_answer": True}}, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "offline.json"
     result = CliRunner().invoke(app, ["eval", "answers", "--dataset", str(dataset),
                                       "--json", str(out)])
     assert result.exit_code == 0, result.stderr
-    assert result.stderr.startswith("skipped: eval answers needs an LLM to answer and to judge")
-    assert "hint: set TGRAG_LLM=gigachat" in result.stderr
-    assert json.loads(out.read_text()) == {"dataset": "tiny",
-                                           "skipped": "no LLM configured (TGRAG_LLM)"}
-    assert not (tmp_path / "data").exists()  # nothing indexed
+    assert result.stderr.startswith("offline: extractive answers graded by gold-answer")
+    assert "| gold answer in the first cited sentence | 1.0000 | 2 |" in result.stdout
+    assert "| not found (questions without one) | 0.0000 | 1 |" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["grading"] == "offline" and data["model"] == ""
+    assert set(data["means"]) == {"in_answer", "in_first_sentence", "answer_chars",
+                                  "not_found", "no_answer_not_found", "source_hit"}
+    assert data["means"]["in_answer"] == 1.0 and data["means"]["not_found"] == 0.0
+    assert data["means"]["source_hit"] == 1.0 and data["n"]["source_hit"] == 3
+    # q1..q3 answerable (two with gold), n1 marked as having no answer: answered here (floor 0)
+    assert data["counts"] == {"queries": 4, "generative": 0, "extractive": 4, "not_found": 0,
+                              "qa_failed": 0, "with_gold": 2, "no_answer": 1}
+    q1 = data["items"][0]
+    assert q1["answer"] == "По найденным постам: Центробанк повысил ключевую ставку до 16%. [1]"
+    assert q1["in_first_sentence"] is True and q1["mode"] == "extractive"
+    assert data["items"][3]["no_answer"] is True and data["items"][3]["source_hit"] is None
+    lengths = [len(it["answer"]) for it in data["items"]]
+    assert data["means"]["answer_chars"] == round(sum(lengths) / 4, 4)
+
     bad = CliRunner().invoke(app, ["eval", "answers", "--dataset", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def test_offline_flag_grades_offline_with_an_llm_configured(
+        fake: FakeGigaChat, dataset: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"DATA_DIR": str(tmp_path / "data"), "LLM": "gigachat",
+                       "GIGACHAT_CREDENTIALS": CREDENTIALS, "GIGACHAT_BASE_URL": fake.base_url,
+                       "GIGACHAT_AUTH_URL": fake.auth_url, "QA_MIN_SCORE": "2"}.items():
+        monkeypatch.setenv(f"TGRAG_{key}", value)
+    result = CliRunner().invoke(app, ["eval", "answers", "--dataset", str(dataset), "--offline"])
+    assert result.exit_code == 0, result.stderr
+    assert fake.chat_calls == 0
+    # Nothing passes a floor of 2: every answerable question is "not found" and counts 0.
+    assert "| not found (questions with an answer) | 1.0000 | 3 |" in result.stdout
+    assert "| gold answer in the answer | 0.0000 | 2 |" in result.stdout
+    assert "| answer length, characters | — | 0 |" in result.stdout
+
+
+def test_first_cited_sentence_and_containment() -> None:
+    assert first_cited_sentence("По найденным постам: ЦБ поднял ставку до 21%. [1] Банки "
+                                "ждут 23%. [2]") == "ЦБ поднял ставку до 21%."
+    assert first_cited_sentence("По найденным постам, по датам:\n14.11.2023: Ставка 16%. [2]"
+                                "\n25.10.2024: Ставка 21%. [1]") == "Ставка 16%."
+    assert first_cited_sentence("Ставку повысили. ЦБ поднял её до 21% [1][2], банки ждут "
+                                "23% [3].") == "ЦБ поднял её до 21%"
+    assert first_cited_sentence("Без ссылок.") == "Без ссылок."
+    assert contains_gold("Станцию открыли  в МОСКВЕ.", ["в Москве"])
+    assert contains_gold("Трасса «Ё-мобиль» — открыта", ['"Е-мобиль"'])
+    assert not contains_gold("Станцию открыли в Казани.", ["в Москве", "Москва"])
+    assert not contains_gold("ничего", [])

@@ -3,8 +3,8 @@
 on stderr and the printed tables.
 
 Without an LLM (``TGRAG_LLM=none``) ``generate`` is an input error (exit 2: there is nothing it can
-produce), while ``answers`` is *skipped* with a message and exit 0, so a script that runs every
-evaluation still passes on a machine without LLM credentials.
+produce), while ``answers`` runs offline: extractive answers graded by gold-answer containment
+(also with ``--offline`` when an LLM is configured).
 """
 
 from __future__ import annotations
@@ -137,23 +137,20 @@ def answers(
     limit: int | None = typer.Option(None, "--limit", min=1,
                                      help="Use only the first N queries."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+    offline: bool = typer.Option(False, "--offline", help="Grade the extractive answers by "
+                                 "gold-answer containment even when an LLM is configured."),
 ) -> None:
-    """Answer each query with the real QA and grade faithfulness and correctness (LLM judge)."""
+    """Answer each query with the real QA and grade it: LLM judge, or offline without an LLM."""
     from eval.answers import evaluate_answers
     from eval.beir import load_beir
-    from eval.llm_util import LLM_HINT
     from rag.llm import build_llm
 
     settings: Settings = ctx.obj
-    name = load_beir(dataset).name  # a bad dataset is an error even when skipping
-    if settings.llm == "none":
-        click.echo("skipped: eval answers needs an LLM to answer and to judge, and TGRAG_LLM is "
-                   "'none'", err=True)
-        click.echo(f"hint: {LLM_HINT}", err=True)
-        if json_path:
-            _write_json(json_path, {"dataset": name, "skipped": "no LLM configured (TGRAG_LLM)"})
-        return
-    llm = build_llm(settings)
+    load_beir(dataset)  # a bad dataset is an error before anything is built
+    llm = None if offline or settings.llm == "none" else build_llm(settings)
+    if llm is None:
+        click.echo("offline: extractive answers graded by gold-answer containment (no LLM)",
+                   err=True)
 
     def progress(stage: str, done: int, total: int) -> None:
         if done == total or done % (200 if stage == "index" else 10) == 0:

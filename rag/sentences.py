@@ -1,0 +1,516 @@
+"""Sentence selection: the few sentences of a few posts that answer a question, or sum them up.
+
+One component for every text we build without an LLM: ``tgrag ask``'s extractive answers
+(:meth:`SentenceSelector.answer`) and the offline summary of a story of posts
+(:meth:`SentenceSelector.summarise`, for digests).  It returns sentences with the number of the
+post they come from; :func:`cite` renders them as ``sentence [n]``.
+
+How a sentence is chosen for a question:
+
+* **Candidates.** The posts are split into sentences (line breaks always end one; ``.!?…``
+  followed by a capital, not after an initial or an abbreviation such as "г." or "млн.").
+  Fragments without content are dropped: headers ending in ":", questions, lone links, hashtag
+  and mention lines, calls to subscribe or "следим за новостями", anything with < 3 words.
+* **Lexical score.** The question's terms are the stems the search's BM25 half uses
+  (:class:`rag.sparse.Analyzer`: pymorphy3 lemma, then Snowball, so "ставку" meets "ставки"),
+  without question words.  A sentence scores the share of the question's term weight it holds;
+  a term weighs ``ln(1 + N/df)`` over the candidate sentences, so a word every sentence repeats
+  tells less than the one name only the answer has.
+* **Context.** News states the topic first and the fact after it, so a sentence inherits part
+  of the match of the two before it in its post; for a factoid question a sentence that only
+  restates the question (almost all its terms are the question's) is left out.
+* **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
+  embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
+  costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
+  It finds the answer that says it in other words, and orders the ties.
+* **What the question asks for.** "сколько / how many" wants a number, "когда / when" a date,
+  "кто / who", "где / where" and "какой …" a name (a capitalised or Latin word, a model such as
+  "Ан-3", a title in quotes); a sentence holding one the question does not already contain gets
+  a bonus.
+* **Choice.** The best sentence, then at most ``max_sentences - 1`` more that score close to it,
+  fit the length budget and do not repeat a chosen one (stem overlap or cosine; copies of one
+  report in several channels are common).
+* **Stories.** "что случилось / что нового / latest" questions take one sentence per post, in
+  date order with the date shown, so a story reads in time order; "сейчас / текущая / now"
+  puts the newest first.
+
+Summaries (no question) rank sentences by centrality: the share of the other posts that share
+their terms, the cosine to the centroid of the candidates' embeddings, and a bonus for a post's
+lead sentence (news says the news first).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from rag.snippets import analyzer, snippet_with_highlights
+from rag.sparse import Analyzer
+
+Vector = Sequence[float]
+EmbedQuery = Callable[[str], Vector]
+EmbedPassages = Callable[[list[str]], Sequence[Vector]]
+
+# -- sentences ------------------------------------------------------------------------------------
+
+# A sentence ends at .!?… (and closing quotes/brackets) before a space and a capital, a digit, a
+# quote or a dash; "в 2024 г. в Москве" and "т. е. так" go on.  Line breaks always end one.
+_END = re.compile(r"(?<=[.!?…])[»\"')\]]*\s+(?=[«\"(\[—–-]?\s*[A-ZА-ЯЁ0-9])")
+
+
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_ABBREVIATIONS = _word_set(
+    "г гг т тыс млн млрд трлн руб коп ул пр им д обл р св ст проф акад ген др mr mrs ms dr st "
+    "jr sr vs no inc ltd co corp u.s u.k e.g i.e etc c ca approx fig"
+)
+_INITIAL = re.compile(r"(?:^|[\s(«\"])([A-Za-zА-Яа-яЁё]{1,5}|[A-Za-z](?:\.[A-Za-z])+)\.$")
+_LEAD = re.compile(r"^[^\w#@«\"(\[]+")  # emoji, bullets, dashes in front of a line
+_URL = re.compile(r"(?:https?://|www\.|t\.me/)\S+", re.IGNORECASE)
+_TAG = re.compile(r"(?<!\w)[#@][\w.]+")
+_WORDS = re.compile(r"[^\W\d_]{2,}")
+# Lines that carry no news: calls to subscribe, to send news, to follow, ads, "more at the link".
+_BOILERPLATE = re.compile(
+    r"подпи(шись|шитесь|сывайся|сывайтесь|саться)\b|подписк[аи] на (наш|канал)|"
+    r"прислать новость|предложить новость|"
+    r"прислать (фото|видео)|следим за (новостями|развитием|ситуацией)|следите за|"
+    r"читать (нас|полностью|далее|подробнее)|подробнее (по ссылке|тут|здесь|в )|"
+    r"наш канал|реклама\b|\berid\b|ставьте лайк|переходи(те)? по ссылке|"
+    r"subscribe|follow us|read more", re.IGNORECASE)
+MIN_WORDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One post given to the selector: its citation number, text and date (unix s; 0 unknown)."""
+
+    n: int
+    text: str
+    date: int = 0
+
+
+@dataclass(slots=True)
+class Pick:
+    """A chosen sentence, the post it comes from (``n``) and why it was chosen."""
+
+    n: int
+    text: str
+    date: int = 0
+    position: int = 0  # index of the sentence in its post's candidates
+    score: float = 0.0
+    lexical: float = 0.0
+    dense: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a question asks for: an answer type, and whether it asks for a story / the latest."""
+
+    wants: str | None = None  # "number" | "date" | "name" | None
+    story: bool = False
+    newest_first: bool = False
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (whitespace collapsed, leading emoji and bullets removed)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line:
+            continue
+        pieces = _END.split(line)
+        merged: list[str] = []
+        for piece in pieces:
+            if merged and _ends_with_abbreviation(merged[-1]):
+                merged[-1] += " " + piece
+            else:
+                merged.append(piece)
+        out.extend(s for s in (_LEAD.sub("", m).strip() for m in merged) if s)
+    return out
+
+
+def _ends_with_abbreviation(text: str) -> bool:
+    match = _INITIAL.search(text)
+    if not match:
+        return False
+    token = match.group(1)
+    # A capital initial ("В. Путин", "J. Smith") or a known abbreviation ("г.", "млн.", "U.S.").
+    return (len(token) == 1 and token.isupper()) or token.lower() in _ABBREVIATIONS
+
+
+def is_content_free(sentence: str) -> bool:
+    """Headers, questions, links, hashtag lines, calls to subscribe, fragments of < 3 words."""
+    text = sentence.strip()
+    if text.endswith((":", "?")):
+        return True
+    bare = _TAG.sub(" ", _URL.sub(" ", text))
+    if len(_WORDS.findall(bare)) < MIN_WORDS:
+        return True
+    return bool(_BOILERPLATE.search(text)) and len(_WORDS.findall(bare)) <= 14
+
+
+# -- questions ------------------------------------------------------------------------------------
+
+_WANTS = (
+    ("number", re.compile(
+        r"\bсколько\b|\bскольки[хм]?\b|на сколько|во сколько раз|как(ой|ая|ую|ое|ов|ова|овы) "
+        r"(процент|сумм|размер|цен|стоимост|количеств|доля|ставк|курс|тираж|зарплат)|"
+        r"\bhow (many|much|long|old|far|large|big|tall|often)\b|"
+        r"\bwhat (percentage|percent|proportion|number|amount|fraction)\b", re.IGNORECASE)),
+    ("date", re.compile(
+        r"\bкогда\b|в как(ом|ой|ие) (году|месяце|день|дату|числа|годы)|как(ого|ой) числа|"
+        r"\bс какого\b|\bдо какого\b|\bwhen\b|\b(what|which|in what) (year|date|day|month|"
+        r"decade|century)\b", re.IGNORECASE)),
+    ("name", re.compile(
+        r"\bкто\b|\bкого\b|\bкому\b|\bкем\b|\bчей\b|\bчья\b|\bчь[её]\b|\bчьи\b|\bгде\b|\bкуда\b|"
+        r"\bоткуда\b|\bкак (зовут|называ\w+)\b|\bwho(m|se)?\b|\bwhere\b|"
+        r"\bwhich (city|country|company|team|person|state)\b", re.IGNORECASE)),
+)
+# "какой самолёт / какая компания / какую партию": most often a name, a model or a title.
+_WHICH = re.compile(r"^\W*(\w+ )?как(ой|ая|ое|ие|ую|ого|ом|им|ими|их)\b", re.IGNORECASE)
+_STORY = re.compile(
+    r"что (случилось|произошло|происходит|известно|нового|слышно|там|с\b|со\b)|"
+    r"как(ие)? (последн|новост)|последн(ие|яя|ее|ий|юю|их)|новост|хронолог|как (изменил|менял|"
+    r"развивал)|что было|\bwhat happened\b|\blatest\b|\bnews (about|on)\b|\bwhat'?s new\b",
+    re.IGNORECASE)
+_NOW = re.compile(r"\bсейчас\b|текущ|актуальн|на данный момент|на сегодня|\bтеперь\b|"
+                  r"\bnow\b|\bcurrent(ly)?\b|\btoday\b", re.IGNORECASE)
+# Words that say what is asked, not what about: never terms to match.
+QUESTION_WORDS = _word_set(
+    "кто кого кому кем что чего чему чем когда где куда откуда сколько скольких почему зачем "
+    "какой какая какое какие каком какую каких каким как ли ль чей чья чье чьи случиться "
+    "произойти происходить известно нового новое новость новости последний сейчас текущий "
+    "who whom whose what which when where why how many much did does do was were is are has have "
+    "had been the a an of in on at to for from by with about latest current currently now happen "
+    "happened new news"
+)
+
+
+def question_intent(question: str) -> Intent:
+    """The answer type a question asks for and whether it asks for a story or the latest state."""
+    wants = next((kind for kind, pattern in _WANTS if pattern.search(question)), None)
+    now = bool(_NOW.search(question))
+    # "какая сейчас ставка?" asks for the latest state, a story read newest first.
+    story = bool(_STORY.search(question)) or (now and wants is None)
+    if wants is None and _WHICH.search(question):
+        wants = "name"
+    return Intent(wants=wants, story=story, newest_first=now)
+
+
+# -- answer types in sentences --------------------------------------------------------------------
+
+_NUMBER_WORDS = (
+    r"один|одн\w+|два|две|двух|три|трех|трёх|четыр\w+|пят\w+|шест\w+|сем\w+|восем\w+|девят\w+|"
+    r"десят\w+|\w+дцат\w+|сорок\w*|сто|сотн\w+|тысяч\w*|миллион\w*|миллиард\w*|млн|млрд|трлн|тыс|"
+    r"полтор\w+|половин\w+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|"
+    r"twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundreds?|thousands?|millions?|"
+    r"billions?|dozens?|half"
+)
+_NUMBER = re.compile(rf"\d|\b(?:{_NUMBER_WORDS})\b", re.IGNORECASE)
+_MONTHS = (
+    r"январ\w*|феврал\w*|март\w*|апрел\w*|ма[йяе]|июн\w*|июл\w*|август\w*|сентябр\w*|октябр\w*|"
+    r"ноябр\w*|декабр\w*|january|february|march|april|may|june|july|august|september|october|"
+    r"november|december"
+)
+_DATE = re.compile(
+    rf"\b(1[5-9]\d\d|20\d\d)\b|\b\d{{1,2}}[./]\d{{1,2}}(?:[./]\d{{2,4}})?\b|\b(?:{_MONTHS})\b|"
+    r"\b(вчера|сегодня|завтра|понедельник|вторник|сред[ау]|четверг|пятниц[ау]|суббот[ау]|"
+    r"воскресенье|century|decade|веке?|годах)\b", re.IGNORECASE)
+_CAPITALISED = re.compile(r"(?<![\w.])[A-ZА-ЯЁ][\w-]+")
+_MODEL = re.compile(r"\b[A-Za-z][\w-]+|\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")
+_QUOTED = re.compile(r"[«\"]([^»\"]{2,60})[»\"]")
+
+
+def answer_tokens(sentence: str, kind: str) -> set[str]:
+    """The tokens of ``sentence`` that could be an answer of ``kind`` (lowercased)."""
+    if kind == "number":
+        return {m.group(0).lower() for m in re.finditer(rf"\d[\d.,]*|\b(?:{_NUMBER_WORDS})\b",
+                                                        sentence, re.IGNORECASE)}
+    if kind == "date":
+        return {m.group(0).lower() for m in _DATE.finditer(sentence)}
+    if kind == "name":
+        # A capitalised word not opening the sentence: in Russian and English a proper noun.
+        found = {m.group(0).lower() for m in _CAPITALISED.finditer(sentence) if m.start() > 0}
+        # ... Latin words (Swiftair), models (Ан-3, DBA-1) and titles in quotes («Нечто»).
+        found |= {m.group(0).lower() for m in _MODEL.finditer(sentence)}
+        return found | {m.group(1).lower() for m in _QUOTED.finditer(sentence)}
+    return set()
+
+
+# -- the selector ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorConfig:
+    """Weights and limits of :class:`SentenceSelector` (defaults tuned in docs/eval.md)."""
+
+    lexical_weight: float = 1.0
+    dense_weight: float = 4.0  # per unit of cosine below the best candidate's (≈ 0.05-0.1 spread)
+    type_bonus: float = 0.5  # the sentence holds what the question asks for
+    context_weight: float = 0.7  # share of the previous sentence's match a sentence inherits
+    min_novelty: float = 0.34  # share of its terms a factoid answer must add to the question
+    lead_bonus: float = 0.05  # the post's first sentence
+    rank_penalty: float = 0.02  # per place of the post in the ranking
+    dense_candidates: int = 5  # best lexical candidates scored densely; 0 = lexical only
+    max_sentences: int = 2
+    story_sentences: int = 3
+    max_chars: int = 300  # the answer's sentences together (a longer best one is trimmed)
+    story_chars: int = 500
+    keep_ratio: float = 0.8  # a further sentence must score ≥ this share of the best
+    story_keep_ratio: float = 0.5
+    duplicate_overlap: float = 0.6  # stem containment at which two sentences say the same
+    duplicate_cosine: float = 0.95
+    sentences_per_post: int = 40  # candidates per post, from its start
+
+
+@dataclass(slots=True)
+class _Candidate:
+    n: int
+    text: str
+    date: int
+    position: int
+    stems: frozenset[str]
+    lexical: float = 0.0
+    dense: float | None = None
+    vector: Vector | None = None
+    score: float = 0.0
+    bonus: float = 0.0
+
+
+@dataclass(slots=True)
+class Selection:
+    """What :meth:`SentenceSelector.answer` chose, in reading order, and the question's intent."""
+
+    picks: list[Pick]
+    intent: Intent = field(default_factory=Intent)
+
+    @property
+    def dated(self) -> bool:
+        """Whether the picks read as a story in time order (and show their dates)."""
+        return self.intent.story and any(p.date for p in self.picks)
+
+
+class SentenceSelector:
+    """Chooses sentences of numbered passages: for a question (:meth:`answer`) or a summary.
+
+    ``embed_query`` / ``embed_passages`` are the embedding model's query and passage functions
+    (``BaseEmbedding.get_query_embedding`` / ``get_text_embedding_batch``); without them the
+    choice is lexical only.
+    """
+
+    def __init__(self, embed_query: EmbedQuery | None = None,
+                 embed_passages: EmbedPassages | None = None, *,
+                 config: SelectorConfig | None = None,
+                 text_analyzer: Analyzer | None = None) -> None:
+        self.embed_query = embed_query
+        self.embed_passages = embed_passages
+        self.config = config or SelectorConfig()
+        self.analyzer = text_analyzer or analyzer()
+
+    @property
+    def dense(self) -> bool:
+        return (self.embed_query is not None and self.embed_passages is not None
+                and self.config.dense_candidates > 0)
+
+    # -- for a question ---------------------------------------------------------------------------
+
+    def answer(self, question: str, passages: Sequence[Passage]) -> Selection:
+        """The sentences that answer ``question``, in the order to show them."""
+        cfg = self.config
+        intent = question_intent(question)
+        cands = self._candidates(passages)
+        if not cands:
+            return Selection([], intent)
+        terms = self.question_terms(question)
+        weights = _term_weights(terms, cands)
+        total = sum(weights.values()) or 1.0
+        ranks = {p.n: i for i, p in enumerate(passages)}
+        asked = {kind: answer_tokens(question, kind) for kind in ("number", "date", "name")}
+        wanted = frozenset(terms)
+        own: dict[int, float] = {}
+        for i, c in enumerate(cands):
+            own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
+            # News states the topic first and the fact after it ("Самолёт сел в Якутии. Один
+            # пассажир погиб. На борту Ан-3 …"): a sentence inherits part of the match of the
+            # two before it in its post.
+            inherited = [cfg.context_weight ** back * own[i - back] for back in (1, 2)
+                         if i - back >= 0 and cands[i - back].n == c.n]
+            c.lexical = max([own[i], *inherited])
+            # (Not for stories: they follow the topic through the posts, whatever each adds.)
+            if (intent.wants and not intent.story
+                    and answer_tokens(c.text, intent.wants) - asked[intent.wants]):
+                c.bonus += cfg.type_bonus
+            if c.position == 0:
+                c.bonus += cfg.lead_bonus
+            c.bonus -= cfg.rank_penalty * ranks.get(c.n, 0)
+            c.score = cfg.lexical_weight * c.lexical + c.bonus
+        if not intent.story:
+            # A sentence that only restates the question ("Самолёт совершил аварийную посадку в
+            # Якутии." for "какой самолёт совершил аварийную посадку в Якутии?") answers nothing;
+            # its words and its high cosine would still rank it first.
+            novel = [c for c in cands
+                     if not c.stems or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
+            cands = novel or cands
+        if self.dense:
+            self._dense_scores(question, cands)
+        cands.sort(key=lambda c: c.score, reverse=True)
+        if intent.story:
+            chosen = self._choose(cands, cfg.story_sentences, cfg.story_chars, one_per_post=True,
+                                  keep_ratio=cfg.story_keep_ratio)
+            chosen.sort(key=lambda c: (c.date, -c.score), reverse=intent.newest_first)
+        else:
+            chosen = self._choose(cands, cfg.max_sentences, cfg.max_chars, one_per_post=False)
+        stems = frozenset(terms)
+        return Selection([self._pick(c, stems, len(chosen)) for c in chosen], intent)
+
+    def question_terms(self, question: str) -> list[str]:
+        """The question's stems without question words, in order, each once."""
+        skip = {self.analyzer.stem(w) for w in QUESTION_WORDS} | QUESTION_WORDS
+        return list(dict.fromkeys(t for t in self.analyzer.tokens(question) if t not in skip))
+
+    def _dense_scores(self, question: str, cands: list[_Candidate]) -> None:
+        cfg = self.config
+        assert self.embed_query is not None and self.embed_passages is not None
+        top = sorted(cands, key=lambda c: c.score, reverse=True)[:cfg.dense_candidates]
+        q = _unit(self.embed_query(question))
+        vectors = self.embed_passages([c.text for c in top])
+        for c, v in zip(top, vectors, strict=True):
+            c.vector = _unit(v)
+            c.dense = _dot(q, c.vector)
+        best = max(c.dense for c in top if c.dense is not None)
+        for c in top:
+            # Relative to the best candidate: e5 cosines sit in a narrow band whose level
+            # depends on the question, so only the differences tell.
+            c.score += cfg.dense_weight * ((c.dense or 0.0) - best)
+        # The candidates not embedded rank below every embedded one of equal lexical score.
+        floor = min(c.score for c in top) if top else 0.0
+        for c in cands:
+            if c.dense is None:
+                c.score = min(c.score, floor - 1e-6)
+
+    # -- without a question -----------------------------------------------------------------------
+
+    def summarise(self, passages: Sequence[Passage], max_sentences: int = 2,
+                  max_chars: int | None = None) -> list[Pick]:
+        """1-``max_sentences`` sentences that sum up a story of posts, oldest first.
+
+        A sentence is central when many of the other posts share its terms and its embedding is
+        close to the centroid of the candidates'; a post's lead sentence is preferred.
+        """
+        cfg = self.config
+        cands = self._candidates(passages)
+        if not cands:
+            return []
+        posts_with: Counter[str] = Counter()
+        for n in {c.n for c in cands}:
+            posts_with.update(set().union(*(c.stems for c in cands if c.n == n)))
+        others = max(1, len({c.n for c in cands}) - 1)
+        for c in cands:
+            if c.stems:
+                shared = sum(posts_with[t] - 1 for t in c.stems) / others
+                c.lexical = shared / math.sqrt(len(c.stems))
+            c.score = c.lexical + (cfg.lead_bonus * 4 if c.position == 0 else 0.0)
+        top_lexical = max(c.lexical for c in cands) or 1.0
+        for c in cands:  # on the scale of the dense part: the best sentence scores 1
+            c.score = c.lexical / top_lexical + (0.3 if c.position == 0 else 0.0)
+        if self.embed_passages is not None and cfg.dense_candidates > 0:
+            top = sorted(cands, key=lambda c: c.score, reverse=True)[:cfg.dense_candidates * 2]
+            vectors = [_unit(v) for v in self.embed_passages([c.text for c in top])]
+            centroid = _unit([sum(xs) for xs in zip(*vectors, strict=True)])
+            for c, v in zip(top, vectors, strict=True):
+                c.vector, c.dense = v, _dot(v, centroid)
+            best = max(c.dense for c in top if c.dense is not None)
+            for c in top:
+                c.score += cfg.dense_weight * ((c.dense or 0.0) - best)
+        cands.sort(key=lambda c: c.score, reverse=True)
+        chosen = self._choose(cands, max_sentences, max_chars or cfg.max_chars,
+                              one_per_post=True, keep_ratio=0.0)
+        chosen.sort(key=lambda c: (c.date, c.n))
+        return [self._pick(c, frozenset(), len(chosen)) for c in chosen]
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def _candidates(self, passages: Sequence[Passage]) -> list[_Candidate]:
+        out: list[_Candidate] = []
+        for p in passages:
+            kept = [s for s in split_sentences(p.text) if not is_content_free(s)]
+            for position, sentence in enumerate(kept[:self.config.sentences_per_post]):
+                stems = frozenset(self.analyzer.tokens(_URL.sub(" ", sentence)))
+                out.append(_Candidate(p.n, sentence, p.date, position, stems))
+        return out
+
+    def _choose(self, ranked: list[_Candidate], most: int, budget: int, *, one_per_post: bool,
+                keep_ratio: float | None = None) -> list[_Candidate]:
+        ratio = self.config.keep_ratio if keep_ratio is None else keep_ratio
+        chosen: list[_Candidate] = []
+        used = 0
+        best = ranked[0].score
+        for c in ranked:
+            if len(chosen) >= most:
+                break
+            if chosen:
+                if c.score < best - abs(best) * (1 - ratio) or (best > 0 and c.score <= 0):
+                    break
+                if one_per_post and any(o.n == c.n for o in chosen):
+                    continue
+                if used + len(c.text) > budget or any(self._same(c, o) for o in chosen):
+                    continue
+            chosen.append(c)
+            used += min(len(c.text), budget)
+        return chosen
+
+    def _same(self, a: _Candidate, b: _Candidate) -> bool:
+        """Near-duplicates: most stems of the shorter one in the other, or almost equal vectors."""
+        small = min(len(a.stems), len(b.stems))
+        if small and len(a.stems & b.stems) / small >= self.config.duplicate_overlap:
+            return True
+        if a.vector is not None and b.vector is not None:
+            return _dot(a.vector, b.vector) >= self.config.duplicate_cosine
+        return False
+
+    def _pick(self, c: _Candidate, stems: frozenset[str], count: int) -> Pick:
+        limit = self.config.max_chars if count <= 1 else max(120, self.config.max_chars // count)
+        text = c.text
+        if len(text) > limit:  # the stretch with the question's words, not just the start
+            text, _ = snippet_with_highlights(text, stems, limit)
+        return Pick(c.n, text, c.date, c.position, round(c.score, 4), round(c.lexical, 4),
+                    None if c.dense is None else round(c.dense, 4))
+
+    def with_config(self, **changes: object) -> SentenceSelector:
+        """The same selector with some :class:`SelectorConfig` fields changed."""
+        return SentenceSelector(self.embed_query, self.embed_passages,
+                                config=replace(self.config, **changes),  # type: ignore[arg-type]
+                                text_analyzer=self.analyzer)
+
+
+def cite(picks: Sequence[Pick], *, dated: bool = False) -> str:
+    """``sentence [n] sentence [m]``; with ``dated``, one line per sentence, its date in front."""
+    if dated:
+        return "\n".join(f"{_day(p.date)}: {p.text} [{p.n}]" if p.date else f"{p.text} [{p.n}]"
+                         for p in picks)
+    return " ".join(f"{p.text} [{p.n}]" for p in picks)
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%d.%m.%Y")
+
+
+def _term_weights(terms: Sequence[str], cands: Sequence[_Candidate]) -> dict[str, float]:
+    n = len(cands)
+    df = Counter(t for c in cands for t in set(terms) & c.stems)
+    return {t: math.log(1 + n / max(1, df[t])) for t in terms}
+
+
+def _unit(v: Vector) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
+
+
+def _dot(a: Vector, b: Vector) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))

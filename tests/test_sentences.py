@@ -1,0 +1,185 @@
+"""Sentence selection (rag.sentences): splitting, content-free fragments, answer types, dense
+scoring and its cost bound, near-duplicates, dated stories and summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from rag.sentences import (
+    Passage,
+    SelectorConfig,
+    SentenceSelector,
+    cite,
+    is_content_free,
+    question_intent,
+    split_sentences,
+)
+
+NOV_2023 = 1700000000  # 2023-11-14
+OCT_2024 = 1729850000  # 2024-10-25
+DEC_2024 = 1733100000  # 2024-12-02
+
+
+def test_split_sentences_keeps_abbreviations_and_initials_together() -> None:
+    text = ("⚡️В 2024 г. в Москве прошло 5 тыс. мероприятий. В. Путин заявил, что всё хорошо.\n"
+            "• Mr. Smith arrived (c. 1455). Потом всё\n\n#новости #ставка")
+    assert split_sentences(text) == [
+        "В 2024 г. в Москве прошло 5 тыс. мероприятий.",
+        "В. Путин заявил, что всё хорошо.",
+        "Mr. Smith arrived (c. 1455).",
+        "Потом всё",
+        "#новости #ставка",  # the lead "#" is kept: it marks a hashtag line
+    ]
+
+
+@pytest.mark.parametrize(("sentence", "empty"), [
+    ("Игры декабря — даты выхода:", True),
+    ("Следим за новостями.", True),
+    ("https://t.me/bankrollo/123", True),
+    ("#новости #ставка #ЦБ", True),
+    ("Подписаться | Прислать новость", True),
+    ("Что думаете?", True),
+    ("Ставка 21%", True),  # fewer than three words
+    ("Банк России повысил ключевую ставку до 21% годовых.", False),
+    ("Путин подписался под законом о бюджете на 2025 год и плановый период.", False),
+])
+def test_content_free_fragments(sentence: str, empty: bool) -> None:
+    assert is_content_free(sentence) is empty
+
+
+@pytest.mark.parametrize(("question", "wants", "story", "newest"), [
+    ("Сколько стоит проезд в метро?", "number", False, False),
+    ("Когда откроют станцию?", "date", False, False),
+    ("В каком году открыли метро?", "date", False, False),
+    ("Кто возглавил Минфин?", "name", False, False),
+    ("How many points did the Panthers surrender?", "number", False, False),
+    ("Who led the team in sacks?", "name", False, False),
+    ("что случилось с ключевой ставкой?", None, True, False),
+    ("какая сейчас ключевая ставка?", "name", True, True),
+    ("Какой самолёт сел в Якутии?", "name", False, False),
+    ("What happened to the rate?", None, True, False),
+    ("Почему подорожали яйца?", None, False, False),
+])
+def test_question_intent(question: str, wants: str | None, story: bool, newest: bool) -> None:
+    intent = question_intent(question)
+    assert (intent.wants, intent.story, intent.newest_first) == (wants, story, newest)
+
+
+def test_question_terms_are_lemma_stems_without_question_words() -> None:
+    terms = SentenceSelector().question_terms("Какую ставку сейчас установил ЦБ?")
+    assert terms == ["ставк", "установ", "цб"]
+
+
+def test_the_sentence_with_the_asked_for_number_wins_a_lexical_tie() -> None:
+    passages = [Passage(1, "Проезд в метро подорожает с нового года. За проезд в метро "
+                           "заплатят 70 рублей.")]
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(
+        "Сколько стоит проезд в метро?", passages).picks
+    assert [p.text for p in picks] == ["За проезд в метро заплатят 70 рублей."]
+    # Without the bonus the lead sentence (it also holds "проезд", "метро") would win.
+    plain = SentenceSelector(config=SelectorConfig(max_sentences=1, type_bonus=0)).answer(
+        "Сколько стоит проезд в метро?", passages).picks
+    assert plain[0].text.startswith("Проезд в метро подорожает")
+
+
+def test_content_free_lines_are_never_chosen() -> None:
+    passages = [Passage(1, "Ключевая ставка — даты заседаний:\nСледим за новостями.\n"
+                           "#ставка\nЦБ сохранил ключевую ставку на уровне 16%.")]
+    picks = SentenceSelector().answer("ключевая ставка", passages).picks
+    assert [p.text for p in picks] == ["ЦБ сохранил ключевую ставку на уровне 16%."]
+
+
+def test_near_duplicates_are_quoted_once() -> None:
+    copy = "Банк России повысил ключевую ставку до 21% годовых."
+    passages = [Passage(1, copy), Passage(2, "⚡️" + copy + "\nПодписаться"),
+                Passage(3, "Банк России повысил ключевую ставку до 21% годовых, сообщил ЦБ.")]
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=3, keep_ratio=0)).answer(
+        "до скольки повысили ключевую ставку?", passages).picks
+    assert [p.n for p in picks] == [1]
+
+
+class FakeEmbedding:
+    """Vectors by keyword, counting the passages it embeds (the cost the selector bounds)."""
+
+    KEYS = ("рубл", "стоим", "метро", "погод")
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def vector(self, text: str) -> list[float]:
+        low = text.lower()
+        return [float(k in low) for k in self.KEYS] + [0.1]
+
+    def query(self, text: str) -> list[float]:
+        return self.vector(text)
+
+    def passages(self, texts: list[str]) -> Sequence[list[float]]:
+        self.embedded += texts
+        return [self.vector(t) for t in texts]
+
+
+def test_dense_similarity_breaks_lexical_ties_and_only_top_candidates_are_embedded() -> None:
+    text = ("Новость дня про метро и погоду. Цена поездки в метро составит семьдесят рублей. "
+            "Погода в метро будет тёплой. " + " ".join(f"Строка номер {i} про метро."
+                                                       for i in range(10)))
+    fake = FakeEmbedding()
+    selector = SentenceSelector(fake.query, fake.passages, config=SelectorConfig(
+        dense_candidates=4, max_sentences=1, type_bonus=0, lead_bonus=0))
+    picks = selector.answer("стоимость в рублях для метро", [Passage(1, text)]).picks
+    assert picks[0].text == "Цена поездки в метро составит семьдесят рублей."
+    assert picks[0].dense is not None
+    assert len(fake.embedded) == 4  # 13 candidates, 4 embedded
+    lexical = SentenceSelector(config=SelectorConfig(max_sentences=1, type_bonus=0,
+                                                     lead_bonus=0))
+    assert lexical.answer("стоимость в рублях для метро",
+                          [Passage(1, text)]).picks[0].dense is None
+
+
+def test_story_questions_read_in_date_order_with_dates() -> None:
+    passages = [Passage(1, "Банк России повысил ключевую ставку до 21% годовых.", OCT_2024),
+                Passage(2, "ЦБ сохранил ключевую ставку на уровне 16%.", NOV_2023),
+                Passage(3, "Аналитики ждут, что ключевая ставка вырастет до 23% в декабре.",
+                        DEC_2024)]
+    selector = SentenceSelector()
+    story = selector.answer("что случилось с ключевой ставкой?", passages)
+    assert story.dated and [p.n for p in story.picks] == [2, 1, 3]
+    assert cite(story.picks, dated=True).splitlines() == [
+        "14.11.2023: ЦБ сохранил ключевую ставку на уровне 16%. [2]",
+        "25.10.2024: Банк России повысил ключевую ставку до 21% годовых. [1]",
+        "02.12.2024: Аналитики ждут, что ключевая ставка вырастет до 23% в декабре. [3]",
+    ]
+    now = selector.answer("какая сейчас ключевая ставка?", passages)
+    assert [p.n for p in now.picks] == [3, 1, 2]  # the newest first
+    plain = selector.answer("до скольки повысили ключевую ставку?", passages)
+    assert not plain.dated
+
+
+def test_summary_takes_central_sentences_of_different_posts_oldest_first() -> None:
+    story = [
+        Passage(1, "Мэрия объявила о закрытии моста на ремонт с понедельника. Подписаться",
+                OCT_2024),
+        Passage(2, "Мост через реку закроют на ремонт на три месяца, сообщила мэрия. "
+                   "В соседнем районе открылась пекарня.", NOV_2023),
+        Passage(3, "Автомобилистам советуют объезжать закрытый на ремонт мост.\n#новости",
+                DEC_2024),
+    ]
+    picks = SentenceSelector().summarise(story, max_sentences=2)
+    assert len(picks) == 2 and len({p.n for p in picks}) == 2
+    assert [p.date for p in picks] == sorted(p.date for p in picks)
+    assert all("пекарня" not in p.text and "Подписаться" not in p.text for p in picks)
+    assert all("мост" in p.text.lower() for p in picks)
+    assert SentenceSelector().summarise([Passage(1, "https://t.me/x/1\n#новости")]) == []
+
+
+def test_a_sentence_restating_the_question_gives_way_to_the_fact_after_it() -> None:
+    post = [Passage(1, "Самолёт совершил аварийную посадку в Якутии. Один пассажир погиб. "
+                       "На борту Ан-3 находилось пятеро человек.")]
+    question = "Какой самолёт совершил аварийную посадку в Якутии?"
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
+    assert picks[0].text == "На борту Ан-3 находилось пятеро человек."
+    # Without the rules the restatement, which matches every word, is the answer.
+    naive = SentenceSelector(config=SelectorConfig(max_sentences=1, min_novelty=0,
+                                                   context_weight=0, type_bonus=0))
+    assert naive.answer(question, post).picks[0].text.startswith("Самолёт совершил")
