@@ -21,7 +21,7 @@ from api.bot.hosting import bot_lifespan
 from api.errors import install_error_handlers
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
-from api.routes import ingest, ops, posts, qa, search, sync
+from api.routes import digest, ingest, ops, posts, qa, search, sync
 from api.security import Authenticator, authenticate, require_operator
 from api.services import Services
 from rag.index import Index
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(search.router, dependencies=auth)
     app.include_router(posts.router, dependencies=auth)
     app.include_router(qa.router, dependencies=auth)
+    app.include_router(digest.router, dependencies=auth)
     app.include_router(ingest.make_router(s), dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.
     app.include_router(sync.router, dependencies=[Depends(require_operator)])

@@ -61,7 +61,7 @@ SUMMARY_SOURCES = 6  # posts of a story given to the LLM / the summariser: the m
 SOURCE_CHARS = 1200  # per source in the prompt
 TITLE_CHARS = 90
 SUMMARY_CHARS = 400  # the offline summary's sentences together
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)  # 90m 12h 1d 2w
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MARKUP = re.compile(r"\*\*|__|~~|`|\|\|")
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
@@ -94,7 +94,7 @@ def parse_period(since: str | int | None = DEFAULT_SINCE, until: str | int | Non
     end = (parse_date(until, end_of_day=True) if until not in (None, "")
            else int(now if now is not None else time.time()))
     text = DEFAULT_SINCE if since in (None, "") else since
-    match = _DURATION.match(str(text)) if not isinstance(text, int) else None
+    match = DURATION.match(str(text)) if not isinstance(text, int) else None
     if match:
         seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
         if seconds <= 0:

@@ -4,7 +4,8 @@ sync does).  In embedded mode only the process that owns the data folder can run
 
 :func:`running_bot` is the one entry point: a context manager that starts a
 :class:`~api.bot.runner.BotRunner` over the process's :class:`~api.services.Services` (or does
-nothing without a token) and stops it on exit.  ``sync`` gives the host's channel sync for
+nothing without a token) and stops it on exit; with ``TGRAG_DIGEST_SCHEDULE`` the bot also sends
+the daily digest (:func:`add_digest_delivery`).  ``sync`` gives the host's channel sync for
 ``/follow``: the worker's syncer (:func:`fixed_sync`), or the services' scheduler where a
 Telegram account is configured (:func:`account_sync`, the API and ``tgrag bot``).
 """
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from api.bot.access import AccessList
+from api.bot.digests import BotDigestSink
 from api.bot.runner import BotRunner, StateListener, bot_id_of
 from api.bot.services_backend import ServicesBackend, SyncProvider
 from api.bot.status import StatusBoard
@@ -62,12 +64,26 @@ def build_runner(services: Services, *, sync: SyncProvider | None = None,
     access = check_settings(settings)
     assert settings.tg_bot_token is not None
     index = services.index
-    return BotRunner(
-        settings.tg_bot_token.get_secret_value(), ServicesBackend(services, sync=sync),
+    backend = ServicesBackend(services, sync=sync)
+    runner = BotRunner(
+        settings.tg_bot_token.get_secret_value(), backend,
         lambda: new_client(settings), access=access, rate_limit=settings.bot_rate_limit,
         edit_interval=settings.bot_edit_interval,
         board=StatusBoard(index.redis, index.namespace), on_state=on_state,
     )
+    add_digest_delivery(runner, services, backend)
+    return runner
+
+
+def add_digest_delivery(runner: BotRunner, services: Services,
+                        backend: ServicesBackend) -> None:
+    """With ``TGRAG_DIGEST_SCHEDULE`` set, the bot sends the daily digest while it runs.
+
+    Webhooks are the other planned sink of ``Services.digest_scheduler``: add theirs to the list
+    here (one scheduler, one record of what was sent)."""
+    scheduler = services.digest_scheduler([BotDigestSink(runner, backend.subscribers)])
+    if scheduler is not None:
+        runner.run_alongside("digest", scheduler.run)
 
 
 @contextlib.asynccontextmanager
