@@ -42,7 +42,7 @@ class DigestSchedule:
         hour, minute, zone_text = int(match.group(1)), int(match.group(2)), match.group(3)
         if hour > 23 or minute > 59:
             raise InputError(f"digest schedule {text!r}: {hour:02d}:{minute:02d} is not a time "
-                             "of day", hint="hours 00-23, minutes 00-59")
+                             "of day", hint="hours 00-23, minutes 00-59: " + HINT)
         zone, name = _zone(zone_text or "UTC")
         return cls(time(hour, minute), zone, name)
 
