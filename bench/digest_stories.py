@@ -17,13 +17,19 @@ threshold, as a markdown table:
   (the dataset's LLM-assigned topic: a weak signal), against random pairs of the same days;
 * stories per day, the share of posts in stories of ≥ 2, the largest story, the time per day.
 
-``--sample N --out FILE`` also writes N multi-post stories at the first threshold (the top 10 of
-random days, ranked by size as the digest ranks without engagement) with the first line of every
-post, for reading them by hand; docs/eval.md reports such a reading.
+``--sample N --out FILE`` also writes, for reading by hand, the stories at N (day, rank) places
+drawn at random among the top 10 multi-post stories of each day (ranked by size, as the digest
+ranks without engagement), the same places at every threshold: each story with the first words of
+every text, and the day's other story nearest to it.  ``--labels FILE`` prints the figures of such
+a reading (one JSON line per story: ``threshold, day, rank, posts, off`` = posts not about the
+story's event, ``split`` = the nearest story is the same event); docs/eval.md reports one.
 
 Usage (numpy only; a few minutes on the whole month below):
     nice -n 10 python bench/digest_stories.py --from 2024-11-01 --to 2024-12-03 \
-        --thresholds 0.86,0.88,0.9,0.92 --sample 40 --out bench/out/digest_sample.md
+        --thresholds 0.86,0.88,0.9,0.92,0.94
+    nice -n 10 python bench/digest_stories.py --thresholds 0.88,0.9,0.92 --sample 30 \
+        --out bench/out/digest_sample.md
+    python bench/digest_stories.py --labels bench/digest_labels.jsonl
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from ingest.documents import Post  # noqa: E402
 from ingest.readers import read_paths  # noqa: E402
 from rag.dedup import DEFAULT_THRESHOLD, jaccard, shingles  # noqa: E402
 from rag.digest import group_stories  # noqa: E402
-from rag.story_clusters import average_linkage  # noqa: E402
+from rag.story_clusters import average_linkage, mean_direction  # noqa: E402
 
 # ../shared/data next to the checkout (or next to the folder of worktrees holding it)
 SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
@@ -124,7 +130,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "digest_sample.md")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--labels", type=Path, help="only print the figures of these readings")
     args = parser.parse_args()
+    if args.labels:
+        score(args.labels)
+        return
     thresholds = [float(t) for t in args.thresholds.split(",")]
     started = time.perf_counter()
     posts, vectors, category = load(args.news)
@@ -148,8 +158,12 @@ def main() -> None:
           "together | same category in stories (random) | stories/day | posts in stories ≥ 2 "
           "| largest | s/day |")
     print("|---|---|---|---|---|---|---|---|---|")
+    # The stories to read: the same (day, rank) places at every threshold, so the readings compare.
+    picker = random.Random(args.seed)
+    keys = set(picker.sample([(d, r) for d in days for r in range(1, 11)],
+                             min(args.sample, 10 * len(days)))) if args.sample else set()
     samples: list[str] = []
-    for t_index, threshold in enumerate(thresholds):
+    for threshold in thresholds:
         sums = collections.Counter()
         largest, seconds, n_stories = 0, 0.0, 0
         for day, _idx, day_posts, day_vectors, (copies, edited, linked) in prepared:
@@ -180,11 +194,8 @@ def main() -> None:
                     sums["rnd_hit"] += cats[a] == cats[b]
             largest = max(largest, max(sum(len(g) for g in s) for s in stories))
             n_stories += len(stories)
-            if t_index == 0 and args.sample:
-                ranked = sorted((s for s in stories if sum(len(g) for g in s) >= 2),
-                                key=lambda s: -sum(len(g) for g in s))
-                samples += [_story_text(day, rank, s, day_posts) for rank, s in
-                            enumerate(ranked[:10], 1)]
+            if keys:
+                samples += _sampled(threshold, day, stories, day_posts, day_vectors, keys)
 
         def pct(name: str, counts: collections.Counter = sums) -> str:
             n = counts[name + "_n"]
@@ -195,21 +206,57 @@ def main() -> None:
               f"{100 * sums['multi_posts'] / n_posts:.1f}% | {largest} | "
               f"{seconds / len(days):.2f} |")
     if samples:
-        chosen = rng.sample(samples, min(args.sample, len(samples)))
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(chosen), encoding="utf-8")
-        print(f"\n{len(chosen)} stories at {thresholds[0]} for reading: {args.out}",
-              file=sys.stderr)
+        args.out.write_text("\n".join(samples), encoding="utf-8")
+        print(f"\n{len(samples)} stories for reading: {args.out}", file=sys.stderr)
 
 
-def _story_text(day: date, rank: int, story: list[list[int]], posts: list[Post]) -> str:
-    lines = [f"## {day} #{rank}: {sum(len(g) for g in story)} posts, {len(story)} texts"]
-    for group in story:
-        lead = posts[group[0]]
-        head = " ".join(lead.text.split())[:160]
-        lines.append(f"- [{lead.channel_title or lead.channel_id}] {head}"
-                     + (f"  (+{len(group) - 1} copies)" if len(group) > 1 else ""))
-    return "\n".join(lines) + "\n"
+def _sampled(threshold: float, day: date, stories: list[list[list[int]]], posts: list[Post],
+             vectors: np.ndarray, keys: set[tuple[date, int]]) -> list[str]:
+    """The sampled places of this day: the story (the digest's rank without engagement: size)
+    with every text's first words, and the other story of the day nearest to it (its centroid),
+    to judge whether one event was split."""
+    size = [sum(len(g) for g in s) for s in stories]
+    order = sorted((i for i in range(len(stories)) if size[i] >= 2), key=lambda i: -size[i])
+    centres = np.stack([mean_direction(vectors[[i for g in s for i in g]]) for s in stories])
+    out = []
+    for rank, i in enumerate(order[:10], 1):
+        if (day, rank) not in keys:
+            continue
+        sims = centres @ centres[i]
+        sims[i] = -1
+        near = int(sims.argmax())
+        lines = [f"## t={threshold:.2f} {day} #{rank}: {size[i]} posts, {len(stories[i])} texts"]
+        lines += [_head(posts, g) for g in stories[i][:15]]
+        lines.append(f"  nearest other story ({sims[near]:.3f}, {size[near]} posts):")
+        lines += ["  " + _head(posts, g) for g in stories[near][:3]]
+        out.append("\n".join(lines) + "\n")
+    return out
+
+
+def _head(posts: list[Post], group: list[int]) -> str:
+    lead = posts[group[0]]
+    head = " ".join(lead.text.split())[:130]
+    return (f"- [{lead.channel_title or lead.channel_id}] {head}"
+            + (f"  (+{len(group) - 1} copies)" if len(group) > 1 else ""))
+
+
+def score(labels: Path) -> None:
+    """Purity and splits from the hand readings (one JSON line per story read)."""
+    rows = [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    print("| threshold | stories read | one event | posts on the story's event | nearest "
+          "story is the same event (split) |")
+    print("|---|---|---|---|---|")
+    for threshold in sorted({r["threshold"] for r in rows}):
+        read = [r for r in rows if r["threshold"] == threshold]
+        posts = sum(r["posts"] for r in read)
+        off = sum(r["off"] for r in read)
+        pure = sum(r["off"] == 0 for r in read)
+        split = sum(bool(r["split"]) for r in read)
+        print(f"| {threshold:.2f} | {len(read)} | {pure} ({100 * pure / len(read):.0f}%) | "
+              f"{posts - off} of {posts} ({100 * (posts - off) / posts:.1f}%) | "
+              f"{split} ({100 * split / len(read):.0f}%) |")
 
 
 if __name__ == "__main__":
