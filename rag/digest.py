@@ -402,36 +402,79 @@ class DigestBuilder:
 
     def read_posts(self, filters: SearchFilters) -> tuple[list[DigestPost], bool]:
         """The period's posts, oldest first, each with its mean chunk vector; and whether the
-        cap (``TGRAG_DIGEST_MAX_POSTS``, the newest kept) cut some."""
-        chunks: dict[str, list[StoredChunk]] = defaultdict(list)
+        cap (``TGRAG_DIGEST_MAX_POSTS``, the newest kept) cut some.
+
+        One pass over the store; memory stays within twice the cap whatever the period holds:
+        past that the oldest posts are dropped and anything older is skipped from then on (a
+        post's chunks share its date, so a dropped post never comes back in part)."""
+        cap = self.settings.digest_max_posts
+        kept: dict[str, _Parts] = {}
+        floor: tuple[int, str] | None = None  # the newest post dropped so far
+        truncated = False
         for chunk in self.index.store.scroll(filters.to_store(), with_vectors=True):
             if chunk.dense is None:
                 continue
-            if chunk.payload.get("chat_type") == "group" and not filters.channel_ids:
+            payload = chunk.payload
+            if payload.get("chat_type") == "group" and not filters.channel_ids:
                 continue
-            chunks[chunk.doc_id].append(chunk)
-        docs = sorted(chunks.items(), key=lambda kv: (int(kv[1][0].payload.get("date", 0)),
-                                                       kv[0]))
-        cap = self.settings.digest_max_posts
-        truncated = len(docs) > cap
-        return [self._post(doc_id, parts) for doc_id, parts in docs[-cap:]], truncated
+            key = (int(payload.get("date", 0)), chunk.doc_id)
+            if floor is not None and key <= floor:
+                truncated = True
+                continue
+            parts = kept.get(chunk.doc_id)
+            if parts is None:
+                parts = kept[chunk.doc_id] = _Parts(key, payload)
+            parts.add(chunk)
+            if len(kept) > 2 * cap:
+                floor = _drop_oldest(kept, cap)
+                truncated = True
+        if len(kept) > cap:
+            _drop_oldest(kept, cap)
+            truncated = True
+        ordered = sorted(kept.values(), key=lambda parts: parts.key)
+        return [self._post(parts) for parts in ordered], truncated
 
-    def _post(self, doc_id: str, parts: list[StoredChunk]) -> DigestPost:
-        parts.sort(key=lambda c: _chunk_number(c.node_id))
-        p = parts[0].payload
+    def _post(self, parts: _Parts) -> DigestPost:
+        doc_id, p = parts.key[1], parts.payload
         try:
             text = self.index.post_text(doc_id)
         except Exception:  # a docstore hiccup: the chunks hold the text too
             text = None
         if text is None:
-            text = "\n\n".join(c.text for c in parts)
+            text = "\n\n".join(t for _, t in sorted(parts.texts))
         return DigestPost(
             id=doc_id, channel_id=int(p.get("channel_id", 0)), channel=p.get("channel") or "",
             channel_title=p.get("channel_title") or "", message_id=int(p.get("message_id", 0)),
-            date=int(p.get("date", 0)), link=p.get("link") or "", text=text,
-            vector=mean_direction([c.dense for c in parts if c.dense is not None]),
+            date=parts.key[0], link=p.get("link") or "", text=text,
+            vector=mean_direction(np.stack(parts.vectors)),
             views=_count(p.get("views")), forwards=_count(p.get("forwards")),
         )
+
+
+class _Parts:
+    """One post's chunks as they come from the store: float32 vectors and texts, and the first
+    chunk's payload without its text."""
+
+    __slots__ = ("key", "payload", "texts", "vectors")
+
+    def __init__(self, key: tuple[int, str], payload: dict[str, Any]) -> None:
+        self.key = key
+        self.payload = {k: v for k, v in payload.items() if k != "text"}
+        self.texts: list[tuple[int, str]] = []
+        self.vectors: list[np.ndarray] = []
+
+    def add(self, chunk: StoredChunk) -> None:
+        self.vectors.append(np.asarray(chunk.dense, dtype=np.float32))
+        self.texts.append((_chunk_number(chunk.node_id), chunk.text))
+
+
+def _drop_oldest(kept: dict[str, _Parts], cap: int) -> tuple[int, str]:
+    """Keep the ``cap`` newest posts; the key of the newest one dropped."""
+    order = sorted(kept.values(), key=lambda parts: parts.key)
+    dropped = order[:len(order) - cap]
+    for parts in dropped:
+        del kept[parts.key[1]]
+    return dropped[-1].key
 
 
 def _with_copies(posts: list[DigestPost], group: list[int]) -> DigestPost:

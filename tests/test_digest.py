@@ -233,3 +233,40 @@ def test_a_refusal_or_a_failing_llm_falls_back_to_extractive(digest_index: Index
     assert digest.mode == "extractive"
     assert all(CITATION.search(s.summary) for s in digest.stories[:2])
     assert digest.stories[2].summary == "Без меток и формата"
+
+
+def test_the_posts_cap_keeps_memory_bounded_and_posts_whole(
+        digest_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """60 posts of two chunks each, in the store's order (not by post): with a cap of 10 the
+    reader holds at most 21 posts at a time and returns the 10 newest, each with both chunks."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import rag.digest as digest_module
+    from rag.store import StoredChunk
+
+    chunks = [StoredChunk(id=f"{n}-{k}", payload={
+        "doc_id": f"tg:9:{n}", "node_id": f"tg:9:{n}#{k}", "text": f"пост {n} часть {k}",
+        "date": 1000 + n, "channel_id": 9, "message_id": n}, vector={"dense": [1.0, k, n]})
+        for n in range(60) for k in range(2)]
+    random.Random(3).shuffle(chunks)
+    held: list[int] = []
+    drop = digest_module._drop_oldest
+
+    def counting(kept: dict[str, Any], cap: int) -> Any:
+        held.append(len(kept))
+        return drop(kept, cap)
+
+    monkeypatch.setattr(digest_module, "_drop_oldest", counting)
+    store = SimpleNamespace(scroll=lambda *_, **__: iter(chunks))
+    index = SimpleNamespace(settings=digest_settings.model_copy(update={"digest_max_posts": 10}),
+                            store=store, tenant="default", post_text=lambda _doc_id: None)
+    posts, truncated = DigestBuilder(index).read_posts(  # type: ignore[arg-type]
+        SearchFilters(tenant="default"))
+    assert truncated and [p.message_id for p in posts] == list(range(50, 60))
+    assert len(held) >= 2 and max(held) <= 21  # pruned while reading, never above 2 × cap + 1
+    assert all(p.text == f"пост {p.message_id} часть 0\n\nпост {p.message_id} часть 1"
+               for p in posts)
+    assert all(np.isclose(np.linalg.norm(p.vector), 1.0) for p in posts)
