@@ -21,7 +21,7 @@ from api.bot.hosting import bot_lifespan
 from api.errors import install_error_handlers
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
-from api.routes import digest, ingest, ops, posts, qa, search, sync
+from api.routes import alerts, digest, ingest, ops, posts, qa, search, sync
 from api.security import Authenticator, authenticate, require_operator
 from api.services import Services
 from rag.index import Index
@@ -51,11 +51,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         own = given is None
         app.state.services = given or Services.open(s, purpose="tgrag serve")
         try:
+            # Alerts: a background thread checks what every ingest path commits.
+            app.state.services.start_alerts()
             # The sync scheduler and the bot (when TGRAG_TG_BOT_TOKEN is set) run as tasks on
             # this same event loop (no nested asyncio.run).
             async with sync.sync_lifespan(app.state.services), bot_lifespan(app):
                 yield
         finally:
+            app.state.services.stop_alerts()
             if own:
                 app.state.services.close()
             del app.state.services
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(qa.router, dependencies=auth)
     app.include_router(digest.router, dependencies=auth)
     app.include_router(ingest.make_router(s), dependencies=auth)
+    app.include_router(alerts.router, dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.
     app.include_router(sync.router, dependencies=[Depends(require_operator)])
     app.include_router(ops.router, dependencies=auth)

@@ -54,13 +54,19 @@ async def _tgrag_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ()) if p != "query"), "msg": e.get("msg")}
-        for e in exc.errors()
-    ]
+    errors = [{"loc": _loc(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
     detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
     return problem(422, "Invalid request", detail, errors=errors,
                    hint="see /docs for the parameters of this route")
+
+
+def _loc(loc: tuple[object, ...] | list[object]) -> str:
+    """``k`` for a query parameter, ``body.query`` for a body field (only the leading "query",
+    the parameter's location, is dropped: a body field may be called ``query``)."""
+    parts = list(loc)
+    if parts and parts[0] == "query":
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag.metrics import INGEST_POSTS, LLM_CALLS
+from rag.metrics import ALERT_EVENTS, INGEST_POSTS, LLM_CALLS
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -82,6 +82,11 @@ class IndexCollector(Collector):
         for (kind, outcome), value in sorted(LLM_CALLS.snapshot().items()):
             llm.add_metric([kind, outcome], value)
         yield llm
+        alerts = CounterMetricFamily("tgrag_alert_events", "Alert notifications: matched, "
+                                     "delivered, retry, dead (dead-lettered).", labels=["event"])
+        for (event,), value in sorted(ALERT_EVENTS.snapshot().items()):
+            alerts.add_metric([event], value)
+        yield alerts
 
 
 class ApiMetrics:

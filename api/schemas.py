@@ -307,3 +307,115 @@ class TagsResponse(BaseModel):
         "posts": 12, "tags": [{"tag": "метро", "posts": 3}, {"tag": "инфляция", "posts": 1}]}]})
     posts: int = Field(description="Posts matching the filters.")
     tags: list[TagCount]
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+ALERT_EXAMPLE = {
+    "id": "3f2b9c0e8d7a", "query": "повышение ключевой ставки",
+    "filters": {"channel": [1001], "tag": [], "since": None, "until": None, "mode": "hybrid"},
+    "rule": "semantic", "threshold": 0.86, "webhook": "https://example.org/hooks/tgrag",
+    "created": "2024-05-01T09:00:00+00:00",
+}
+
+
+class AlertFilters(BaseModel):
+    channel: list[int] = Field(description="Channel ids (resolved when saved), any of.")
+    tag: list[str] = Field(description="Tags, any of.")
+    since: str | None = Field(description="ISO 8601, UTC: only posts dated from.")
+    until: str | None = Field(description="ISO 8601, UTC: only posts dated up to.")
+    mode: Literal["dense", "hybrid"] | None = Field(
+        description="Semantic alerts: hybrid also needs one of the query's words in the post; "
+        "null for words alerts.")
+
+
+class AlertOut(BaseModel):
+    """A saved search (the contract's alert JSON)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ALERT_EXAMPLE]})
+    id: str
+    query: str
+    filters: AlertFilters
+    rule: Literal["semantic", "words"]
+    threshold: float | None = Field(description="Semantic: the cosine a post needs; null for "
+                                    "words.")
+    webhook: str | None
+    created: str = Field(description="ISO 8601, UTC.")
+
+
+class AlertCreated(AlertOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {**ALERT_EXAMPLE, "webhook_secret": "mJ1q…"}]})
+    webhook_secret: str | None = Field(
+        None, description="The key of the webhook's X-Tgrag-Signature (HMAC-SHA256 of the body), "
+        "shown only here; null without a webhook or when the deployment signs with "
+        "TGRAG_ALERT_WEBHOOK_SECRET.")
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+
+
+class AlertRemoved(BaseModel):
+    removed: AlertOut
+
+
+class AlertIn(BaseModel):
+    """``POST /alerts``: what to watch for."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "query": "повышение ключевой ставки", "rule": "semantic", "threshold": None,
+        "channel": ["econ_daily"], "tag": [], "since": None, "until": None, "mode": None,
+        "webhook": "https://example.org/hooks/tgrag"}]})
+    query: str = Field(description=f"A topic (semantic) or words and \"quoted phrases\" "
+                       f"(words), 1..{MAX_QUERY_CHARS} characters.")
+    rule: str = Field("semantic", description="semantic | words.")
+    threshold: float | None = Field(None, description="Semantic: the cosine a post needs "
+                                    "(0..1]; default TGRAG_ALERT_THRESHOLD.")
+    channel: list[str] = Field(default_factory=list, description="Channel ids, usernames or "
+                               "titles (any of).")
+    tag: list[str] = Field(default_factory=list, description="Tags, any of.")
+    since: str | None = Field(None, description="Only posts dated from: YYYY-MM-DD[THH:MM] or "
+                              "unix seconds.")
+    until: str | None = Field(None, description="Only posts dated up to (inclusive).")
+    mode: str | None = Field(None, description="Semantic: dense | hybrid; default "
+                             "TGRAG_ALERT_MODE.")
+    webhook: str | None = Field(None, description="POST each match here (http/https, signed).")
+
+
+class AlertTestIn(AlertIn):
+    """``POST /alerts/test``: an alert to try on the recent posts (nothing is saved)."""
+
+    webhook: str | None = Field(None, description="Ignored.")
+    days: float = Field(7, description="The posts of the last N days (counted back from the "
+                        "newest indexed post), > 0.")
+    k: int = Field(20, description=f"Matches to return, 1..{MAX_K}.")
+
+
+class AlertTestOut(BaseModel):
+    alert: dict[str, Any] = Field(description="The alert as it would be saved (no id).")
+    since: str | None
+    checked: int = Field(description="Candidate posts checked.")
+    capped: bool = Field(description="More candidates than were checked: narrow the filters.")
+    matched: int
+    results: list[SearchHit] = Field(description="What would have matched, newest first.")
+    near_misses: list[SearchHit] = Field(description="Semantic: the best posts just below the "
+                                         "threshold.")
+
+
+class DeadLetter(BaseModel):
+    id: str = Field(description="The delivery id (X-Tgrag-Delivery).")
+    channel: str = Field(description="webhook | bot.")
+    post: str
+    attempts: int
+    error: str | None
+    queued: str | None
+    failed: str | None
+
+
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
+class Requeued(BaseModel):
+    requeued: int

@@ -10,12 +10,13 @@ translate between their surface and its methods.  It owns
   sync, watch and the worker all tag and split alike,
 * the Telegram connector, the channel registry and the job stores,
 * the single upload thread (so an upload never blocks a request thread),
+* the alert dispatcher (``rag.alerts``; the pipeline's commit hook records every committed post
+  into its outbox) and its notifiers (webhooks; the bot adds its own),
 
 and exposes the use cases: search, similar, post, stats, tags, ask/stream, digest (and its
 scheduled delivery), ingest, upload jobs, channels (and group chats, with the mention rule), sync,
-channel removal, retention and prune.
-:meth:`Services.for_tenant` is a tenant's view: the same parts, with every read and write scoped
-to the tenant (``rag.ids`` for the id rule).
+channel removal, retention and prune, alerts.  :meth:`Services.for_tenant` is a tenant's view:
+the same parts, with every read and write scoped to the tenant (``rag.ids`` for the id rule).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import LLMError
+from rag.errors import InputError, LLMError
 from rag.index import Index
 from rag.posts import Post, Similar, get_post, similar_posts
 from rag.qa import Answer, QAEngine, QAEvent
@@ -50,6 +51,12 @@ if TYPE_CHECKING:
     from ingest.telegram.scheduler import JobRegistry, SyncJob, SyncScheduler
     from ingest.telegram.state import Account, ChannelRegistry, ChannelState
     from ingest.telegram.sync import ChannelRemoval, ChannelSync, SyncListener
+    from rag.alerts.delivery import DeliveryItem, Notifier
+    from rag.alerts.dispatcher import AlertDispatcher, PassReport
+    from rag.alerts.matcher import Trial
+    from rag.alerts.model import Alert
+    from rag.alerts.outbox import OutboxRecorder
+    from rag.alerts.store import AlertStore
     from rag.digest import Digest
     from rag.digest_delivery import DigestScheduler, DigestSink
     from rag.mentions import MentionMatcher, MentionRule
@@ -69,6 +76,8 @@ class _Shared:
     uploads: ThreadPoolExecutor | None = None
     scheduler: Any = None  # SyncScheduler of the API process, once connected
     scheduler_lock: asyncio.Lock | None = None
+    dispatcher: Any = None  # AlertDispatcher, built on first use
+    notifiers: list[Any] = field(default_factory=list)  # besides webhooks (the bot's)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -114,6 +123,13 @@ class Services:
         if shared.uploads is not None:
             shared.uploads.shutdown(wait=True)
             shared.uploads = None
+        if shared.dispatcher is not None:
+            shared.dispatcher.stop()
+            for notifier in shared.dispatcher.notifiers:
+                close = getattr(notifier, "close", None)
+                if close is not None:
+                    close()
+            shared.dispatcher = None
         shared.index.close()
 
     def __enter__(self) -> Services:
@@ -166,7 +182,8 @@ class Services:
         this view's tenant."""
         from ingest.pipeline import PostPipeline
 
-        return PostPipeline(self.index, tagger=self.tagger(), batch_size=batch_size)
+        return PostPipeline(self.index, tagger=self.tagger(), batch_size=batch_size,
+                            on_commit=[self.alert_recorder()])
 
     def searcher(self) -> PostSearcher:
         return PostSearcher(self.index)
@@ -221,6 +238,19 @@ class Services:
 
     def stats(self, *, all_tenants: bool = False) -> dict[str, Any]:
         return self.index.stats(all_tenants=all_tenants)
+
+    def optimize(self) -> dict[str, Any]:
+        """Index maintenance: bring the vector engine's search index up to date (blocking).
+
+        Only for processes that serve nothing (``tgrag ingest``, ``tgrag sync``,
+        ``tgrag optimize``): the embedded engine holds the GIL while it builds, which would
+        freeze every request of a server in the same process (README "Index maintenance")."""
+        import time
+
+        started = time.monotonic()
+        worked = self.index.store.optimize()
+        return {"optimized": worked, "seconds": round(time.monotonic() - started, 2),
+                "points": self.index.store.count()}
 
     def tags(self, filters: SearchFilters | None = None, limit: int = 50) -> dict[str, Any]:
         return top_tags(self.index, filters, limit=limit)
@@ -351,6 +381,156 @@ class Services:
 
     def sync_job(self, job_id: str) -> SyncJob:
         return self.sync_jobs.get(job_id)
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    @property
+    def alert_store(self) -> AlertStore:
+        from rag.alerts.store import AlertStore
+
+        return AlertStore(self.index.redis, self.index.namespace)
+
+    def alert_recorder(self) -> OutboxRecorder:
+        """The pipeline's commit hook: committed posts of tenants with alerts into the outbox,
+        and the in-process dispatcher woken."""
+        from rag.alerts.outbox import Outbox, OutboxRecorder
+
+        shared = self._shared
+
+        def wake() -> None:
+            if shared.dispatcher is not None:
+                shared.dispatcher.wake()
+
+        outbox = Outbox(self.index.redis, self.index.namespace, self.settings.alert_claim_ttl)
+        return OutboxRecorder(outbox, self.alert_store.has_alerts, wake)
+
+    def alerts(self) -> list[Alert]:
+        return self.alert_store.list(self.tenant)
+
+    def alert(self, alert_id: str) -> Alert:
+        return self.alert_store.get(alert_id, self.tenant)
+
+    def _build_alert(self, query: str, *, rule: str = "semantic", threshold: float | None = None,
+                     channels: Iterable[str] = (), tags: Iterable[str] = (),
+                     since: str | int | None = None, until: str | int | None = None,
+                     mode: str | None = None, webhook: str | None = None,
+                     chat_id: int | None = None) -> Alert:
+        from rag.alerts.model import build_alert
+
+        return build_alert(self.settings, self.tenant, query, rule=rule, threshold=threshold,
+                           channel_ids=[self.index.catalog.resolve(c) for c in channels],
+                           tags=list(tags), since=since, until=until, mode=mode,
+                           webhook=webhook, chat_id=chat_id)
+
+    def add_alert(self, query: str, **options: Any) -> Alert:
+        """Save an alert of this tenant (options: ``rule``, ``threshold``, ``channels`` (ids,
+        usernames or titles), ``tags``, ``since``, ``until``, ``mode``, ``webhook``, and
+        ``chat_id`` for the bot).  Posts indexed from now on are checked against it."""
+        alert = self._build_alert(query, **options)
+        return self.alert_store.add(alert, self.settings.alert_max_per_tenant)
+
+    def remove_alert(self, alert_id: str) -> Alert:
+        from rag.alerts.delivery import DeliveryQueue
+
+        alert = self.alert_store.remove(alert_id, self.tenant)
+        DeliveryQueue(self.index.redis, self.index.namespace).forget(alert.id)
+        return alert
+
+    def alert_matches(self, alert_id: str, k: int = 20, offset: int = 0) -> dict[str, Any]:
+        """The alert's notifications, newest first: ``{"results": [hits], "next_offset"}``."""
+        from rag.search import MAX_K
+
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. k=20")
+        if offset < 0:
+            raise InputError(f"offset must be 0 or more, got {offset}",
+                             hint="the next page starts at the previous response's next_offset")
+        alert = self.alert(alert_id)
+        results, next_offset = self.alert_store.matches(alert.id, k, offset)
+        return {"results": results, "next_offset": next_offset}
+
+    def test_alert(self, query: str, *, days: float = 7, k: int = 20,
+                   **options: Any) -> Trial:
+        """Which posts of the last ``days`` (counted back from this tenant's newest post) the
+        alert would have matched, and (semantic) the near misses: tune a rule before saving."""
+        from rag.alerts.matcher import AlertMatcher, trial
+        from rag.search import MAX_K
+
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}", hint="e.g. -k 20")
+        if days <= 0:
+            raise InputError(f"days must be positive, got {days:g}", hint="e.g. --days 7")
+        alert = self._build_alert(query, **options)
+        newest = max((c.last_date or 0 for c in self.index.catalog.channels()), default=0)
+        since = int(newest - days * 86400) if newest else None
+        return trial(AlertMatcher(self.index), alert, since, k=k)
+
+    def alert_status(self, alert_id: str) -> dict[str, int]:
+        """``{"matches", "dead_letters"}`` counts of the alert."""
+        from rag.alerts.delivery import DeliveryQueue
+
+        alert = self.alert(alert_id)
+        queue = DeliveryQueue(self.index.redis, self.index.namespace)
+        return {"matches": self.alert_store.match_count(alert.id),
+                "dead_letters": len(queue.dead_letters(alert.id))}
+
+    def alert_dead_letters(self, alert_id: str) -> list[DeliveryItem]:
+        from rag.alerts.delivery import DeliveryQueue
+
+        alert = self.alert(alert_id)
+        return DeliveryQueue(self.index.redis, self.index.namespace).dead_letters(alert.id)
+
+    def retry_alert_deliveries(self, alert_id: str) -> int:
+        """Queue the alert's dead letters again; returns how many."""
+        from rag.alerts.delivery import DeliveryQueue
+
+        alert = self.alert(alert_id)
+        queue = DeliveryQueue(self.index.redis, self.index.namespace)
+        queued = queue.requeue_dead(alert.id, alert.channels)
+        if queued and self._shared.dispatcher is not None:
+            self._shared.dispatcher.wake()
+        return queued
+
+    def add_notifier(self, notifier: Notifier) -> None:
+        """Deliver the alerts of ``notifier.channel`` from this process (the bot adds its own
+        before starting the dispatcher)."""
+        shared = self._shared
+        with shared.lock:
+            shared.notifiers.append(notifier)
+            if shared.dispatcher is not None:
+                shared.dispatcher.notifiers.append(notifier)
+
+    def alert_dispatcher(self) -> AlertDispatcher:
+        """The process's dispatcher (deployment-wide: every tenant's outbox entries), with the
+        webhook notifier and the added ones."""
+        from rag.alerts.delivery import DeliveryQueue
+        from rag.alerts.dispatcher import AlertDispatcher
+        from rag.alerts.outbox import Outbox
+        from rag.alerts.store import AlertStore
+        from rag.alerts.webhook import WebhookNotifier
+
+        shared = self._shared
+        with shared.lock:
+            if shared.dispatcher is None:
+                index, ttl = shared.index, self.settings.alert_claim_ttl
+                shared.dispatcher = AlertDispatcher(
+                    index, AlertStore(index.redis, index.namespace),
+                    Outbox(index.redis, index.namespace, ttl),
+                    DeliveryQueue(index.redis, index.namespace, ttl),
+                    [WebhookNotifier(self.settings), *shared.notifiers])
+            return shared.dispatcher  # type: ignore[no-any-return]
+
+    def dispatch_alerts(self) -> PassReport:
+        """One dispatcher pass now, until nothing is due (the CLI after an ingest or a sync)."""
+        return self.alert_dispatcher().run_pass(rounds=None)
+
+    def start_alerts(self) -> AlertDispatcher:
+        """Run the dispatcher in the background (``tgrag serve``, ``worker``, ``watch``)."""
+        return self.alert_dispatcher().start()
+
+    def stop_alerts(self) -> None:
+        if self._shared.dispatcher is not None:
+            self._shared.dispatcher.stop()
 
     # -- group chats: mentions ------------------------------------------------------------------
 

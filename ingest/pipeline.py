@@ -19,6 +19,11 @@ hash matches but the store holds the uncommitted text, and the pending mark make
 
 A batch runs under the index's write lock (``Index.write_lock``), so batches of several writers
 (an upload, a sync, live edits) never interleave inside steps 1-4.
+
+Commit hooks (``on_commit``) are told ``(doc id, hash)`` of each post of step 4, inside the lock,
+right before its docstore write: what they record is recorded with the commit, so a kill -9 after
+the commit never loses it (the alert outbox, ``rag.alerts.outbox``; a kill before the commit
+leaves a record whose hash the docstore does not hold, and the re-run records it again).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from rag.redis_backend import kvstore
 from rag.sparse import SparseEncoder
 
 log = logging.getLogger("tgrag.ingest")
+# Told (doc id, hash) of the posts a batch is about to commit; raising aborts the commit.
+CommitHook = Callable[[list[tuple[str, str]]], None]
 
 
 class PendingPosts:
@@ -75,12 +82,17 @@ class SafeUpsertPipeline(IngestionPipeline):
     _plan: dict[str, str] = PrivateAttr(default_factory=dict)
     _pending: PendingPosts | None = PrivateAttr(default=None)
     _before_commit: Callable[[], None] | None = PrivateAttr(default=None)
+    _on_commit: tuple[CommitHook, ...] = PrivateAttr(default=())
 
     def track_pending(self, pending: PendingPosts,
                       before_commit: Callable[[], None] | None = None) -> None:
         """Keep the ids of posts written but not yet committed in ``pending``; call
         ``before_commit`` (the store's flush) before each commit."""
         self._pending, self._before_commit = pending, before_commit
+
+    def on_commit(self, hooks: Sequence[CommitHook]) -> None:
+        """Call ``hooks`` with the posts of each commit, before it (see the module docstring)."""
+        self._on_commit = tuple(hooks)
 
     def _handle_upserts(self, nodes: Sequence[BaseNode]) -> Sequence[BaseNode]:
         assert self.docstore is not None
@@ -107,6 +119,10 @@ class SafeUpsertPipeline(IngestionPipeline):
         assert self.docstore is not None
         if nodes and self._before_commit is not None:
             self._before_commit()  # the chunks are durable before the docstore says "done"
+        if nodes:
+            committing = [(n.node_id, n.hash) for n in nodes]
+            for hook in self._on_commit:
+                hook(committing)
         self.docstore.add_documents(nodes, store_text=kwargs.get("store_doc_text", True))
         if self._pending is not None:
             self._pending.clear(n.node_id for n in nodes)
@@ -148,7 +164,8 @@ class PostPipeline:
 
     ``tagger`` defaults to the offline keyword tagger with corpus-wide document frequencies in
     Redis (``ingest.llm_tagging.keyword_tagger``); the composition root passes the configured
-    one (``api.services.Services.pipeline``), so every ingest path tags alike.
+    one (``api.services.Services.pipeline``), so every ingest path tags alike, and the commit
+    hooks (``on_commit``: the alert outbox), so every ingest path is checked against alerts.
     """
 
     def __init__(
@@ -157,6 +174,7 @@ class PostPipeline:
         tagger: BaseExtractor | None = None,
         batch_size: int | None = None,
         use_cache: bool = True,
+        on_commit: Sequence[CommitHook] = (),
     ) -> None:
         from ingest.llm_tagging import keyword_tagger
 
@@ -185,6 +203,7 @@ class PostPipeline:
         )
         self.pipeline.track_pending(PendingPosts(index.redis, index.namespace),
                                     before_commit=index.store.flush)
+        self.pipeline.on_commit(on_commit)
 
     def ingest(
         self, items: Iterable[ReadItem], on_progress: ProgressCallback | None = None

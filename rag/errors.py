@@ -22,6 +22,8 @@ surfaces map them once: the CLI to an exit code and one line, the API to
     │                         (exit 3, HTTP 409)
     ├── ModelMismatch         the collection was built with another model (exit 4, HTTP 409)
     ├── LLMError              the LLM failed or refused (exit 5, HTTP 502)
+    ├── DeliveryFailed        an alert's notification was not delivered (a webhook answered an
+    │                         error or nothing, the bot could not send); retried, then dead-lettered
     ├── Unauthorized          no or a wrong API key (HTTP 401)
     ├── Forbidden             the key may not use this route (HTTP 403)
     └── RateLimited           too many requests (HTTP 429, ``Retry-After``)
@@ -103,6 +105,14 @@ class LLMError(TgragError):
     exit_code = 5
     http_status = 502
     title = "LLM failure"
+
+
+class DeliveryFailed(TgragError):
+    """A notification (webhook, bot message) was not delivered; the dispatcher retries it with
+    backoff and dead-letters it after ``TGRAG_ALERT_MAX_ATTEMPTS``."""
+
+    http_status = 502
+    title = "Delivery failed"
 
 
 class NotReadable(InputError):

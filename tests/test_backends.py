@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 
 from rag.embeddings import EmbeddingBackend, build_embedding
 from rag.errors import BackendUnavailable, DataDirLocked, ModelMismatch
 from rag.index import Index
 from rag.redis_backend import open_redis
 from rag.settings import Settings
+from rag.store.edge import read_meta
 
 CLOSED = "127.0.0.1:1"
 
@@ -22,13 +22,10 @@ def settings_for(tmp_path: Path, **kw: object) -> Settings:
 
 
 def qdrant_collections(settings: Settings) -> list[str]:
-    if not settings.qdrant_path.exists():
+    """Collections the embedded engine holds in the data folder."""
+    if not settings.edge_path.exists():
         return []
-    client = QdrantClient(path=str(settings.qdrant_path))
-    try:
-        return [c.name for c in client.get_collections().collections]
-    finally:
-        client.close()
+    return sorted(p.name for p in settings.edge_path.iterdir() if read_meta(p) is not None)
 
 
 def test_redis_url_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,6 +41,7 @@ def test_redis_url_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # The failed open released the data-folder lock.
     monkeypatch.delenv("TGRAG_REDIS_URL")
     Index.open(settings_for(tmp_path)).close()
+    assert qdrant_collections(settings) == ["tgrag_posts"]
 
 
 def test_redis_url_password_is_not_echoed(tmp_path: Path) -> None:

@@ -262,3 +262,103 @@ def test_a_killed_delivery_never_sends_twice(tmp_path: Path, die: str,
         assert log.get("2024-05-02", "r3")["state"] == "sent"
     finally:
         close_redis(client, settings)
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+
+def test_digest_webhooks_are_signed_retried_and_sent_once(redis_client: redis.Redis) -> None:
+    from rag.digest_webhooks import WebhookDigestSink
+    from tests.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver("s3cret").start()
+    try:
+        settings = Settings(_env_file=None, digest_schedule="09:00 Europe/Moscow",  # type: ignore[call-arg]
+                            alert_webhook_secret="s3cret",
+                            digest_webhooks=f"{receiver.url},acme={receiver.url}?t=acme")
+        sink = WebhookDigestSink(settings)
+        built: list[Any] = []
+
+        def build(tenant: str, since: int, until: int) -> Digest:
+            built.append(tenant)
+            return a_digest(since, until)
+
+        def scheduler_() -> DigestScheduler:
+            return DigestScheduler(MOSCOW_9, build, DigestLog(redis_client, "tgrag:test"),
+                                   [sink])
+
+        receiver.fail_next(1, 500)  # the first POST fails: retried at the next round
+        first = asyncio.run(scheduler_().deliver(DUE))
+        assert len(first.sent) == 1 and len(first.failed) == 1 and first.pending
+        second = asyncio.run(scheduler_().deliver(DUE))
+        assert second.sent == first.failed and len(second.skipped) == 1
+        got = receiver.wait_for(2)
+        assert all(r["verified"] for r in got)  # HMAC-SHA256 with TGRAG_ALERT_WEBHOOK_SECRET
+        bodies = {r["body"]["tenant"]: r for r in got}
+        # one digest per tenant and round (the retry round builds it again)
+        assert set(bodies) == {"default", "acme"} and built == ["default", "acme", "default"]
+        body = bodies["default"]["body"]
+        assert body["type"] == "digest" and body["day"] == "2024-05-02"
+        assert body["delivery_id"] == bodies["default"]["delivery"]
+        assert body["digest"]["stories"][0]["title"] == "Сюжет"
+        assert body["text"].startswith("1. Сюжет\nПост. [1]\n[1] https://t.me/c/1")
+        # nothing more that day, after a restart
+        assert asyncio.run(scheduler_().deliver(DUE)).sent == []
+        assert len(receiver.requests) == 2 and receiver.attempts == 3
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(("value", "secret", "needle"), [
+    ("ftp://example.org/x", "k", "is not a webhook URL"),
+    ("https://user:pw@example.org/x", "k", "without user:password@"),
+    ("Not A Tenant=https://example.org/x", "k", "invalid tenant name"),
+    ("https://example.org/x", None, "needs TGRAG_ALERT_WEBHOOK_SECRET"),
+])
+def test_bad_digest_webhook_settings(monkeypatch: pytest.MonkeyPatch, value: str,
+                                     secret: str | None, needle: str) -> None:
+    monkeypatch.setenv("TGRAG_DIGEST_WEBHOOKS", value)
+    if secret:
+        monkeypatch.setenv("TGRAG_ALERT_WEBHOOK_SECRET", secret)
+    with pytest.raises(InputError, match=needle):
+        load_settings()
+
+
+def test_a_host_without_the_bot_sends_the_digest_webhooks(index: Any) -> None:
+    """``tgrag worker`` / ``serve`` without a bot token: the webhooks still get the digest."""
+    import time
+    from dataclasses import replace
+
+    from pydantic import SecretStr
+
+    from api.bot.hosting import running_bot
+    from api.services import Services
+    from ingest.documents import Post
+    from ingest.pipeline import PostPipeline
+    from tests.webhook_receiver import WebhookReceiver
+
+    now = datetime.now(UTC)
+    PostPipeline(index).ingest([Post(channel_id=7, channel="news", channel_title="Новости",
+                                     message_id=1, date=int(now.timestamp()) - 600,
+                                     text="В Москве открылась новая станция метро «Ясная».")])
+    receiver = WebhookReceiver("k").start()
+    try:
+        settings = index.settings.model_copy(update={
+            "digest_schedule": f"{now:%H:%M} UTC",  # due this very minute: sent at once
+            "digest_webhooks": [f"default={receiver.url}"],
+            "alert_webhook_secret": SecretStr("k")})
+        services = Services(replace(index, settings=settings), llm=None)
+
+        async def host() -> None:
+            async with running_bot(services) as runner:
+                assert runner is None  # no token: no bot, the webhooks only
+                deadline = time.monotonic() + 60
+                while not receiver.requests and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(host())
+        [got] = receiver.requests
+        assert got["verified"] and got["body"]["digest"]["stories"][0]["title"].startswith(
+            "В Москве открылась новая станция метро")
+    finally:
+        receiver.stop()

@@ -1,9 +1,9 @@
 """The ``tgrag`` command line: a thin surface over the services (``api.services``).
 
 The commands live in modules of one area each (``index_commands``, ``qa_commands``,
-``digest_commands``, ``sync_commands``, ``retention_commands``, ``eval_commands``, and
-``api.bot.command`` for ``tgrag bot``), all on ``api.cli.context`` for the settings, the
-services, JSON output and error mapping; this module only assembles them.
+``digest_commands``, ``sync_commands``, ``retention_commands``, ``alert_commands``,
+``eval_commands``, and ``api.bot.command`` for ``tgrag bot``), all on ``api.cli.context`` for the
+settings, the services, JSON output and error mapping; this module only assembles them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import typer
 
 from api.bot import command as bot_command
 from api.cli import (
+    alert_commands,
     digest_commands,
     eval_commands,
     index_commands,
@@ -31,7 +32,7 @@ app = typer.Typer(
 )
 app.callback()(root)
 for _module in (index_commands, qa_commands, digest_commands, sync_commands, retention_commands,
-                eval_commands, bot_command):
+                alert_commands, eval_commands, bot_command):
     _module.register(app)
 
 

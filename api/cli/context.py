@@ -68,5 +68,16 @@ def data_dir_in_use(settings: Settings) -> str | None:
     return str(settings.data_dir) if used else None
 
 
+def maintain(services: Services, *, quiet: bool = False) -> dict[str, Any]:
+    """Bring the search index up to date after a command's writes (returns at once when the
+    engine has nothing due; README "Index maintenance")."""
+    if not quiet:
+        click.echo("updating the search index…", err=True)
+    done: dict[str, Any] = services.optimize()
+    if not quiet and done["optimized"]:
+        click.echo(f"search index updated in {done['seconds']:.1f}s", err=True)
+    return done
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from api.cli.context import data_dir_in_use, open_services, print_json
+from api.cli.alert_commands import echo_pass
+from api.cli.context import data_dir_in_use, maintain, open_services, print_json
 from rag.errors import InputError
 from rag.settings import Settings
 
@@ -21,7 +22,7 @@ MAX_SKIPPED_SHOWN = 10
 
 
 def register(app: typer.Typer) -> None:
-    for command in (ingest, search, similar, stats, serve):
+    for command in (ingest, search, similar, stats, optimize, serve):
         app.command()(command)
 
 
@@ -33,7 +34,8 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="Telegram exports (folders) or JSON/JSONL dumps."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Ingest Telegram exports and dumps; unchanged posts are not embedded again."""
+    """Ingest Telegram exports and dumps; unchanged posts are not embedded again. New posts
+    are then checked against your alerts (`tgrag alerts`)."""
     from ingest.readers import read_paths
     from ingest.readers.base import SkippedRecord
 
@@ -53,13 +55,17 @@ def ingest(
                 report = services.ingest(items, on_progress=remember)
             else:
                 report = _ingest_with_progress(services, items, total, remember)
+            if report.new or report.updated:
+                maintain(services, quiet=as_json)
+            alerts = services.dispatch_alerts()  # what this ingest added, checked against alerts
     except KeyboardInterrupt:
         _print_interrupted(committed[0] if committed else None)
         raise typer.Exit(130) from None
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "alerts": alerts.to_dict()})
     else:
         _print_report(report)
+        echo_pass(alerts)
 
 
 def _print_interrupted(report: IngestReport | None) -> None:
@@ -121,6 +127,23 @@ def _print_report(report: IngestReport) -> None:
         click.echo(f"  skipped {record}")
     if len(report.skipped_records) > len(shown):
         click.echo(f"  … and {len(report.skipped_records) - len(shown)} more")
+
+
+# -- index maintenance ----------------------------------------------------------------------------
+
+
+def optimize(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Bring the search index up to date: index what uploads and syncs through `tgrag serve`
+    added, reclaim deleted points. Run it while the API is stopped (it takes the data folder)."""
+    with open_services(ctx, "optimize") as services:
+        done = maintain(services, quiet=as_json)
+    if as_json:
+        print_json(done)
+    elif not done["optimized"]:
+        click.echo(f"search index already up to date ({done['points']} points)")
 
 
 # -- search ---------------------------------------------------------------------------------------

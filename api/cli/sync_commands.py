@@ -6,7 +6,8 @@ Each command that talks to Telegram runs ONE event loop for its whole life (one 
 the services' Telegram connector (``ingest.telegram.connector``), which also maps Telegram's
 failures to tgrag errors, the same ones the API reports.  ``watch`` and ``worker`` run until
 Ctrl-C or SIGTERM (``docker stop``), which cancel them cleanly: sync locks are released, the
-client disconnects, cursors stay committed.
+client disconnects, cursors stay committed.  ``watch`` and ``worker`` also run the alert
+dispatcher in the background; ``sync`` runs one pass of it when it is done.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import typer
 
-from api.cli.context import open_services
+from api.cli.alert_commands import echo_pass
+from api.cli.context import maintain, open_services
 from ingest.telegram.connector import TelegramConnector, telegram_errors
 from rag.errors import InputError
 
@@ -313,6 +315,11 @@ def sync(
 
     with open_services(ctx, "sync") as services:
         results = _run(main(services))
+        if any(r.new or r.updated or r.deleted for r in results):
+            maintain(services, quiet=as_json)
+        alerts = services.dispatch_alerts()  # what this sync added, checked against alerts
+    if not as_json:
+        echo_pass(alerts)
     if as_json:
         click.echo(json.dumps({"results": [r.to_dict() for r in results]}, ensure_ascii=False,
                               indent=2))
@@ -339,6 +346,7 @@ def watch(ctx: typer.Context) -> None:
             await client.run_until_disconnected()
 
     with open_services(ctx, "watch") as services:
+        services.start_alerts()  # new posts are checked against alerts as they come
         _run_service(main(services))
 
 
@@ -383,4 +391,5 @@ def worker(
                 await scheduler.run_forever()
 
     with open_services(ctx, "worker") as services:
+        services.start_alerts()  # checks synced posts against alerts, delivers webhooks
         _run_service(main(services))

@@ -1,5 +1,6 @@
 """Where the chunks live: the engine-neutral interface (:mod:`rag.store.base`), one class per
-engine, and :func:`open_store`, which picks the engine the settings ask for."""
+engine (:mod:`rag.store.edge` embedded, :mod:`rag.store.qdrant` a server), and
+:func:`open_store`, which picks the engine the settings ask for."""
 
 from __future__ import annotations
 
@@ -20,11 +21,17 @@ from rag.store.base import (
 
 
 def open_store(settings: Settings, model_name: str, dim: int) -> ChunkStore:
-    """The engine for the settings: a Qdrant server when ``TGRAG_QDRANT_URL`` is set, else the
-    embedded engine under ``data_dir``.  Refuses a collection built with another model."""
-    from rag.store.qdrant import QdrantStore
+    """The engine for the settings: a Qdrant server (or cluster) when ``TGRAG_QDRANT_URL`` is set,
+    else the embedded engine (qdrant-edge) under ``data_dir/edge`` — a collection found only in
+    the old local-mode folder is moved into it first (:mod:`rag.store.migration`).  Refuses a
+    collection built with another model."""
+    if settings.qdrant_url:
+        from rag.store.qdrant import QdrantStore
 
-    return QdrantStore.from_settings(settings, model_name, dim)
+        return QdrantStore.from_settings(settings, model_name, dim)
+    from rag.store.migration import open_embedded
+
+    return open_embedded(settings, model_name, dim)
 
 
 __all__ = [

@@ -149,6 +149,13 @@ class ChunkStore(Protocol):
     def flush(self) -> None:
         """Make every write so far durable (the pipeline calls it at its commit points)."""
 
+    def optimize(self) -> bool:
+        """Bring the search index up to date with the writes so far; True if there was work.
+
+        The embedded engine builds its HNSW graph only here, blocking (and holding the GIL) for
+        as long as that takes, so only processes that serve nothing call it (the maintenance
+        policy in README.md); a server optimizes by itself in the background (no-op)."""
+
     def check(self) -> None:
         """Raise :class:`rag.errors.BackendUnavailable` when the engine does not answer."""
 

@@ -1,29 +1,29 @@
-"""The Qdrant engine through ``qdrant-client``: a Qdrant server (``TGRAG_QDRANT_URL``) or the
-client's local mode (a folder under ``data_dir``).
+"""The Qdrant engine through ``qdrant-client``: a Qdrant server or cluster (``TGRAG_QDRANT_URL``).
 
 Every ``qdrant_client`` call of tgrag is in this module.  The collection has a named dense vector
 (cosine), a named sparse vector with ``Modifier.IDF`` (BM25 at query time), payload indexes on
 the filtered fields (``tenant`` marked ``is_tenant``), and records the embedding model and
-dimension in its metadata so an index built with another model is refused.
+dimension in its metadata so an index built with another model is refused.  A new collection
+takes its sharding from the settings (``TGRAG_QDRANT_SHARD_NUMBER``, ``…_REPLICATION_FACTOR``,
+``…_WRITE_CONSISTENCY``); Qdrant itself spreads the shards and replicas over a cluster's nodes.
 
-In local mode the store also keeps the set of tenants that own points (collection metadata
-``tenants``, written *before* the first point of a new tenant, never shrunk): local mode checks a
-payload filter point by point in Python, and the tenant condition every search carries was 62 % of
-a hybrid search at 25k posts (docs/benchmarks.md).  When the index holds one tenant only, that
-condition selects every point and is dropped.  Local mode has a single process per data folder
-(the data-folder lock), so the cached set cannot go stale.
+The same class also opens qdrant-client's *local mode* (a folder, pure Python), which tgrag no
+longer uses as an engine: the migration reads data folders built with it
+(:mod:`rag.store.migration`), the tests use it as a stand-in for a server (it speaks the server's
+client API; no Qdrant server ships as a Python or Debian package), and the benchmarks compare it.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
 from rag.errors import BackendUnavailable, DataDirLocked, InputError, ModelMismatch
-from rag.ids import DEFAULT_TENANT
 from rag.settings import Settings
 from rag.store.base import (
     DENSE,
@@ -42,54 +42,84 @@ MAX_CHUNKS_PER_POST = 1000  # chunks_of reads one page: a post never has that ma
 
 
 def open_client(settings: Settings) -> tuple[QdrantClient, str]:
-    """A client for the settings (local mode under data_dir, or a server) and where it is."""
-    if settings.qdrant_url:
-        client = QdrantClient(
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
-            timeout=10,
-        )
-        try:
-            client.get_collections()
-        except Exception as exc:  # httpx/grpc errors vary by transport
-            raise BackendUnavailable(
-                f"Qdrant is not reachable at {settings.qdrant_url}: {exc}",
-                hint="start Qdrant (docker compose up qdrant) or unset TGRAG_QDRANT_URL",
-            ) from exc
-        return client, f"Qdrant at {settings.qdrant_url}"
-    settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+    """A client for the server the settings name, and where it is."""
+    if not settings.qdrant_url:
+        raise InputError("no Qdrant server configured", hint="set TGRAG_QDRANT_URL")
+    client = QdrantClient(
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+        timeout=10,
+    )
     try:
-        client = QdrantClient(path=str(settings.qdrant_path))
+        client.get_collections()
+    except Exception as exc:  # httpx/grpc errors vary by transport
+        raise BackendUnavailable(
+            f"Qdrant is not reachable at {settings.qdrant_url}: {exc}",
+            hint="start Qdrant (docker compose up qdrant) or unset TGRAG_QDRANT_URL",
+        ) from exc
+    return client, f"Qdrant at {settings.qdrant_url}"
+
+
+def open_local_client(path: Path) -> QdrantClient:
+    """qdrant-client's local mode on ``path`` (the migration, tests and benchmarks only)."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            # "Local mode is not recommended for more than 20,000 points": tgrag only reads it.
+            warnings.simplefilter("ignore", UserWarning)
+            return QdrantClient(path=str(path))
     except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
         raise DataDirLocked(
-            f"Qdrant data in {settings.qdrant_path.resolve()} is open in another process",
-            hint="stop the other tgrag process (e.g. `tgrag serve`) or use a Qdrant server",
+            f"Qdrant local-mode data in {path.resolve()} is open in another process",
+            hint="stop the other tgrag process (e.g. `tgrag serve`)",
         ) from exc
-    return client, f"Qdrant local mode in {settings.qdrant_path.resolve()}"
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a new server collection is spread over a cluster (Qdrant's own parameters)."""
+
+    shard_number: int = 1
+    replication_factor: int = 1
+    write_consistency_factor: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sharding:
+        return cls(settings.qdrant_shard_number, settings.qdrant_replication_factor,
+                   settings.qdrant_write_consistency)
 
 
 class QdrantStore(ChunkStoreBase):
     """One Qdrant collection of post chunks (see the module docstring)."""
 
     def __init__(self, client: QdrantClient, collection: str, model_name: str, dim: int,
-                 *, where: str = "Qdrant", track_tenants: bool = False) -> None:
+                 *, where: str = "Qdrant", sharding: Sharding | None = None) -> None:
         self._client = client
         self.collection = collection
         self.model_name = model_name
         self.dim = dim
         self._where = where
-        # Tenants owning points, tracked in local mode only (None = not tracked).
-        self._tenants: frozenset[str] | None = None
+        self._sharding = sharding or Sharding()
         self._open()
-        if track_tenants:
-            self._load_tenants()
 
     @classmethod
     def from_settings(cls, settings: Settings, model_name: str, dim: int) -> QdrantStore:
+        """The collection on the server ``TGRAG_QDRANT_URL`` names."""
         client, where = open_client(settings)
         try:
             return cls(client, settings.collection, model_name, dim, where=where,
-                       track_tenants=settings.embedded_qdrant)
+                       sharding=Sharding.from_settings(settings))
+        except BaseException:
+            client.close()
+            raise
+
+    @classmethod
+    def local(cls, path: Path, collection: str, model_name: str, dim: int) -> QdrantStore:
+        """The collection in a local-mode folder (see the module docstring for who needs it)."""
+        client = open_local_client(path)
+        try:
+            return cls(client, collection, model_name, dim,
+                       where=f"Qdrant local mode in {path.resolve()}")
         except BaseException:
             # Local mode holds its own lock on the folder until closed, so a refused open (e.g.
             # ModelMismatch) would otherwise block the next one in this process.
@@ -122,6 +152,9 @@ class QdrantStore(ChunkStoreBase):
                                                        distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={"embedding_model": self.model_name, "dim": self.dim},
+            shard_number=self._sharding.shard_number,
+            replication_factor=self._sharding.replication_factor,
+            write_consistency_factor=self._sharding.write_consistency_factor,
         )
         indexes: list[tuple[str, Any]] = [
             ("channel_id", models.PayloadSchemaType.INTEGER),
@@ -151,30 +184,12 @@ class QdrantStore(ChunkStoreBase):
         """Nothing to do: every write here waits for the engine (``wait=True``), and local mode
         persists each write as it is made."""
 
+    def optimize(self) -> bool:
+        """Nothing to do: a server's optimizers run in its background threads."""
+        return False
+
     def close(self) -> None:
         self._client.close()
-
-    # -- tenants (local mode) -------------------------------------------------------------------
-
-    def holds_only(self, tenant: str | None) -> bool:
-        """True when every point belongs to ``tenant``, so a tenant condition can be dropped."""
-        return tenant is not None and self._tenants is not None and self._tenants <= {tenant}
-
-    def _load_tenants(self) -> None:
-        meta = self._client.get_collection(self.collection).config.metadata or {}
-        if isinstance(meta.get("tenants"), list):
-            self._tenants = frozenset(str(t) for t in meta["tenants"])
-            return
-        # A collection from before the tenant set: read it off the points once, then keep it.
-        found = {str(c.payload.get(TENANT_KEY, DEFAULT_TENANT))
-                 for c in self.scroll(fields=[TENANT_KEY], page=4096)}
-        self._record_tenants(found)
-
-    def _record_tenants(self, tenants: set[str]) -> None:
-        known = set(self._tenants or ())
-        self._client.update_collection(self.collection,
-                                       metadata={"tenants": sorted(known | tenants)})
-        self._tenants = frozenset(known | tenants)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -190,10 +205,6 @@ class QdrantStore(ChunkStoreBase):
                                                      values=chunk.sparse.values)
             points.append(models.PointStruct(id=chunk.point_id, vector=vector,
                                              payload=chunk.payload()))
-        if self._tenants is not None:
-            new = {str(p.payload[TENANT_KEY]) for p in points if p.payload} - self._tenants
-            if new:  # recorded before the points exist: a crash in between only costs speed
-                self._record_tenants(new)
         self._client.upsert(self.collection, points=points, wait=True)
 
     def _delete_stale(self, keep: dict[str, list[str]]) -> None:
@@ -214,7 +225,7 @@ class QdrantStore(ChunkStoreBase):
         if flt.empty:
             raise InputError("refusing to delete with an empty filter (it would select every "
                              "chunk)")
-        self._delete(self._filter(flt, drop_tenant=False))
+        self._delete(self._filter(flt))
 
     def _delete(self, flt: models.Filter | None) -> None:
         self._client.delete(self.collection, points_selector=models.FilterSelector(filter=flt),
@@ -230,8 +241,7 @@ class QdrantStore(ChunkStoreBase):
                   with_vectors: bool = False) -> list[StoredChunk]:
         records, _ = self._client.scroll(
             self.collection,
-            scroll_filter=self._filter(StoreFilter(tenant=tenant, doc_ids=(doc_id,)),
-                                       drop_tenant=False),
+            scroll_filter=self._filter(StoreFilter(tenant=tenant, doc_ids=(doc_id,))),
             limit=MAX_CHUNKS_PER_POST, with_payload=True, with_vectors=with_vectors,
         )
         found = [_stored(r) for r in records]
@@ -270,13 +280,12 @@ class QdrantStore(ChunkStoreBase):
 
     # -- filters --------------------------------------------------------------------------------
 
-    def _filter(self, flt: StoreFilter | None, *, drop_tenant: bool = True) -> models.Filter | None:
-        """Our filter in Qdrant's terms; the tenant condition is dropped where every point is the
-        tenant's (local mode; never for deletes, which must stay exact)."""
+    def _filter(self, flt: StoreFilter | None) -> models.Filter | None:
+        """Our filter in Qdrant's terms, every condition included (the tenant's always)."""
         if flt is None:
             return None
         must: list[Any] = []
-        if flt.tenant is not None and not (drop_tenant and self.holds_only(flt.tenant)):
+        if flt.tenant is not None:
             must.append(models.FieldCondition(key=TENANT_KEY,
                                               match=models.MatchValue(value=flt.tenant)))
         if flt.channel_ids:
@@ -317,4 +326,4 @@ def _chunk_number(node_id: str) -> int:
     return int(n) if n.isdigit() else 0
 
 
-__all__ = ["NODE_ID_KEY", "QdrantStore", "open_client"]
+__all__ = ["NODE_ID_KEY", "QdrantStore", "Sharding", "open_client", "open_local_client"]
