@@ -65,7 +65,7 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$", re.IGNORECASE)  # 9
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MARKUP = re.compile(r"\*\*|__|~~|`|\|\|")
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_TRAILING_TAGS = re.compile(r"(?:[ \t]*#[\w-]+)+[ \t]*$", re.MULTILINE)
+_TRAILING_TAGS = re.compile(r"(?:[ \t]*[#@][\w.-]+)+[ \t]*$", re.MULTILINE)
 _TAG_OR_LINK = re.compile(r"(?<!\w)[#@][\w.]+|(?:https?://|www\.|t\.me/)\S+", re.IGNORECASE)
 
 SYSTEM_PROMPT = (
@@ -347,8 +347,8 @@ def _title(sentence: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """The text without markdown, its links' anchors kept, and without the hashtags that end a
-    line ("… похолодает до +15. #погода")."""
+    """The text without markdown, its links' anchors kept, and without the hashtags and
+    @mentions that end a line ("… похолодает до +15. #погода", "… выше 113 рублей. @banksta")."""
     return _TRAILING_TAGS.sub("", _MARKUP.sub("", _MD_LINK.sub(r"\1", text)))
 
 

@@ -3,6 +3,7 @@ posts as ranked stories, each summed up with citations (``rag.digest``)."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +13,8 @@ from api.cli.context import open_services, print_json
 
 if TYPE_CHECKING:
     from rag.digest import Digest, DigestPost, Story
+
+POSTS_SHOWN = 5  # per story in the human output
 
 
 def register(app: typer.Typer) -> None:
@@ -99,11 +102,19 @@ def _print_story(n: int, story: Story) -> None:
     click.echo(f"{n:>2}. " + click.style(story.title, bold=True) + click.style(
         f"  · {size}, {channels}", dim=True))
     click.echo(f"    {story.summary}")
-    for k, post in enumerate(story.posts, 1):
+    # The posts the summary cites, then the first others, up to POSTS_SHOWN (a story of a busy
+    # day can have dozens; --json lists them all).
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", story.summary)}
+    shown = sorted(cited | set(range(1, len(story.posts) + 1)[:max(0, POSTS_SHOWN - len(cited))]))
+    for k in shown[:max(POSTS_SHOWN, len(cited))]:
+        post = story.posts[k - 1]
         click.echo(click.style(f"    [{k}]", fg="cyan") + f" {_name(post)}  {_when(post.date)}  "
                    f"{post.link}")
         if post.copies:
             click.echo("        also in: " + ", ".join(_name(c) for c in post.copies))
+    hidden = len(story.posts) - len(shown)
+    if hidden > 0:
+        click.secho(f"    … {hidden} more (--json lists every post)", dim=True)
 
 
 def _name(post: DigestPost) -> str:
