@@ -257,18 +257,22 @@ class StorySummariser:
     def __init__(self, llm: LLM | None = None, selector: SentenceSelector | None = None) -> None:
         self.llm = llm
         self.selector = selector or SentenceSelector()
+        self.llm_failed = False  # once it failed (after its own retries), not again this digest
 
     def summarise(self, story: Story) -> None:
         """Fills ``story.title``, ``summary``, ``mode`` and ``removed_citations``."""
         sources = central_posts(story, SUMMARY_SOURCES)
-        if self.llm is not None:
+        if self.llm is not None and not self.llm_failed:
             try:
                 if self._generative(story, sources):
                     return
-            except Exception as exc:  # a digest is never lost to one failed summary
+            except Exception as exc:  # a digest is never lost to a failing LLM
                 LLM_CALLS.inc("digest", "error")
-                log.warning("digest: the LLM failed for a story (%s); summarising it "
-                            "extractively", exc)
+                # Down or misconfigured: each further story would wait out the same timeouts and
+                # retries, so the rest of this digest is extractive at once.
+                self.llm_failed = True
+                log.warning("digest: the LLM failed (%s); the remaining summaries are "
+                            "extractive", exc)
         self._extractive(story, sources)
 
     def _generative(self, story: Story, sources: list[int]) -> bool:

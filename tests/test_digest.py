@@ -223,16 +223,21 @@ def test_llm_summaries_have_their_citations_checked(digest_index: Index,
 
 def test_a_refusal_or_a_failing_llm_falls_back_to_extractive(digest_index: Index,
                                                              fake: FakeGigaChat) -> None:
-    fake.then(Reply("Не могу.", finish_reason="blacklist"), *[Reply(status=500)] * 3,
-              Reply("Без меток и формата"))
-    digest = build(digest_index, gigachat_llm(fake), stories=3)
-    modes = [s.mode for s in digest.stories]
-    # refused → extractive; HTTP 500 after the retries → extractive; an answer without the
-    # two lines is taken as the summary (no citations to check).
-    assert modes == ["extractive", "extractive", "generative"], modes
-    assert digest.mode == "extractive"
-    assert all(CITATION.search(s.summary) for s in digest.stories[:2])
-    assert digest.stories[2].summary == "Без меток и формата"
+    # refused → that story extractive; then a free-form answer (no "Заголовок:"/"Сводка:") is
+    # taken as the summary, and its title comes from the posts.
+    fake.then(Reply("Не могу.", finish_reason="blacklist"), Reply("Без меток и формата"))
+    digest = build(digest_index, gigachat_llm(fake), stories=2)
+    assert [s.mode for s in digest.stories] == ["extractive", "generative"]
+    assert digest.mode == "extractive" and CITATION.search(digest.stories[0].summary)
+    assert digest.stories[1].summary == "Без меток и формата" and digest.stories[1].title
+    # HTTP 500 after the client's retries: that story and every later one are extractive, and
+    # the LLM is not asked again in this digest (each story would wait out the same failure).
+    calls = fake.chat_calls
+    fake.then(*[Reply(status=500)] * 3)
+    digest = build(digest_index, gigachat_llm(fake), stories=4)
+    assert [s.mode for s in digest.stories] == ["extractive"] * 4
+    assert fake.chat_calls - calls == 3  # one request and its two retries, for the first story
+    assert all(CITATION.search(s.summary) for s in digest.stories)
 
 
 def test_the_posts_cap_keeps_memory_bounded_and_posts_whole(
