@@ -22,7 +22,7 @@ from api.errors import install_error_handlers
 from api.gate import Gate, RouteTable
 from api.logging import configure_logging
 from api.observability import ApiMetrics, RequestContext, install_log_filter
-from api.routes import alerts, ingest, ops, posts, qa, search, sync
+from api.routes import alerts, digest, ingest, ops, posts, qa, search, sync
 from api.security import Authenticator, authenticate, require_operator
 from api.services import Services
 from rag.index import Index
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     routes.include(app, search.router, dependencies=auth)
     routes.include(app, posts.router, dependencies=auth)
     routes.include(app, qa.router, dependencies=auth)
+    routes.include(app, digest.router, dependencies=auth)
     routes.include(app, ingest.make_router(s), dependencies=auth)
     routes.include(app, alerts.router, dependencies=auth)
     # Telegram sync is deployment-wide: keys of the default tenant only.

@@ -252,6 +252,62 @@ class AskResponse(BaseModel):
     sources: list[AskSource]
 
 
+DIGEST_POST_EXAMPLE = {
+    "id": "tg:1001:1", "channel": "econ_daily", "message_id": 1,
+    "link": "https://t.me/econ_daily/1", "date": "2024-05-01T10:00:00+00:00", "channel_id": 1001,
+    "channel_title": "Экономика за день", "views": 1520, "forwards": 12, "copies": [],
+}
+
+
+class DigestPostCopy(BaseModel):
+    id: str
+    channel: str = Field(description="The username, else the channel's title (as in ask).")
+    message_id: int
+    link: str
+    date: str = Field(description="ISO 8601, UTC.")
+    channel_id: int
+    channel_title: str
+    views: int | None
+    forwards: int | None
+
+
+class DigestPost(DigestPostCopy):
+    model_config = ConfigDict(json_schema_extra={"examples": [DIGEST_POST_EXAMPLE]})
+    copies: list[DigestPostCopy] = Field(
+        default_factory=list, description="Near-duplicates of this post, oldest first.")
+
+
+class DigestStory(BaseModel):
+    title: str
+    summary: str = Field(description="1-2 sentences; [n] cites the n-th entry of posts.")
+    posts: list[DigestPost] = Field(description="One entry per distinct text, oldest first.")
+    size: int = Field(description="Posts, copies included.")
+    channels: int = Field(description="Channels that carried the story.")
+    score: float = Field(description="The ranking score: each post counts its engagement "
+                         "relative to its channel's, clipped to 0.25..4 (1 without counters).")
+    mode: Literal["generative", "extractive"] = Field(
+        description="Summary written by the LLM, or quoted from the posts.")
+
+
+class DigestResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "since": "2024-05-01T00:00:00+00:00", "until": "2024-05-02T00:00:00+00:00",
+        "stories": [{"title": "Банк России повысил ключевую ставку до 16%",
+                     "summary": "Регулятор объяснил решение высокой инфляцией [1].",
+                     "posts": [DIGEST_POST_EXAMPLE], "size": 1, "channels": 1, "score": 1.0,
+                     "mode": "generative"}],
+        "posts": 1, "stories_total": 1, "truncated": False, "mode": "generative"}]})
+    since: str
+    until: str
+    stories: list[DigestStory] = Field(description="Best ranked first.")
+    posts: int = Field(description="Posts of the period that were grouped.")
+    stories_total: int = Field(description="Stories found, before the cut to `stories`.")
+    truncated: bool = Field(description="The period had more than TGRAG_DIGEST_MAX_POSTS posts: "
+                            "only the newest were grouped.")
+    mode: Literal["generative", "extractive"] = Field(
+        description="generative when every summary was written by the LLM.")
+
+
 class TagCount(BaseModel):
     tag: str
     posts: int

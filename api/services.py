@@ -14,10 +14,10 @@ translate between their surface and its methods.  It owns
 * the alert dispatcher (``rag.alerts``; the pipeline's commit hook records every committed post
   into its outbox) and its notifiers (webhooks; the bot adds its own),
 
-and exposes the use cases: search, similar, post, stats, tags, ask/stream, ingest, upload jobs,
-channels (and group chats, with the mention rule), sync, channel removal, retention and prune,
-alerts.  :meth:`Services.for_tenant` is a tenant's view: the same parts, with every read and
-write scoped to the tenant (``rag.ids`` for the id rule).
+and exposes the use cases: search, similar, post, stats, tags, ask/stream, digest (and its
+scheduled delivery), ingest, upload jobs, channels (and group chats, with the mention rule), sync,
+channel removal, retention and prune, alerts.  :meth:`Services.for_tenant` is a tenant's view:
+the same parts, with every read and write scoped to the tenant (``rag.ids`` for the id rule).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from rag.alerts.model import Alert
     from rag.alerts.outbox import OutboxRecorder
     from rag.alerts.store import AlertStore
+    from rag.digest import Digest
+    from rag.digest_delivery import DigestScheduler, DigestSink
     from rag.mentions import MentionMatcher, MentionRule
 
 log = logging.getLogger("tgrag.services")
@@ -275,6 +277,36 @@ class Services:
     def stream(self, question: str, filters: SearchFilters | None = None,
                k: int | None = None) -> Iterator[QAEvent]:
         return self.qa().stream(question, filters, k=k)
+
+    # -- digests --------------------------------------------------------------------------------
+
+    def digest(self, since: str | int | None = None, until: str | int | None = None,
+               channels: Iterable[str] = (), tags: Iterable[str] = (),
+               stories: int | None = None, on_story: Any = None) -> Digest:
+        """The period's posts as ranked, summarised stories (``rag.digest``); ``since`` is a
+        duration back from ``until`` (``1d``, the default) or a date."""
+        from rag.digest import DEFAULT_SINCE, DigestBuilder, parse_period
+
+        start, end = parse_period(since or DEFAULT_SINCE, until)
+        filters = self.filters(channels, tags)
+        return DigestBuilder(self.index, self.llm).build(filters, since=start, until=end,
+                                                         stories=stories, on_story=on_story)
+
+    def digest_scheduler(self, sinks: Iterable[DigestSink]) -> DigestScheduler | None:
+        """The daily delivery over ``sinks`` at ``TGRAG_DIGEST_SCHEDULE`` (None when unset):
+        each recipient gets its tenant's digest of the day before, once."""
+        from rag.digest_delivery import DigestLog, DigestScheduler
+
+        schedule = self.settings.schedule
+        if schedule is None:
+            return None
+        root = self._view(self._shared, self._shared.index)
+
+        def build(tenant: str, since: int, until: int) -> Digest:
+            return root.for_tenant(tenant).digest(since, until)
+
+        return DigestScheduler(schedule, build, DigestLog(self.index.redis, self.index.namespace),
+                               list(sinks))
 
     # -- ingestion ------------------------------------------------------------------------------
 

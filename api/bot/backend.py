@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from api.bot.query import QueryFilters
+from rag.digest import Digest
 from rag.posts import Post, Similar
 from rag.qa import QAEvent
 from rag.search import SearchPage
@@ -83,6 +84,11 @@ class TenantBackend(Protocol):
         """``rag.qa.QAEngine.stream``: tokens, then the sources, then ``done`` (ask JSON)."""
         ...
 
+    def digest(self, since: str | None, filters: QueryFilters) -> Digest:
+        """The tenant's digest of the period (``since``: a duration such as ``1d`` or a date;
+        ``filters.since`` wins when given), ``Services.digest``."""
+        ...
+
     def channels(self) -> list[ChannelRow]:
         """The tenant's channels: followed ones (default tenant) and indexed ones."""
         ...
@@ -118,3 +124,13 @@ class TenantBackend(Protocol):
 
 class BotBackend(Protocol):
     def for_tenant(self, tenant: str) -> TenantBackend: ...
+
+    @property
+    def digest_schedule(self) -> str | None:
+        """``TGRAG_DIGEST_SCHEDULE`` as shown to users (``09:00 Europe/Moscow``), None if unset."""
+        ...
+
+    def remember_user(self, user_id: int, lang: str, *, digest: bool | None = None) -> bool:
+        """Keep the user's language (for the scheduled digest) and, given, whether they want
+        it; returns whether they want it."""
+        ...

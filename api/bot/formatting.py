@@ -272,3 +272,63 @@ def channels_messages(rows: Sequence[Any], lang: Lang, *, admin: bool) -> list[H
         current.append(line)
     messages.append(join(current, "\n"))
     return messages
+
+
+# -- digests --------------------------------------------------------------------------------------
+
+MAX_DIGEST_CHANNELS = 3
+_LETTERS = re.compile(r"[^\w]+")
+
+
+def digest_messages(digest: Any, lang: Lang, *, scheduled: bool = False) -> list[Html]:
+    """A :class:`rag.digest.Digest` as messages: the period, then one block per story (its title,
+    the summary with every [n] linked to its post, how many posts and which channels)."""
+    start, end = moment(digest.since, lang), moment(digest.until, lang)
+    if not digest.stories:
+        return [t(lang, "digest_empty", start=start, end=end)]
+    header_key = "digest_daily_header" if scheduled else "digest_header"
+    blocks = [t(lang, header_key, start=start, end=end, posts=posts_count(lang, digest.posts))]
+    blocks += [story_block(n, story, lang) for n, story in enumerate(digest.stories, 1)]
+    notes: list[Html] = []
+    if len(digest.stories) < digest.stories_total:
+        notes.append(t(lang, "digest_shown", shown=len(digest.stories),
+                       total=digest.stories_total))
+    if digest.truncated:
+        notes.append(t(lang, "digest_truncated"))
+    if digest.mode == "extractive":
+        notes.append(t(lang, "extractive_note"))
+    if scheduled:
+        notes.append(t(lang, "digest_unsubscribe"))
+    if notes:
+        blocks.append(Html("<i>" + join(notes, "\n") + "</i>"))
+    return split_blocks(blocks)
+
+
+def story_block(n: int, story: Any, lang: Lang) -> Html:
+    lines = [bold(f"{n}. {story.title}")]
+    if not _repeats(story.summary, story.title):  # a one-sentence post: its title says it all
+        posts = {k: {"link": p.link} for k, p in enumerate(story.posts, 1)}
+        lines.append(_cited(cut(story.summary, ANSWER_PIECE), posts))
+    lines.append(_story_sources(story, lang))
+    return join(lines, "\n")
+
+
+def _story_sources(story: Any, lang: Lang) -> Html:
+    """``3 поста · Mash, SHOT, ещё 2``: each channel linked to its first post of the story."""
+    first: dict[int, Any] = {}
+    for post in story.posts:
+        for copy in (post, *post.copies):
+            known = first.get(copy.channel_id)
+            if known is None or copy.date < known.date:
+                first[copy.channel_id] = copy
+    ordered = sorted(first.values(), key=lambda p: p.date)
+    names = [link(p.link, title_of(p)) for p in ordered[:MAX_DIGEST_CHANNELS]]
+    if len(ordered) > MAX_DIGEST_CHANNELS:
+        names.append(t(lang, "digest_more_channels", n=len(ordered) - MAX_DIGEST_CHANNELS))
+    return Html(escape(posts_count(lang, story.size)) + " · " + join(names, ", "))
+
+
+def _repeats(summary: str, title: str) -> bool:
+    said = _LETTERS.sub(" ", CITATION.sub(" ", summary)).lower().split()
+    head = _LETTERS.sub(" ", title.rstrip("…")).lower().split()
+    return bool(head) and said[:len(head)] == head and len(said) <= len(head) + 3

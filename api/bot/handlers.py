@@ -9,6 +9,7 @@ the bot goes on.
 
 * a message: ``/search …`` or plain words → a results page with buttons (``api.bot.callbacks``);
   ``/ask …`` or words ending in "?" → an answer written into one message as it streams;
+  ``/digest [3d] [@x] [#t]`` → the period's stories (``/digest off|on``: the daily digest);
   ``/channels``, ``/follow @x``, ``/unfollow @x`` (admins), ``/help``; a forwarded channel post →
   an offer to follow the channel (admins); ``/alert …``, ``/alerts``, ``/unalert ID``: the
   user's alerts, delivered to their chat (``api.bot.notifier``);
@@ -47,6 +48,7 @@ from api.bot.failures import failure_text, log_failure
 from api.bot.formatting import (
     PageView,
     channels_messages,
+    digest_messages,
     final_answer,
     inline_article,
     results_page,
@@ -58,6 +60,7 @@ from api.bot.markup import Html
 from api.bot.query import BotQuery, is_question, parse_alert, parse_query, split_command
 from api.bot.streaming import StreamingMessage
 from api.bot.texts import Lang, label, language, posts_count, t
+from rag.digest import DURATION
 from rag.search import MAX_OFFSET
 
 log = logging.getLogger("tgrag.bot")
@@ -151,12 +154,16 @@ class BotHandlers:
             return
         text = message.message or ""
         command, rest = split_command(text)
+        # The language the scheduled digest is written in (a write only when it changes).
+        self.backend.remember_user(caller.user_id, caller.lang)
         if command in ("start", "help"):
             await self._reply(event, self._help(caller))
         elif command == "search":
             await self._search(event, caller, rest)
         elif command == "ask":
             await self._ask(event, caller, rest)
+        elif command == "digest":
+            await self._digest(event, caller, rest)
         elif command == "channels":
             await self._channels(event, caller)
         elif command in ("follow", "unfollow"):
@@ -181,8 +188,10 @@ class BotHandlers:
 
     def _help(self, caller: Caller) -> Html:
         admin = t(caller.lang, "help_admin") if caller.grant.admin else Html("")
+        schedule = self.backend.digest_schedule
+        daily = t(caller.lang, "help_daily", when=schedule) if schedule else Html("")
         return t(caller.lang, "help", bot=self.bot_username or "bot", admin=admin,
-                 user_id=caller.user_id)
+                 user_id=caller.user_id, daily=daily)
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -371,6 +380,47 @@ class BotHandlers:
         if answer is None:
             raise RuntimeError("the answer stream ended without its final event")
         return answer
+
+    # -- digest ---------------------------------------------------------------------------------
+
+    async def _digest(self, event: Any, caller: Caller, rest: str) -> None:
+        lang = caller.lang
+        choice = rest.strip().lower()
+        if choice in ("off", "on", "stop", "start"):
+            wanted = choice in ("on", "start")
+            self.backend.remember_user(caller.user_id, lang, digest=wanted)
+            schedule = self.backend.digest_schedule
+            if not wanted:
+                await self._reply(event, t(lang, "digest_off"))
+            else:
+                await self._reply(event, t(lang, "digest_on", when=schedule) if schedule
+                                  else t(lang, "digest_not_scheduled"))
+            return
+        query = parse_query(rest)
+        if query.text and not DURATION.match(query.text):
+            await self._reply(event, t(lang, "digest_usage"))
+            return
+        if caller.user_id in self._asking:  # one long answer at a time per user
+            await self._reply(event, t(lang, "ask_busy"))
+            return
+        self._asking.add(caller.user_id)
+        try:
+            progress = await self._reply(event, t(lang, "digest_working"))
+            try:
+                found = await asyncio.to_thread(caller.backend.digest, query.text or None,
+                                                query.filters)
+                parts = digest_messages(found, lang)
+            except Exception as exc:
+                log_failure(exc, "digest")
+                parts = [failure_text(exc, lang)]
+            peer = await event.get_input_chat()
+            await event.client.edit_message(peer, progress.id, parts[0], parse_mode="html",
+                                            link_preview=False)
+            for part in parts[1:]:
+                await event.client.send_message(peer, part, parse_mode="html",
+                                                link_preview=False)
+        finally:
+            self._asking.discard(caller.user_id)
 
     # -- channels -------------------------------------------------------------------------------
 

@@ -4,19 +4,23 @@ sync does).  In embedded mode only the process that owns the data folder can run
 
 :func:`running_bot` is the one entry point: a context manager that starts a
 :class:`~api.bot.runner.BotRunner` over the process's :class:`~api.services.Services` (or does
-nothing without a token) and stops it on exit.  ``sync`` gives the host's channel sync for
+nothing without a token) and stops it on exit; with ``TGRAG_DIGEST_SCHEDULE`` the bot also sends
+the daily digest, and so do the ``TGRAG_DIGEST_WEBHOOKS`` (:func:`add_digest_delivery`; a host
+without the bot runs :func:`webhook_digests`).  ``sync`` gives the host's channel sync for
 ``/follow``: the worker's syncer (:func:`fixed_sync`), or the services' scheduler where a
 Telegram account is configured (:func:`account_sync`, the API and ``tgrag bot``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from api.bot.access import AccessList
+from api.bot.digests import BotDigestSink
 from api.bot.runner import BotRunner, StateListener, bot_id_of
 from api.bot.services_backend import ServicesBackend, SyncProvider
 from api.bot.status import StatusBoard
@@ -62,12 +66,53 @@ def build_runner(services: Services, *, sync: SyncProvider | None = None,
     access = check_settings(settings)
     assert settings.tg_bot_token is not None
     index = services.index
-    return BotRunner(
-        settings.tg_bot_token.get_secret_value(), ServicesBackend(services, sync=sync),
+    backend = ServicesBackend(services, sync=sync)
+    runner = BotRunner(
+        settings.tg_bot_token.get_secret_value(), backend,
         lambda: new_client(settings), access=access, rate_limit=settings.bot_rate_limit,
         edit_interval=settings.bot_edit_interval,
         board=StatusBoard(index.redis, index.namespace), on_state=on_state,
     )
+    add_digest_delivery(runner, services)
+    return runner
+
+
+def digest_sinks(services: Services, runner: BotRunner | None) -> list[Any]:
+    """Where this process sends the scheduled digest: the bot's users (when it runs the bot)
+    and the ``TGRAG_DIGEST_WEBHOOKS``."""
+    sinks: list[Any] = []
+    if runner is not None:
+        sinks.append(BotDigestSink(runner, runner.backend.subscribers))  # type: ignore[attr-defined]
+    if services.settings.digest_webhooks:
+        from rag.digest_webhooks import WebhookDigestSink
+
+        sinks.append(WebhookDigestSink(services.settings))
+    return sinks
+
+
+def add_digest_delivery(runner: BotRunner, services: Services) -> None:
+    """With ``TGRAG_DIGEST_SCHEDULE`` set, the bot sends the daily digest while it runs (and the
+    webhooks theirs: one scheduler, one record of what was sent)."""
+    scheduler = services.digest_scheduler(digest_sinks(services, runner))
+    if scheduler is not None:
+        runner.run_alongside("digest", scheduler.run)
+
+
+@contextlib.asynccontextmanager
+async def webhook_digests(services: Services) -> AsyncIterator[None]:
+    """A process without the bot still sends the digest webhooks (the record of what was sent
+    keeps several such processes from sending one twice)."""
+    scheduler = services.digest_scheduler(digest_sinks(services, None)) \
+        if services.settings.digest_webhooks else None
+    task = asyncio.get_running_loop().create_task(scheduler.run(), name="tgrag-digest") \
+        if scheduler is not None else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @contextlib.asynccontextmanager
@@ -77,7 +122,8 @@ async def running_bot(services: Services, *, sync: SyncProvider | None = None,
     delivering the alerts saved with ``/alert`` (``services.add_notifier``; the host runs the
     alert dispatcher: ``services.start_alerts()``)."""
     if not bot_enabled(services.settings):
-        yield None
+        async with webhook_digests(services):
+            yield None
         return
     runner = build_runner(services, sync=sync, on_state=on_state)
     await runner.start()
@@ -130,9 +176,13 @@ async def bot_lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runner.start()
     app.state.bot = runner
     try:
-        # Alerts saved with /alert, sent by the dispatcher the lifespan started.
-        with _alert_delivery(services, runner):
-            yield
+        if runner is None:
+            async with webhook_digests(services):
+                yield
+        else:
+            # Alerts saved with /alert, sent by the dispatcher the lifespan started.
+            with _alert_delivery(services, runner):
+                yield
     finally:
         app.state.bot = None
         if runner is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telethon import TelegramClient, errors, functions, types
@@ -79,6 +79,9 @@ class BotRunner:
         self.handlers: BotHandlers | None = None
         self.attempt_times: list[float] = []  # loop time of each connection attempt
         self._task: asyncio.Task[None] | None = None
+        # Work that lives as long as the bot runs (the scheduled digest), started by start().
+        self._jobs: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        self._job_tasks: list[asyncio.Task[None]] = []
         self._auth_error: BaseException | None = None
         self._holding = False  # this process has the claim: its state is the bot's state
         # How long the claim and the published state outlive a heartbeat that did not come
@@ -87,6 +90,19 @@ class BotRunner:
 
     # -- public ---------------------------------------------------------------------------------
 
+    def run_alongside(self, name: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``job()`` as a task while the bot runs (from :meth:`start` to :meth:`stop`); it
+        checks :attr:`can_send` itself before sending anything."""
+        self._jobs[name] = job
+
+    @property
+    def can_send(self) -> bool:
+        """Whether this process may send messages as the bot now: logged in, connected and
+        holding the one-bot claim (a stand-by process must stay silent)."""
+        client = self.client
+        return (self.state == "ok" and self._holding and client is not None
+                and client.is_connected())
+
     async def start(self) -> None:
         """Start the supervisor on the running loop; returns at once."""
         if self._task is not None:
@@ -94,10 +110,32 @@ class BotRunner:
         if self.access.empty:
             log.warning("TGRAG_BOT_USERS and TGRAG_BOT_ADMINS are empty: the bot answers nobody")
         self._set("starting")
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="tgrag-bot")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._supervise(), name="tgrag-bot")
+        self._job_tasks = [loop.create_task(self._keep_running(name, job), name=f"tgrag-{name}")
+                           for name, job in self._jobs.items()]
+
+    async def _keep_running(self, name: str,
+                            job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """A job that fails is logged and started again a minute later (the bot goes on)."""
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bot %s failed; restarting it in 60s", name)
+                await asyncio.sleep(60)
 
     async def stop(self) -> None:
         """Disconnect, give the claim up, and say so (``stopped``)."""
+        jobs, self._job_tasks = self._job_tasks, []
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

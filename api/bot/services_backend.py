@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from api.bot.backend import AlertRow, ChannelRow, FollowResult
+from api.bot.digests import DigestSubscribers
 from api.bot.query import QueryFilters
+from rag.digest import Digest
 from rag.errors import Forbidden, NotFoundError
 from rag.ids import DEFAULT_TENANT
 from rag.posts import Post, Similar
@@ -31,9 +33,18 @@ class ServicesBackend:
     def __init__(self, services: Services, *, sync: SyncProvider | None = None) -> None:
         self.services = services
         self.sync = sync
+        index = services.index
+        self.subscribers = DigestSubscribers(index.redis, index.namespace)
 
     def for_tenant(self, tenant: str) -> ServicesTenantBackend:
         return ServicesTenantBackend(self, self.services.for_tenant(tenant))
+
+    @property
+    def digest_schedule(self) -> str | None:
+        return self.services.settings.digest_schedule
+
+    def remember_user(self, user_id: int, lang: str, *, digest: bool | None = None) -> bool:
+        return self.subscribers.remember(user_id, lang, digest=digest)
 
 
 class ServicesTenantBackend:
@@ -60,6 +71,10 @@ class ServicesTenantBackend:
 
     def ask_stream(self, question: str, filters: QueryFilters) -> Iterator[QAEvent]:
         return self.services.stream(question, self._filters(filters))
+
+    def digest(self, since: str | None, filters: QueryFilters) -> Digest:
+        chosen = filters.since if filters.since is not None else since
+        return self.services.digest(chosen, filters.until, filters.channels, filters.tags)
 
     def _indexed(self) -> list[dict[str, Any]]:
         return list(self.services.stats()["channels"])  # this tenant's catalog

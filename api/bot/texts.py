@@ -171,6 +171,41 @@ TEXTS: dict[str, dict[Lang, str]] = {
     },
     "forward_unknown": {"ru": "Не вижу, из какого канала этот пост.",
                         "en": "I cannot tell which channel this post comes from."},
+    "digest_working": {"ru": "⏳ Собираю дайджест…", "en": "⏳ Putting the digest together…"},
+    "digest_header": {"ru": "📰 <b>Дайджест</b> · {start} – {end} · {posts}",
+                      "en": "📰 <b>Digest</b> · {start} – {end} · {posts}"},
+    "digest_daily_header": {"ru": "📰 <b>Главное за день</b> · {start} – {end} · {posts}",
+                            "en": "📰 <b>The day's top stories</b> · {start} – {end} · {posts}"},
+    "digest_empty": {
+        "ru": "📰 За {start} – {end} постов нет: попробуйте <code>/digest 3d</code> или меньше "
+              "фильтров.",
+        "en": "📰 No posts from {start} to {end}: try <code>/digest 3d</code> or fewer filters.",
+    },
+    "digest_shown": {"ru": "Показаны {shown} главных сюжетов из {total}.",
+                     "en": "The top {shown} of {total} stories."},
+    "digest_truncated": {
+        "ru": "(постов за период больше, чем умещается в дайджест: собраны самые новые)",
+        "en": "(the period has more posts than a digest holds: the newest were grouped)",
+    },
+    "digest_more_channels": {"ru": "ещё {n}", "en": "{n} more"},
+    "digest_usage": {
+        "ru": "Напишите так: <code>/digest</code> (за сутки), <code>/digest 3d</code>, "
+              "<code>/digest 12h @канал #тег</code>; <code>/digest off</code> — не присылать "
+              "ежедневный дайджест, <code>/digest on</code> — присылать.",
+        "en": "Usage: <code>/digest</code> (the last day), <code>/digest 3d</code>, "
+              "<code>/digest 12h @channel #tag</code>; <code>/digest off</code> stops the daily "
+              "digest, <code>/digest on</code> brings it back.",
+    },
+    "digest_off": {"ru": "Больше не пришлю ежедневный дайджест; вернуть: <code>/digest on</code>.",
+                   "en": "No more daily digests; to get them again: <code>/digest on</code>."},
+    "digest_on": {"ru": "Буду присылать дайджест каждый день в {when}.",
+                  "en": "You will get the digest every day at {when}."},
+    "digest_not_scheduled": {
+        "ru": "Ежедневный дайджест здесь не настроен; <code>/digest</code> соберёт его сейчас.",
+        "en": "No daily digest is set up here; <code>/digest</code> makes one now.",
+    },
+    "digest_unsubscribe": {"ru": "Не присылать каждый день: /digest off",
+                           "en": "Stop the daily digest: /digest off"},
     "help": {
         "ru": "<b>tgrag</b> ищет по постам Telegram-каналов.\n\n"
               "• Напишите, что найти: <code>ключевая ставка</code> (или /search …)\n"
@@ -178,6 +213,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
               "• Фильтры прямо в запросе: <code>@канал</code>, <code>#тег</code>, "
               "<code>since:2024-06-01</code>, <code>until:2024-06-30</code>\n"
               "• Кнопки под результатами листают страницы и ищут похожие посты\n"
+              "• /digest — главное за сутки (<code>/digest 3d @канал</code>){daily}\n"
               "• /channels — каналы в поиске\n"
               "• В любом чате: <code>@{bot} запрос</code>\n"
               "• /alert запрос — присылать новые посты по запросу; /alerts — ваши оповещения\n"
@@ -188,11 +224,14 @@ TEXTS: dict[str, dict[Lang, str]] = {
               "• Filters inside the query: <code>@channel</code>, <code>#tag</code>, "
               "<code>since:2024-06-01</code>, <code>until:2024-06-30</code>\n"
               "• The buttons under the results turn pages and find similar posts\n"
+              "• /digest: the last day's top stories (<code>/digest 3d @channel</code>){daily}\n"
               "• /channels: the channels in the search\n"
               "• In any chat: <code>@{bot} query</code>\n"
               "• /alert query: get the new posts that match; /alerts: your alerts\n"
               "{admin}\nYour Telegram id: <code>{user_id}</code>",
     },
+    "help_daily": {"ru": "; каждый день в {when}, <code>/digest off</code> — не присылать",
+                   "en": "; sent daily at {when}, <code>/digest off</code> to stop"},
     "help_admin": {
         "ru": "• /follow @канал, /unfollow @канал — добавить или убрать канал; перешлите "
               "сюда пост канала, чтобы добавить его\n",
@@ -204,9 +243,11 @@ TEXTS: dict[str, dict[Lang, str]] = {
 # The command menu Telegram shows (bots.setBotCommands), per language.
 COMMANDS: dict[Lang, list[tuple[str, str]]] = {
     "ru": [("search", "найти посты"), ("ask", "ответ по постам"),
-           ("channels", "каналы в поиске"), ("help", "что умеет бот")],
+           ("digest", "главное за сутки"), ("channels", "каналы в поиске"),
+           ("help", "что умеет бот")],
     "en": [("search", "find posts"), ("ask", "answer from the posts"),
-           ("channels", "channels in the search"), ("help", "what the bot does")],
+           ("digest", "the day's top stories"), ("channels", "channels in the search"),
+           ("help", "what the bot does")],
 }
 
 

@@ -1,9 +1,9 @@
 """The ``tgrag`` command line: a thin surface over the services (``api.services``).
 
 The commands live in modules of one area each (``index_commands``, ``qa_commands``,
-``sync_commands``, ``retention_commands``, ``alert_commands``, ``eval_commands``, and
-``api.bot.command`` for ``tgrag bot``), all on ``api.cli.context`` for the settings, the
-services, JSON output and error mapping; this module only assembles them.
+``digest_commands``, ``sync_commands``, ``retention_commands``, ``alert_commands``,
+``eval_commands``, and ``api.bot.command`` for ``tgrag bot``), all on ``api.cli.context`` for the
+settings, the services, JSON output and error mapping; this module only assembles them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import typer
 from api.bot import command as bot_command
 from api.cli import (
     alert_commands,
+    digest_commands,
     eval_commands,
     index_commands,
     qa_commands,
@@ -30,8 +31,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
 app.callback()(root)
-for _module in (index_commands, qa_commands, sync_commands, retention_commands, alert_commands,
-                eval_commands, bot_command):
+for _module in (index_commands, qa_commands, digest_commands, sync_commands, retention_commands,
+                alert_commands, eval_commands, bot_command):
     _module.register(app)
 
 

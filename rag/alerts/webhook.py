@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -73,16 +74,23 @@ class WebhookNotifier:
         url = alert.webhook
         if not url:
             raise DeliveryFailed(f"alert {alert.id} has no webhook")
+        self.post(url, notification.payload(), secret=self.secret(notification),
+                  delivery_id=notification.id,
+                  allow_private=alert.tenant == DEFAULT_TENANT
+                  or self.settings.alert_webhook_private)
+
+    def post(self, url: str, payload: dict[str, Any], *, secret: str, delivery_id: str,
+             allow_private: bool) -> None:
+        """One signed ``POST`` of ``payload`` (alerts, and the scheduled digests of
+        ``rag.digest_webhooks``); :class:`DeliveryFailed` unless the receiver answers 2xx."""
         host = urlsplit(url).hostname or url
         try:
-            check_webhook_url(url, allow_private=alert.tenant == DEFAULT_TENANT
-                              or self.settings.alert_webhook_private)
+            check_webhook_url(url, allow_private=allow_private)
         except InputError as err:
             raise DeliveryFailed(err.message, hint=err.hint) from None
-        body = json.dumps(notification.payload(), ensure_ascii=False).encode()
+        body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
-                   SIGNATURE_HEADER: sign(self.secret(notification), body),
-                   DELIVERY_HEADER: notification.id}
+                   SIGNATURE_HEADER: sign(secret, body), DELIVERY_HEADER: delivery_id}
         try:
             response = self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -142,8 +142,9 @@ class ChunkStore(Protocol):
         """Chunks ranked by BM25 (the sparse vector, IDF applied by the engine), best first."""
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
-               page: int = 2048) -> Iterator[StoredChunk]:
-        """Every chunk the filter selects, with only ``fields`` of the payload (all if None)."""
+               page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:
+        """Every chunk the filter selects, with only ``fields`` of the payload (all if None),
+        and with ``with_vectors`` its dense vector (``StoredChunk.dense``)."""
 
     def flush(self) -> None:
         """Make every write so far durable (the pipeline calls it at its commit points)."""

@@ -350,14 +350,15 @@ class EdgeStore(ChunkStoreBase):
         ))]
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
-               page: int = 2048) -> Iterator[StoredChunk]:
+               page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:
         offset: Any = None
         payload: bool | list[str] = list(fields) if fields is not None else True
+        vectors: bool | list[str] = [DENSE] if with_vectors else False  # never the sparse one
         selected = edge_filter(flt)
         while True:
             records, offset = self.shard.scroll(qe.ScrollRequest(
                 offset=offset, limit=page, filter=selected, with_payload=payload,
-                with_vector=False,
+                with_vector=vectors,
             ))
             yield from (stored(r) for r in records)
             if offset is None:

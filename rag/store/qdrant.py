@@ -265,13 +265,14 @@ class QdrantStore(ChunkStoreBase):
         ).points]
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
-               page: int = 2048) -> Iterator[StoredChunk]:
+               page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:
         offset: Any = None
         payload: bool | list[str] = list(fields) if fields is not None else True
+        vectors: bool | list[str] = [DENSE] if with_vectors else False  # never the sparse one
         while True:
             records, offset = self._client.scroll(
                 self.collection, scroll_filter=self._filter(flt), limit=page, offset=offset,
-                with_payload=payload, with_vectors=False,
+                with_payload=payload, with_vectors=vectors,
             )
             yield from (_stored(r) for r in records)
             if offset is None:
