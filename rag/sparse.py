@@ -99,6 +99,18 @@ class Analyzer:
             if stem:
                 yield match.start(), match.end(), stem
 
+    def matching_spans(self, text: str, wanted: frozenset[str]) -> list[tuple[int, int, str]]:
+        """The :meth:`spans` whose stem is in ``wanted``, in order.
+
+        Each distinct word is stemmed once, and a text none of whose words match (a dense hit
+        without the query's words) is not walked a second time.
+        """
+        stems = {word: self.stem(word) for word in set(_TOKEN.findall(text))}
+        if not any(stem in wanted for stem in stems.values() if stem):
+            return []
+        return [(m.start(), m.end(), stem) for m in _TOKEN.finditer(text)
+                if (stem := stems[m.group()]) and stem in wanted]
+
 
 class SparseEncoder(TransformComponent):
     """BM25 sparse vectors for chunks (a pipeline stage) and for queries.
