@@ -26,7 +26,8 @@ after it run warm (query embeddings in the LRU).  Engines: ``local`` (qdrant-cli
 has none), ``server`` when ``TGRAG_QDRANT_URL`` is set.
 
 Usage: python bench/search.py [--sizes 25k,100k] [--engines local,edge] [--queries 200]
-                              [--budget 20] [--out DIR] [--json PATH] [--build-only]
+                              [--budget 20] [--min-queries 20] [--out DIR] [--json PATH]
+                              [--build-only]
 """
 
 from __future__ import annotations
@@ -298,16 +299,18 @@ class TimedStore:
     def __init__(self, store: Any) -> None:
         self._store = store
         self.spent = 0.0
+        self.cpu = 0.0  # this thread's CPU seconds inside the calls
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return fn(*args)
         finally:
             self.spent += time.perf_counter() - t0
+            self.cpu += time.thread_time() - c0
 
     def search_dense(self, *args: Any) -> Any:
         return self._timed(self._store.search_dense, *args)
@@ -321,18 +324,21 @@ def pct(values: Sequence[float], p: float) -> float:
     return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 2) if ms else float("nan")
 
 
-def summary(total: list[float], engine: list[float], embed: list[float]) -> dict[str, Any]:
+def summary(total: list[float], engine: list[float], embed: list[float],
+            outside_cpu: list[float]) -> dict[str, Any]:
     outside = [t - e - m for t, e, m in zip(total, engine, embed, strict=True)]
     return {"n": len(total),
             "p50": pct(total, 50), "p95": pct(total, 95), "p99": pct(total, 99),
             "engine_p50": pct(engine, 50), "engine_p95": pct(engine, 95),
             "engine_p99": pct(engine, 99),
             "outside_p50": pct(outside, 50), "outside_p95": pct(outside, 95),
+            "outside_cpu_p50": pct(outside_cpu, 50),
             "embed_p50": pct(embed, 50),
             "mean": round(statistics.fmean(total), 2) if total else float("nan")}
 
 
-def measure(size: str, engine: str, out: Path, n_queries: int, budget: float) -> dict[str, Any]:
+def measure(size: str, engine: str, out: Path, n_queries: int, budget: float,
+            min_queries: int) -> dict[str, Any]:
     """Open one engine's index and time every mode × filter (runs in its own process)."""
     from rag.embeddings import build_embedding
     from rag.search import PostSearcher, SearchFilters
@@ -349,19 +355,20 @@ def measure(size: str, engine: str, out: Path, n_queries: int, budget: float) ->
     rss_open = rss_mb()
     timed = TimedStore(index.store)
     searcher = PostSearcher(replace(index, store=timed))
-    embed_spent = [0.0]
+    embed_spent = [0.0, 0.0]  # wall, CPU
     embed = searcher.retriever.embed_query
 
     def timed_embed(text: str) -> list[float]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return embed(text)
         finally:
             embed_spent[0] += time.perf_counter() - t
+            embed_spent[1] += time.thread_time() - c
 
     searcher.retriever.embed_query = timed_embed
 
-    def run(q: dict[str, Any], mode: str, flt: str) -> tuple[float, float, float]:
+    def run(q: dict[str, Any], mode: str, flt: str) -> tuple[float, float, float, float]:
         filters = SearchFilters()
         if flt == "channel":
             filters.channel_ids = [q["channel_id"]]
@@ -371,17 +378,19 @@ def measure(size: str, engine: str, out: Path, n_queries: int, budget: float) ->
             filters.tags = [q["tag"]]
         elif flt == "tenant":
             filters.tenant = OTHER_TENANT
-        timed.spent, embed_spent[0] = 0.0, 0.0
-        t = time.perf_counter()
+        timed.spent, timed.cpu, embed_spent[0], embed_spent[1] = 0.0, 0.0, 0.0, 0.0
+        t, c = time.perf_counter(), time.thread_time()
         searcher.search(q["q"], filters, k=10, mode=mode)
-        return ((time.perf_counter() - t) * 1000, timed.spent * 1000, embed_spent[0] * 1000)
+        outside_cpu = time.thread_time() - c - timed.cpu - embed_spent[1]
+        return ((time.perf_counter() - t) * 1000, timed.spent * 1000, embed_spent[0] * 1000,
+                outside_cpu * 1000)
 
     def cell(mode: str, flt: str) -> dict[str, Any]:
-        rows: list[tuple[float, float, float]] = []
+        rows: list[tuple[float, float, float, float]] = []
         deadline = time.perf_counter() + budget
         for q in qs:
             rows.append(run(q, mode, flt))
-            if time.perf_counter() > deadline and len(rows) >= 20:
+            if time.perf_counter() > deadline and len(rows) >= min_queries:
                 break
         return summary(*(list(col) for col in zip(*rows, strict=True)))
 
@@ -407,13 +416,15 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "build":
         result = build(args.size, args.engine, args.out)
     else:
-        result = measure(args.size, args.engine, args.out, args.queries, args.budget)
+        result = measure(args.size, args.engine, args.out, args.queries, args.budget,
+                         args.min_queries)
     print(json.dumps(result))
 
 
 def in_subprocess(kind: str, size: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", kind, "--size", size, "--engine", engine,
-           "--out", str(args.out), "--queries", str(args.queries), "--budget", str(args.budget)]
+           "--out", str(args.out), "--queries", str(args.queries), "--budget", str(args.budget),
+           "--min-queries", str(args.min_queries)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {size}/{engine} failed (exit {proc.returncode})")
@@ -426,14 +437,14 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         lines.append(f"| {r['size']} | {r['engine']} | {r['points']:,} | {r['open_s']} | "
                      f"{r['rss_open_mb']} / {r['peak_rss_mb']} | {r['disk_mb']} |")
-    lines += ["", "cold pass (hybrid, no filter, new queries; ms): "
-              "search p50 / outside-the-engine p50 (of it query embedding p50)"]
+    lines += ["", "cold pass (hybrid, no filter, each query new to the process), p50 ms: "
+              "search / in the engine / query embedding / the rest outside (CPU)"]
     for r in results:
         c = r["cold"]
-        lines.append(f"- {r['size']} {r['engine']}: {c['p50']} / "
-                     f"{round(c['outside_p50'] + c['embed_p50'], 2)} ({c['embed_p50']})")
+        lines.append(f"- {r['size']} {r['engine']}: {c['p50']} / {c['engine_p50']} / "
+                     f"{c['embed_p50']} / {c['outside_p50']} ({c['outside_cpu_p50']})")
     lines += ["", "| size | mode | filter | engine | n | search p50 / p95 / p99 ms | "
-              "in engine p50 / p95 / p99 ms | outside p50 ms |",
+              "in engine p50 / p95 / p99 ms | outside p50 ms (CPU) |",
               "|---|---|---|---|---:|---|---|---:|"]
     for size in dict.fromkeys(r["size"] for r in results):
         for key in results[0]["cells"]:
@@ -442,7 +453,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 c = r["cells"][key]
                 lines.append(f"| {size} | {mode} | {flt} | {r['engine']} | {c['n']} | "
                              f"{c['p50']} / {c['p95']} / {c['p99']} | {c['engine_p50']} / "
-                             f"{c['engine_p95']} / {c['engine_p99']} | {c['outside_p50']} |")
+                             f"{c['engine_p95']} / {c['engine_p99']} | {c['outside_p50']} "
+                             f"({c['outside_cpu_p50']}) |")
     return "\n".join(lines)
 
 
@@ -452,7 +464,8 @@ def main() -> None:
     ap.add_argument("--engines", default="local,edge,server")
     ap.add_argument("--queries", type=int, default=200, help="queries per cell (at most)")
     ap.add_argument("--budget", type=float, default=20.0,
-                    help="seconds per cell; a cell stops after it once it has 20 queries")
+                    help="seconds per cell; a cell stops after it once it has --min-queries")
+    ap.add_argument("--min-queries", type=int, default=20)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     ap.add_argument("--build-only", action="store_true")
