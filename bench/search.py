@@ -209,12 +209,19 @@ def engine_settings(engine: str, data_dir: Path, size: str) -> Settings:
 
 
 def open_index(engine: str, settings: Settings, embedding: Any = None) -> Any:
-    """The index of one engine (the only engine-specific code of this script)."""
-    from rag.index import Index
+    """The index of one engine (the only engine-specific code of this script).
 
-    # Today the embedded default is qdrant-client's local mode and a URL means a server; the edge
-    # engine plugs in here once rag.store.edge exists.
-    return Index.open(settings, purpose="bench search", embedding=embedding)
+    ``edge`` and ``server`` are what ``Index.open`` picks for the settings (the embedded default,
+    or ``TGRAG_QDRANT_URL``); ``local`` is qdrant-client's local mode, asked for explicitly since
+    it need not be the embedded default.  Each worker process opens one engine only.
+    """
+    from rag import index as index_module
+
+    if engine == "local":
+        from rag.store.qdrant import QdrantStore
+
+        index_module.open_store = QdrantStore.from_settings  # type: ignore[assignment]
+    return index_module.Index.open(settings, purpose="bench search", embedding=embedding)
 
 
 def data_dir_of(out: Path, size: str, engine: str) -> Path:
