@@ -6,15 +6,27 @@ Prints, from one run on a fresh data folder:
   * pipeline overhead = time outside the embedding model ÷ time inside it, both measured inside
     the same ingest run, so load from other processes affects both sides alike   (target ≤ 30 %)
   * unchanged re-ingest: seconds, and speed-up over the first ingest (target ≥ 50×)
-  * peak RSS of this process, and Redis memory
+  * texts sent to the embedding model, and chunks whose vector was reused instead (identical
+    texts in the run, unchanged chunks of updated posts: ``ingest.embedder``)
+  * with ``--rename-channel``: the biggest channel's posts again under a new title (every hash
+    changes, no text does): texts embedded and seconds
+  * peak RSS of this process, and Redis memory (``used_memory``, per key kind, per post)
+
+``--vectors shared`` takes each news post's vector from the shared file of the bundled model's
+passage vectors (``../shared/data/.../vectors``) instead of running the model on it: a chunk whose
+text is a whole post's text gets that post's vector, any other chunk (the few split posts) goes to
+the model.  The pipeline around the model is the real one, so memory and Redis figures are real
+and a 22k-post run takes minutes, not 70; the posts/s and overhead figures then mean nothing and
+the embedding-only pass is skipped.
 
 Usage: python bench/ingest.py [--sample N | --limit N] [--embed-sample N] [--data-dir DIR]
-                             [--json PATH]
+                             [--vectors model|shared] [--rename-channel] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import resource
@@ -23,9 +35,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench_corpus import RAW  # noqa: E402
 
 from ingest.documents import Post  # noqa: E402
 from ingest.pipeline import PostPipeline  # noqa: E402
@@ -33,28 +48,68 @@ from ingest.readers import read_paths  # noqa: E402
 from rag.index import Index  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
-DEFAULT_RAW = REPO.parent / "shared" / "data" / "telegram" / "nktkln_telegram_news" / "raw"
+DEFAULT_RAW = RAW  # the news set (TGRAG_SHARED_DIR, else ../shared next to the checkout)
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_embedding_calls(model: object) -> list[float]:
-    """Accumulate the seconds spent in the model's batch embedding method (returned list[0])."""
-    spent = [0.0]
+def time_embedding_calls(model: object,
+                         known: dict[str, Any] | None = None) -> list[float]:
+    """Accumulate the seconds spent in the model's batch embedding method (returned list[0]) and
+    the texts it was given (list[1]); texts in ``known`` get that vector without the model."""
+    spent = [0.0, 0]
     inner = model._get_text_embeddings  # type: ignore[attr-defined]
 
     def timed(texts: list[str]) -> list[list[float]]:
         start = time.perf_counter()
+        spent[1] += len(texts)
         try:
-            return inner(texts)
+            if known is None:
+                return inner(texts)
+            found = [known.get(t) for t in texts]
+            rest = [t for t, v in zip(texts, found, strict=True) if v is None]
+            computed = iter(inner(rest) if rest else [])
+            return [v.tolist() if v is not None else next(computed) for v in found]
         finally:
             spent[0] += time.perf_counter() - start
 
     # pydantic models refuse unknown attributes through __setattr__; this is a bench-only probe.
     object.__setattr__(model, "_get_text_embeddings", timed)
     return spent
+
+
+def shared_vectors(posts: list[Post]) -> dict[str, Any]:
+    """Post text → the shared vector of that post (``--vectors shared``), as a float32 array:
+    1.5 KB each, so the lookup adds ~35 MB to the peak RSS at 22k posts (a list of Python floats
+    would add ~270 MB)."""
+    from bench_corpus import real_posts, real_vectors
+
+    real = real_posts()
+    rows = real_vectors(real)
+    where = {(p.channel_id, p.message_id): i for i, p in enumerate(real)}
+    known: dict[str, list[float]] = {}
+    for p in posts:
+        i = where.get((p.channel_id, p.message_id))
+        if i is not None and real[i].text == p.text:
+            known.setdefault(p.text, rows[i].astype("float32"))
+    return known
+
+
+def redis_memory(index: Index, posts: int) -> dict[str, object]:
+    """Redis ``used_memory``, and the bytes of each kind of key (namespace and ids cut off)."""
+    r = index.redis
+    kinds: dict[str, int] = {}
+    for key in r.scan_iter(count=1000):
+        name = key.decode()
+        kind = name.removeprefix(index.namespace + ":")
+        kind = kind.split(":")[0] if kind.startswith("channels:") else kind
+        kinds[kind] = kinds.get(kind, 0) + int(r.memory_usage(key, samples=0) or 0)
+    used = int(r.info("memory")["used_memory"])
+    return {"redis_used_mb": round(used / 2**20, 1),
+            "redis_bytes_per_post": round(sum(kinds.values()) / max(posts, 1)),
+            "redis_keys_bytes": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
 
 
 def main() -> None:
@@ -66,6 +121,10 @@ def main() -> None:
     ap.add_argument("--embed-sample", type=int, default=2000,
                     help="posts in the embedding-only sample (0 = all)")
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--vectors", choices=("model", "shared"), default="model",
+                    help="shared: the news posts' vectors from the shared file (see above)")
+    ap.add_argument("--rename-channel", action="store_true",
+                    help="re-ingest the biggest channel under a new title")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     if not args.raw.is_dir():
@@ -89,7 +148,8 @@ def main() -> None:
 
     index = Index.open(settings, purpose="bench")
     pipeline = PostPipeline(index)
-    embed_clock = time_embedding_calls(index.embedding.model)
+    known = shared_vectors(posts) if args.vectors == "shared" else None
+    embed_clock = time_embedding_calls(index.embedding.model, known)
 
     last = [time.perf_counter()]
 
@@ -104,9 +164,11 @@ def main() -> None:
     t1 = time.perf_counter()
     first = pipeline.ingest(posts, on_progress=progress)
     first_s = time.perf_counter() - t1
-    embed_in_pipeline_s = embed_clock[0]
-    print(f"first ingest: {first.new} new, {first.embedded_nodes} chunks in {first_s:.1f}s",
-          flush=True)
+    embed_in_pipeline_s, model_texts = embed_clock
+    reused = getattr(first, "reused_vectors", 0)
+    print(f"first ingest: {first.new} new, {first.embedded_nodes} chunks in {first_s:.1f}s; "
+          f"{model_texts} texts embedded, {reused} vectors reused", flush=True)
+    redis_figures = redis_memory(index, len(posts))
 
     t2 = time.perf_counter()
     again = pipeline.ingest(posts)
@@ -114,37 +176,56 @@ def main() -> None:
     print(f"unchanged re-ingest: {again.unchanged} unchanged, {again.embedded_nodes} embedded, "
           f"{again_s:.2f}s", flush=True)
 
-    # Embedding only, same texts, same batch size, no pipeline around it.
-    rng = random.Random(0)
-    sample = posts if not args.embed_sample or args.embed_sample >= len(posts) else \
-        rng.sample(posts, args.embed_sample)
-    model = index.embedding.model
-    bs = settings.embed_batch_size
-    t3 = time.perf_counter()
-    for i in range(0, len(sample), bs):
-        model._get_text_embeddings([p.text for p in sample[i:i + bs]])  # type: ignore[attr-defined]
-    embed_s = time.perf_counter() - t3
+    renamed: dict[str, object] = {}
+    if args.rename_channel:
+        biggest = max({p.channel_id for p in posts},
+                      key=lambda c: sum(1 for p in posts if p.channel_id == c))
+        moved = [dataclasses.replace(p, channel_title=p.channel_title + " (renamed)")
+                 for p in posts if p.channel_id == biggest]
+        texts_before = embed_clock[1]
+        t = time.perf_counter()
+        report = pipeline.ingest(moved)
+        renamed = {"posts": len(moved), "updated": report.updated,
+                   "texts_embedded": embed_clock[1] - texts_before,
+                   "reused_vectors": getattr(report, "reused_vectors", 0),
+                   "seconds": round(time.perf_counter() - t, 1)}
+        print(f"renamed channel: {renamed}", flush=True)
 
-    redis_mb = index.redis.info("memory")["used_memory"] / 2**20
+    embed_rate = 0.0
+    sample: list[Post] = []
+    if args.vectors == "model":  # embedding only, same texts, same batch size, no pipeline
+        rng = random.Random(0)
+        sample = posts if not args.embed_sample or args.embed_sample >= len(posts) else \
+            rng.sample(posts, args.embed_sample)
+        model = index.embedding.model
+        bs = settings.embed_batch_size
+        t3 = time.perf_counter()
+        for i in range(0, len(sample), bs):
+            model._get_text_embeddings(  # type: ignore[attr-defined]
+                [p.text for p in sample[i:i + bs]])
+        embed_rate = len(sample) / (time.perf_counter() - t3)
+
     stats = index.stats()
     index.close()
 
-    pipe_rate = len(posts) / first_s
-    embed_rate = len(sample) / embed_s
     figures = {
         "posts": len(posts),
         "chunks": first.embedded_nodes,
         "points": stats["points"],
+        "vectors": args.vectors,
+        "texts_embedded": model_texts,
+        "vectors_reused": reused,
         "first_ingest_s": round(first_s, 1),
-        "pipeline_posts_per_s": round(pipe_rate, 2),
+        "pipeline_posts_per_s": round(len(posts) / first_s, 2),
         "embedding_only_posts_per_s": round(embed_rate, 2),
         "embedding_sample": len(sample),
         "embedding_s_inside_ingest": round(embed_in_pipeline_s, 1),
         "pipeline_overhead": round((first_s - embed_in_pipeline_s) / embed_in_pipeline_s, 3),
         "unchanged_reingest_s": round(again_s, 2),
         "reingest_speedup": round(first_s / again_s, 1),
+        "renamed_channel": renamed,
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "redis_used_mb": round(redis_mb, 1),
+        **redis_figures,
     }
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -4,10 +4,11 @@ Starts ``uvicorn api.app:app`` (one process, auth off, rate limit off) over an i
 ``--clients`` concurrent async httpx clients sending ``GET /search`` for ``--duration`` seconds
 (at most ``--max-requests``), and prints requests/s and p50/p95/p99 latency.
 
-The index is real — the posts are embedded by the real pipeline, never faked:
+The index is real — real posts with the bundled model's vectors, never random ones:
 
-* ``--data-dir DIR`` with an index in it (e.g. built by ``bench/ingest.py --data-dir DIR`` over
-  the 22k posts): reused as is;
+* ``--data-dir DIR`` with an index in it: reused as is, e.g. the 25k-post index
+  ``bench/search.py --build-only`` writes (``bench/out/search/25k-<engine>/data``, collection
+  ``bench_25k``: pass ``--collection``), or one ``bench/ingest.py --data-dir DIR`` built;
 * otherwise a small index of ``--posts`` posts (default 2,000) from the news data set is built
   first in a temporary folder (or in an empty ``--data-dir``), which takes minutes.
 
@@ -21,9 +22,12 @@ and at 22k posts are different figures.
 
 Queries are word windows cut from indexed posts (seeded), so every query has real matches.
 
-Usage: python bench/load.py [--data-dir DIR] [--posts N] [--clients 16] [--duration 30]
-                            [--max-requests 20000] [--mode dense|sparse|hybrid] [--k 10]
-                            [--top-up-to N] [--json PATH]
+The time from starting the server to its first ``200`` on ``/ready`` is printed too.
+``--start-only N`` measures only that, N times, for ``tgrag serve`` itself (no load).
+
+Usage: python bench/load.py [--data-dir DIR] [--collection NAME] [--posts N] [--clients 16]
+                            [--duration 30] [--max-requests 20000] [--mode dense|sparse|hybrid]
+                            [--k 10] [--top-up-to N] [--start-only N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -46,17 +50,16 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_corpus import RAW, TOP_UP_CORPORA, topup_posts  # noqa: E402
+
 from ingest.documents import Post  # noqa: E402
 from ingest.pipeline import PostPipeline  # noqa: E402
 from ingest.readers import read_paths  # noqa: E402
 from rag.index import Index  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
-DEFAULT_RAW = REPO.parent / "shared" / "data" / "telegram" / "nktkln_telegram_news" / "raw"
-EVAL_DIR = REPO.parent / "shared" / "data" / "eval"
-DEFAULT_TOP_UP = [EVAL_DIR / "danetqa" / "corpus.jsonl",
-                  EVAL_DIR / "xquad_r_en" / "sentences" / "corpus.jsonl"]
-TOP_UP_CHANNEL_ID = 999_000_001  # no real channel in the news set has this id
+DEFAULT_RAW = RAW
+DEFAULT_TOP_UP = TOP_UP_CORPORA
 SEED = 20240501
 
 
@@ -74,31 +77,14 @@ def build_index(data_dir: Path, raw: Path, n: int) -> None:
           f"({report.posts / took:.1f} posts/s)", flush=True)
 
 
-def top_up(data_dir: Path, target: int, corpora: list[Path]) -> None:
+def top_up(data_dir: Path, target: int, corpora: list[Path], collection: str | None) -> None:
     """Ingest BEIR corpus paragraphs as posts until the index holds ``target`` posts."""
-    with Index.open(Settings(data_dir=data_dir), purpose="bench load top-up") as index:
+    with Index.open(settings_for(data_dir, collection), purpose="bench load top-up") as index:
         have = index.post_count()
         missing = target - have
         if missing <= 0:
             return
-        posts: list[Post] = []
-        base_date = 1_577_836_800  # 2020-01-01, one post an hour
-        for corpus in corpora:
-            for line in corpus.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                text = " ".join(filter(None, [record.get("title"), record.get("text")])).strip()
-                if not text:
-                    continue
-                n = len(posts) + 1
-                posts.append(Post(channel_id=TOP_UP_CHANNEL_ID, message_id=n,
-                                  date=base_date + 3600 * n, text=text, channel="bench_topup",
-                                  channel_title="Bench top-up (BEIR paragraphs)"))
-                if len(posts) == missing:
-                    break
-            if len(posts) == missing:
-                break
-        if len(posts) < missing:
-            raise SystemExit(f"--top-up-from holds only {len(posts)} paragraphs, {missing} needed")
+        posts = topup_posts(missing, corpora)
         print(f"topping up {have} → {target} posts with {len(posts)} BEIR paragraphs "
               f"(embedding; minutes)…", flush=True)
         started = time.perf_counter()
@@ -107,10 +93,15 @@ def top_up(data_dir: Path, target: int, corpora: list[Path]) -> None:
               f"{time.perf_counter() - started:.0f} s", flush=True)
 
 
-def sample_queries(data_dir: Path, n: int = 200) -> list[str]:
+def settings_for(data_dir: Path, collection: str | None) -> Settings:
+    extra = {"collection": collection} if collection else {}
+    return Settings(data_dir=data_dir, **extra)
+
+
+def sample_queries(data_dir: Path, collection: str | None, n: int = 200) -> list[str]:
     """Word windows (3-6 words) from random indexed chunks."""
     rng = random.Random(SEED)
-    with Index.open(Settings(data_dir=data_dir), purpose="bench load queries") as index:
+    with Index.open(settings_for(data_dir, collection), purpose="bench load queries") as index:
         texts = []
         for chunk in index.store.scroll(fields=["text"]):
             texts.append(chunk.text)
@@ -134,27 +125,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int, collection: str | None,
+                 serve: bool = False) -> subprocess.Popen[bytes]:
+    """uvicorn on the app (the load runs), or ``tgrag serve`` itself (``serve``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TGRAG_")}
     env.update(TGRAG_DATA_DIR=str(data_dir), TGRAG_RATE_LIMIT="0", TGRAG_SYNC_INTERVAL="0",
                TGRAG_LOG_LEVEL="WARNING")
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
-         str(port), "--no-access-log"], cwd=REPO, env=env)
+    if collection:
+        env["TGRAG_COLLECTION"] = collection
+    # The console script's entry point, run from this checkout (the installed `tgrag` script may
+    # point at another one).
+    tgrag = [sys.executable, "-c", "from api.cli import main; main()"]
+    cmd = ([*tgrag, "serve", "--port", str(port)] if serve else
+           [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
+            str(port), "--no-access-log"])
+    return subprocess.Popen(cmd, cwd=REPO, env=env)
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> float:
+    """Seconds until ``/ready`` answers 200 (polled every 50 ms)."""
+    started = time.perf_counter()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"uvicorn exited with {proc.returncode}")
+            raise SystemExit(f"the server exited with {proc.returncode}")
         try:
             if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                return
+                return time.perf_counter() - started
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
-    raise SystemExit("uvicorn did not become ready")
+        time.sleep(0.05)
+    raise SystemExit("the server did not become ready")
+
+
+def start_times(data_dir: Path, collection: str | None, runs: int) -> list[float]:
+    """Seconds from starting ``tgrag serve`` to its first ready answer, ``runs`` times."""
+    took = []
+    for _ in range(runs):
+        port = free_port()
+        proc = start_server(data_dir, port, collection, serve=True)
+        try:
+            took.append(round(wait_ready(f"http://127.0.0.1:{port}", proc), 2))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return took
 
 
 async def run_load(base: str, queries: list[str], clients: int, duration: float,
@@ -220,6 +235,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="reuse the index in DIR (built here if DIR has none)")
+    ap.add_argument("--collection", default=None, help="e.g. bench_25k for bench/search.py's")
+    ap.add_argument("--start-only", type=int, default=0, metavar="N",
+                    help="only time N starts of `tgrag serve` on the index (no load)")
     ap.add_argument("--posts", type=int, default=2000, help="posts to index when building")
     ap.add_argument("--raw", type=Path, default=DEFAULT_RAW)
     ap.add_argument("--clients", type=int, default=16)
@@ -235,21 +253,29 @@ def main() -> None:
 
     tmp = None
     data_dir = args.data_dir
+    if args.start_only:
+        if data_dir is None:
+            raise SystemExit("--start-only needs --data-dir")
+        took = start_times(data_dir, args.collection, args.start_only)
+        print(json.dumps({"data_dir": str(data_dir), "serve_start_s": took,
+                          "median_s": statistics.median(took)}, indent=2))
+        return
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="tgrag-load-")
         data_dir = Path(tmp.name) / "data"
-    if not (data_dir / "qdrant").exists():
+    if not data_dir.exists() or not any(data_dir.iterdir()):
         build_index(data_dir, args.raw, args.posts)
     if args.top_up_to:
-        top_up(data_dir, args.top_up_to, args.top_up_from)
-    queries = sample_queries(data_dir)
+        top_up(data_dir, args.top_up_to, args.top_up_from, args.collection)
+    queries = sample_queries(data_dir, args.collection)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(data_dir, port)
+    proc = start_server(data_dir, port, args.collection)
     try:
-        wait_ready(base, proc)
+        ready_s = wait_ready(base, proc)
         stats = httpx.get(base + "/stats", timeout=60).json()
+        print(f"server ready in {ready_s:.2f} s", flush=True)
         print(f"index: {stats['posts']} posts, {stats['points']} points "
               f"({stats['embedding_model']}); {len(queries)} distinct queries", flush=True)
         print(f"load: {args.clients} clients, {args.duration:.0f} s or {args.max_requests} "
@@ -262,7 +288,8 @@ def main() -> None:
         if tmp is not None:
             tmp.cleanup()
     figures = {"posts": stats["posts"], "points": stats["points"], "clients": args.clients,
-               "mode": args.mode or "default", "cpus": os.cpu_count(), **result}
+               "mode": args.mode or "default", "cpus": os.cpu_count(),
+               "ready_s": round(ready_s, 2), **result}
     print(json.dumps(figures, ensure_ascii=False, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2))

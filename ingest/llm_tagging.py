@@ -7,8 +7,9 @@ A pipeline stage like ``KeywordTagger`` (it runs before splitting, so chunks inh
 * a refusal (``finish_reason="blacklist"``), a second unreadable answer or an LLM failure falls back
   to the keyword tagger for that post, recorded as ``tag_source="keywords"``;
 * answers are cached in Redis under ``sha256(model + post text)``: re-ingesting or retrying never
-  asks the LLM again about the same text.  Refusals and unreadable answers are cached too (the same
-  text gets the same refusal); transient failures (timeouts, 5xx) are not, so a later run retries;
+  asks the LLM again about the same text, and identical texts in one batch are asked about once.
+  Refusals and unreadable answers are cached too (the same text gets the same refusal); transient
+  failures (timeouts, 5xx) are not, so a later run retries;
 * after ``MAX_CONSECUTIVE_FAILURES`` LLM errors in a row (wrong credentials, GigaChat down) the
   tagger stops calling the LLM for the rest of the run instead of failing every post slowly.
 
@@ -175,7 +176,11 @@ class LLMTagger(BaseExtractor):
             async with slots:
                 return await self._llm_tags(text)
 
-        results = await asyncio.gather(*(one(t) for t in texts))
+        # Identical texts (forwards, cross-posts) in one batch: one question, not one each (the
+        # cache cannot help, the questions would run concurrently).
+        unique = list(dict.fromkeys(texts))
+        answers = dict(zip(unique, await asyncio.gather(*(one(t) for t in unique)), strict=True))
+        results = [answers[t] for t in texts]
         fallback_texts = [t for t, r in zip(texts, results, strict=True) if r is None]
         keyword = iter(self._fallback.tag_texts(fallback_texts)) if fallback_texts else iter(())
         out: list[dict[str, Any]] = []

@@ -1,7 +1,10 @@
 """The ingestion pipeline: read → tag → split → embed → store, deduplicated by a Redis docstore.
 
-A LlamaIndex ``IngestionPipeline`` with a ``RedisDocumentStore`` (``UPSERTS``) and an
-``IngestionCache`` on Redis.  The order of writes makes a killed ingest safe to re-run:
+A LlamaIndex ``IngestionPipeline`` with a ``RedisDocumentStore`` (``UPSERTS``).  The embedding
+stage (``ingest.embedder.ChunkEmbedder``) sends each distinct chunk text of a run to the model
+once and reads back from the store the vectors of chunks whose text did not change; nothing else
+is cached (LLM tags have their own cache by text).  The order of writes makes a killed ingest safe
+to re-run:
 
 1. classify each post against the docstore hash: new, updated or unchanged (unchanged is skipped);
 2. tag, split and embed the new and updated posts;
@@ -36,22 +39,23 @@ from typing import Any
 
 import redis
 from llama_index.core.extractors import BaseExtractor
-from llama_index.core.ingestion import DocstoreStrategy, IngestionCache, IngestionPipeline
+from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
 from llama_index.core.schema import BaseNode
 from pydantic import PrivateAttr
 
 from ingest.documents import Post
+from ingest.embedder import ChunkEmbedder
 from ingest.known_names import with_known_names
 from ingest.readers.base import ReadItem, SkippedRecord
 from ingest.splitting import PostSplitter
 from rag.index import Index
 from rag.metrics import INGEST_POSTS
-from rag.redis_backend import kvstore
 from rag.sparse import SparseEncoder
 
 log = logging.getLogger("tgrag.ingest")
 # Told (doc id, hash) of the posts a batch is about to commit; raising aborts the commit.
 CommitHook = Callable[[list[tuple[str, str]]], None]
+LEGACY_CACHE = "ingestion_cache"
 
 
 class PendingPosts:
@@ -83,12 +87,15 @@ class SafeUpsertPipeline(IngestionPipeline):
     _pending: PendingPosts | None = PrivateAttr(default=None)
     _before_commit: Callable[[], None] | None = PrivateAttr(default=None)
     _on_commit: tuple[CommitHook, ...] = PrivateAttr(default=())
+    _on_plan: Callable[[set[str]], None] | None = PrivateAttr(default=None)
 
     def track_pending(self, pending: PendingPosts,
-                      before_commit: Callable[[], None] | None = None) -> None:
+                      before_commit: Callable[[], None] | None = None,
+                      on_plan: Callable[[set[str]], None] | None = None) -> None:
         """Keep the ids of posts written but not yet committed in ``pending``; call
-        ``before_commit`` (the store's flush) before each commit."""
-        self._pending, self._before_commit = pending, before_commit
+        ``before_commit`` (the store's flush) before each commit, and ``on_plan`` with the posts
+        of each batch that may already have chunks in the store (updated or pending ones)."""
+        self._pending, self._before_commit, self._on_plan = pending, before_commit, on_plan
 
     def on_commit(self, hooks: Sequence[CommitHook]) -> None:
         """Call ``hooks`` with the posts of each commit, before it (see the module docstring)."""
@@ -108,6 +115,9 @@ class SafeUpsertPipeline(IngestionPipeline):
             to_run.append(node)
         if self._pending is not None:
             self._pending.mark(self._plan)  # before any store write (see the module docstring)
+        if self._on_plan is not None:
+            self._on_plan({d for d, kind in self._plan.items()
+                           if kind == "updated" or d in pending})
         return to_run
 
     def _update_docstore(self, nodes: Sequence[BaseNode], *args: Any, **kwargs: Any) -> None:
@@ -139,7 +149,8 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
-    embedded_nodes: int = 0
+    embedded_nodes: int = 0  # chunks written with their vectors
+    reused_vectors: int = 0  # of them, vectors not computed by the model (see ingest.embedder)
     seconds: float = 0.0
     skipped_records: list[SkippedRecord] = field(default_factory=list)
 
@@ -151,7 +162,7 @@ class IngestReport:
         return {
             "new": self.new, "updated": self.updated, "unchanged": self.unchanged,
             "skipped": self.skipped, "embedded_nodes": self.embedded_nodes,
-            "seconds": round(self.seconds, 3),
+            "reused_vectors": self.reused_vectors, "seconds": round(self.seconds, 3),
             "skipped_records": [str(s) for s in self.skipped_records],
         }
 
@@ -173,7 +184,6 @@ class PostPipeline:
         index: Index,
         tagger: BaseExtractor | None = None,
         batch_size: int | None = None,
-        use_cache: bool = True,
         on_commit: Sequence[CommitHook] = (),
     ) -> None:
         from ingest.llm_tagging import keyword_tagger
@@ -187,23 +197,21 @@ class PostPipeline:
         )
         self.tagger = tagger or keyword_tagger(settings, index.redis)
         self.sparse = SparseEncoder()
-        cache = None
-        if use_cache:
-            cache = IngestionCache(
-                cache=kvstore(index.redis),
-                collection=f"{index.namespace}:ingestion_cache",
-            )
+        self.embedder = ChunkEmbedder(emb.model, index.store)
         self.pipeline = SafeUpsertPipeline(
-            transformations=[self.tagger, self.splitter, self.sparse, emb.model],
+            transformations=[self.tagger, self.splitter, self.sparse, self.embedder],
             vector_store=index.vector_store(),
             docstore=index.docstore,
             docstore_strategy=DocstoreStrategy.UPSERTS,
-            cache=cache,
-            disable_cache=cache is None,
+            disable_cache=True,
         )
         self.pipeline.track_pending(PendingPosts(index.redis, index.namespace),
-                                    before_commit=index.store.flush)
+                                    before_commit=index.store.flush,
+                                    on_plan=self.embedder.expect_stored)
         self.pipeline.on_commit(on_commit)
+        # Earlier versions kept LlamaIndex's ingestion cache here (~34 KB a post); nothing reads
+        # it any more, so it goes (UNLINK frees it in the background; a no-op once gone).
+        index.redis.unlink(f"{index.namespace}:{LEGACY_CACHE}")
 
     def ingest(
         self, items: Iterable[ReadItem], on_progress: ProgressCallback | None = None
@@ -211,6 +219,7 @@ class PostPipeline:
         """Ingest posts in batches; ``SkippedRecord`` items are counted and reported."""
         report = IngestReport()
         started = time.perf_counter()
+        self.embedder.start_run()  # identical texts are embedded once per ingest
         seen: set[str] = set()
         batch: list[Post] = []
         done = 0
@@ -245,7 +254,9 @@ class PostPipeline:
         posts = with_known_names(posts, self.index.catalog)  # before hashing: nothing re-embeds
         docs = [p.to_document() for p in posts]
         with self.index.write_lock:
+            reused = self.embedder.reused
             nodes = self.pipeline.run(documents=docs)
+            report.reused_vectors += self.embedder.reused - reused
             plan = self.pipeline.plan
             # Idempotent, and done for unchanged posts too, so a crash between the docstore commit
             # and this line heals on the next run.

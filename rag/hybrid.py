@@ -151,9 +151,10 @@ def collapse(chunks: Iterable[StoredChunk]) -> list[tuple[str, StoredChunk]]:
     so a list that came best first keeps each post's first chunk)."""
     best: dict[str, StoredChunk] = {}
     for chunk in chunks:
-        kept = best.get(chunk.doc_id)
+        doc_id = chunk.doc_id  # a property: read once (hundreds of chunks per query)
+        kept = best.get(doc_id)
         if kept is None or chunk.score > kept.score:
-            best[chunk.doc_id] = chunk
+            best[doc_id] = chunk
     return sorted(best.items(), key=lambda kv: kv[1].score, reverse=True)
 
 

@@ -8,12 +8,15 @@ restarts a dead embedded server.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+from llama_index.core.storage.kvstore.types import DEFAULT_BATCH_SIZE, DEFAULT_COLLECTION
 from llama_index.storage.kvstore.redis import RedisKVStore
 
 from rag.embedded_redis import EmbeddedRedis, EmbeddedRedisClient
@@ -112,6 +115,38 @@ def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
     )
 
 
+def compact_json(value: dict[str, Any]) -> bytes:
+    """A value as compact UTF-8 JSON: a Cyrillic letter takes 2 bytes, not the 6 of ``\\uXXXX``
+    (``json.dumps``' default), and no padding.  The docstore holds every post's text, so this
+    halves Redis memory.  A text with a lone surrogate (broken input) cannot be UTF-8: that one
+    value keeps the escaped form, which reads back the same."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+class CompactRedisKVStore(RedisKVStore):
+    """LlamaIndex's Redis key-value store writing :func:`compact_json`; reading is unchanged
+    (``json.loads`` reads both forms, so values written before stay readable)."""
+
+    def put(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:
+        self._redis_client.hset(name=collection, key=key, value=compact_json(val))
+
+    async def aput(self, key: str, val: dict, collection: str = DEFAULT_COLLECTION) -> None:
+        await self._async_redis_client.hset(name=collection, key=key, value=compact_json(val))
+
+    def put_all(self, kv_pairs: list[tuple[str, dict]], collection: str = DEFAULT_COLLECTION,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        with self._redis_client.pipeline() as pipe:
+            for n, (key, val) in enumerate(kv_pairs, 1):
+                pipe.hset(name=collection, key=key, value=compact_json(val))
+                if n % batch_size == 0:
+                    pipe.execute()
+            pipe.execute()
+
+
 def kvstore(client: redis.Redis) -> RedisKVStore:
-    """A LlamaIndex ``RedisKVStore`` over an open client (docstore and ingestion cache use it)."""
-    return RedisKVStore(redis_client=client, async_redis_client=async_twin(client))
+    """A LlamaIndex key-value store over an open client (the docstore uses it)."""
+    return CompactRedisKVStore(redis_client=client, async_redis_client=async_twin(client))

@@ -56,7 +56,7 @@ def snippet_with_highlights(text: str, stems: Iterable[str],
     """
     wanted = frozenset(stems)
     flat = " ".join(text.split())
-    matches = [(s, e, stem) for s, e, stem in analyzer().spans(flat) if stem in wanted]
+    matches = analyzer().matching_spans(flat, wanted)
     if not matches:
         return make_snippet(flat, limit), []
     if len(flat) <= limit:

@@ -27,15 +27,16 @@ The dot product of the two vectors, re-weighted by IDF, is then exactly BM25.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pymorphy3
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_RUSSIAN
 from llama_index.core.schema import BaseNode, MetadataMode, TransformComponent
 from pydantic import Field, PrivateAttr
 
@@ -45,6 +46,29 @@ SPARSE_KEY = SPARSE_METADATA_KEY  # the node metadata key the store reads the ve
 # The bm25s default token pattern: runs of ≥ 2 word characters.
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _CYRILLIC = re.compile(r"[а-я]")
+
+
+def _bm25s_stopwords() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """bm25s's Russian and English stopword lists.
+
+    They are plain tuples in ``bm25s/stopwords.py``; importing it the usual way runs the package's
+    ``__init__``, which loads numba and scipy (≈ 0.5 s of CPU at every start of a process that
+    only wants the lists), so the one file is loaded on its own.
+    """
+    try:
+        package = importlib.util.find_spec("bm25s")
+        path = Path(package.origin).with_name("stopwords.py")  # type: ignore[union-attr, arg-type]
+        spec = importlib.util.spec_from_file_location("_bm25s_stopword_lists", path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return tuple(module.STOPWORDS_RUSSIAN), tuple(module.STOPWORDS_EN)
+    except (AttributeError, ImportError, OSError, TypeError):  # another layout: the usual import
+        from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_RUSSIAN
+
+        return tuple(STOPWORDS_RUSSIAN), tuple(STOPWORDS_EN)
+
+
+STOPWORDS_RUSSIAN, STOPWORDS_EN = _bm25s_stopwords()
 # bm25s's Russian list lacks a few very frequent function words (and lemmas such as "который").
 _EXTRA_RU = {"это", "который", "весь", "свой", "также", "этот", "мочь", "наш", "ваш", "оно"}
 STOPWORDS = frozenset(STOPWORDS_RUSSIAN) | frozenset(STOPWORDS_EN) | _EXTRA_RU
@@ -98,6 +122,18 @@ class Analyzer:
             stem = self.stem(match.group())
             if stem:
                 yield match.start(), match.end(), stem
+
+    def matching_spans(self, text: str, wanted: frozenset[str]) -> list[tuple[int, int, str]]:
+        """The :meth:`spans` whose stem is in ``wanted``, in order.
+
+        Each distinct word is stemmed once, and a text none of whose words match (a dense hit
+        without the query's words) is not walked a second time.
+        """
+        stems = {word: self.stem(word) for word in set(_TOKEN.findall(text))}
+        if not any(stem in wanted for stem in stems.values() if stem):
+            return []
+        return [(m.start(), m.end(), stem) for m in _TOKEN.finditer(text)
+                if (stem := stems[m.group()]) and stem in wanted]
 
 
 class SparseEncoder(TransformComponent):

@@ -110,3 +110,73 @@ def test_pairs_from_the_news_set(news_dir: Path, a: tuple[int, int], b: tuple[in
                                  copies: bool) -> None:
     similarity = jaccard(shingles(_message(news_dir, *a)), shingles(_message(news_dir, *b)))
     assert (similarity >= 0.8) is copies, similarity
+
+
+# -- the fast paths are the plain definitions -----------------------------------------------------
+# The reference functions below are the straightforward definitions (every regex applied, every
+# line lowercased on its own, n-grams by slicing, every leader compared); the module's versions
+# skip work that cannot change the result.  Same outputs on texts built to hit the skipped cases.
+
+def _reference_words(text: str) -> list[str]:
+    from rag import dedup
+
+    text = dedup._MENTION.sub(" ", dedup._URL.sub(" ", dedup._MD_LINK.sub(r" \1 ", text)))
+    lines = [(dedup._WORD.findall(line.lower().replace("ё", "е")), line)
+             for line in text.splitlines()]
+    while lines and (not lines[-1][0] or (len(lines[-1][0]) <= dedup.FOOTER_MAX_WORDS
+                                          and dedup._FOOTER.search(lines[-1][1]))):
+        lines.pop()
+    return [w for words, _ in lines for w in words]
+
+
+def _reference_shingles(text: str, n: int) -> frozenset[tuple[str, ...]]:
+    words = _reference_words(text)
+    if not words:
+        flat = " ".join(text.lower().split())
+        return frozenset({(flat,)}) if flat else frozenset()
+    if len(words) < n:
+        return frozenset({tuple(words)})
+    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def _reference_groups(texts: list[str], threshold: float) -> list[list[int]]:
+    groups: list[list[int]] = []
+    for i, text in enumerate(texts):
+        sh = _reference_shingles(text, 3)
+        for group in groups:
+            leader = _reference_shingles(texts[group[0]], 3)
+            common = len(sh & leader)
+            if common and common / (len(sh) + len(leader) - common) >= threshold:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+TRICKY = [
+    "", " \n ", "WWW.EXAMPLE.COM и ещё WwW.x.ru", "итог: t.me/chan и BIT.LY/abc", "http://a.b/c",
+    "[ссылка](https://t.me/x) текст\n[Подписаться](https://t.me/y)", "[скобки] (не ссылка)",
+    "@канал #тег текст", "почта a@b.ru", "ΟΔΟΣ'Α ΟΔΟΣ\nİstanbul İSTANBUL",
+    "строка\r\nвторая\x85третья",
+    "Ёлка ёжик\u2028Подписаться на канал", "Путин подписался под указом\nподписывайтесь на нас",
+    "один", "два слова", "#только #теги", "🔥🔥", *CROSS_POSTS,
+]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_shingles_are_the_plain_definition(n: int) -> None:
+    for text in TRICKY:
+        assert normalized_words(text) == _reference_words(text), text
+        assert shingles(text, n) == _reference_shingles(text, n), text
+
+
+def test_grouping_is_the_plain_definition() -> None:
+    import random
+
+    rng = random.Random(7)
+    pool = [*TRICKY, NEWS + " Второе предложение новости о бензине.", "Другая новость о погоде."]
+    for _ in range(300):
+        texts = [rng.choice(pool) for _ in range(rng.randint(1, 25))]
+        for threshold in (0.5, 0.8, 1.0):
+            assert group_copies(texts, threshold) == _reference_groups(texts, threshold)

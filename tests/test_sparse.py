@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from llama_index.core.schema import MetadataMode, TextNode
@@ -186,3 +187,24 @@ def test_post_searcher_modes_with_filters(filled: Index) -> None:
         assert searcher.search("станция метро", SearchFilters(channel_ids=[8]), mode=mode) == []
     late = SearchFilters(since=1_700_000_004)
     assert {h.id for h in searcher.search("Москва", late, mode="sparse")} <= {"tg:7:4", "tg:7:5"}
+
+
+def test_stopwords_are_bm25s_lists_loaded_without_the_package() -> None:
+    # The lists come from bm25s's own file, without its package __init__ (numba, scipy: half a
+    # second of every start).  A fresh interpreter shows what `import rag.sparse` loads.
+    import subprocess
+    import sys
+
+    from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_RUSSIAN
+
+    from rag import sparse
+
+    assert tuple(STOPWORDS_RUSSIAN) == sparse.STOPWORDS_RUSSIAN
+    assert tuple(STOPWORDS_EN) == sparse.STOPWORDS_EN
+    assert {"и", "the", "который"} <= sparse.STOPWORDS
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, rag.sparse; print(sorted(m for m in sys.modules "
+         "if m.split('.')[0] in ('bm25s', 'numba', 'scipy')))"],
+        capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parent.parent).stdout.strip()  # this checkout's rag
+    assert loaded == "[]"
