@@ -38,7 +38,8 @@ def test_unalert_button_data_is_strict() -> None:
 
 
 def test_the_menu_has_the_alert_commands_before_help() -> None:
-    assert [c for c, _ in menu("ru")] == ["search", "ask", "channels", "alert", "alerts", "help"]
+    assert [c for c, _ in menu("ru")] == [
+        "search", "ask", "digest", "channels", "alert", "alerts", "help"]
     assert [c for c, _ in menu("en")][-3:] == ["alert", "alerts", "help"]
 
 
