@@ -18,7 +18,8 @@ How a sentence is chosen for a question:
   tells less than the one name only the answer has.
 * **Context.** News states the topic first and the fact after it, so a sentence inherits part
   of the match of the two before it in its post; for a factoid question a sentence that only
-  restates the question (almost all its terms are the question's) is left out.
+  restates the question (almost all its terms are the question's, and it holds nothing of
+  what the question asks for) is left out.
 * **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
   embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
   costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
@@ -334,6 +335,7 @@ class SentenceSelector:
         asked = {kind: answer_tokens(question, kind) for kind in ("number", "date", "name")}
         wanted = frozenset(terms)
         own: dict[int, float] = {}
+        typed: set[int] = set()  # the candidates holding what the question asks for
         for i, c in enumerate(cands):
             own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
             # News states the topic first and the fact after it ("Самолёт сел в Якутии. Один
@@ -346,6 +348,7 @@ class SentenceSelector:
             if (intent.wants and not intent.story
                     and answer_tokens(c.text, intent.wants) - asked[intent.wants]):
                 c.bonus += cfg.type_bonus
+                typed.add(i)
             if c.position == 0:
                 c.bonus += cfg.lead_bonus
             c.bonus -= cfg.rank_penalty * ranks.get(c.n, 0)
@@ -354,8 +357,11 @@ class SentenceSelector:
             # A sentence that only restates the question ("Самолёт совершил аварийную посадку в
             # Якутии." for "какой самолёт совершил аварийную посадку в Якутии?") answers nothing;
             # its words and its high cosine would still rank it first.
-            novel = [c for c in cands
-                     if not c.stems or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
+            # One that adds what the question asks for (the number for "сколько") is the answer
+            # however many of the question's words it repeats.
+            novel = [c for i, c in enumerate(cands)
+                     if i in typed or not c.stems
+                     or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
             cands = novel or cands
         if self.dense:
             self._dense_scores(question, cands)

@@ -183,3 +183,13 @@ def test_a_sentence_restating_the_question_gives_way_to_the_fact_after_it() -> N
     naive = SentenceSelector(config=SelectorConfig(max_sentences=1, min_novelty=0,
                                                    context_weight=0, type_bonus=0))
     assert naive.answer(question, post).picks[0].text.startswith("Самолёт совершил")
+
+
+def test_a_restatement_holding_the_asked_for_number_is_the_answer() -> None:
+    # Questions often reuse the answer's words: "В Москве 77 долларовых миллиардеров" repeats
+    # three of its four stems, yet it alone holds the number "сколько" asks for.
+    post = [Passage(1, "Forbes опубликовал новый рейтинг богатейших людей мира. "
+                       "В Москве 77 долларовых миллиардеров. Рейтинг вышел в апреле.")]
+    question = "Сколько долларовых миллиардеров живёт в Москве?"
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
+    assert picks[0].text == "В Москве 77 долларовых миллиардеров."
