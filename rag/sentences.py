@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from rag.snippets import analyzer, snippet_with_highlights
-from rag.sparse import Analyzer, morphology
+from rag.sparse import STOPWORDS, Analyzer, morphology
 
 Vector = Sequence[float]
 EmbedQuery = Callable[[str], Vector]
@@ -259,6 +259,9 @@ _DATE = re.compile(
 _CYRILLIC_WORD = re.compile(r"[А-ЯЁа-яё]")
 _CAPITALISED = re.compile(r"(?<![\w.])[A-ZА-ЯЁ][\w-]+")
 _MODEL = re.compile(r"\b[A-Za-z][\w-]+|\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")
+_MODEL_CODE = re.compile(r"\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")  # Ан-3, DBA-1, Ми-28
+_OPENING_NAME = re.compile(r"^[«\"(]?([A-ZА-ЯЁ][\w-]+)(?= [A-ZА-ЯЁ][\w-]+)")
+_CYRILLIC_LETTERS = re.compile(r"[а-яёА-ЯЁ]")
 _QUOTED = re.compile(r"[«\"]([^»\"]{2,60})[»\"]")
 
 
@@ -275,10 +278,17 @@ def answer_tokens(sentence: str, kind: str) -> set[str]:
         return {m.group(0).lower() for m in _CAPITALISED.finditer(sentence)
                 if m.start() > 0 and _proper_kind(m.group(0)) in (kind, None)}
     if kind == "name":
-        # A capitalised word not opening the sentence: in Russian and English a proper noun.
+        # A capitalised word not opening the sentence: in Russian and English a proper noun;
+        # opening it, when the next word is capitalised too ("Peyton Manning became …").
         found = {m.group(0).lower() for m in _CAPITALISED.finditer(sentence) if m.start() > 0}
-        # ... Latin words (Swiftair), models (Ан-3, DBA-1) and titles in quotes («Нечто»).
-        found |= {m.group(0).lower() for m in _MODEL.finditer(sentence)}
+        found |= {m.group(1).lower() for m in _OPENING_NAME.finditer(sentence)
+                  if m.group(1).lower() not in STOPWORDS and _proper_kind(m.group(1)) != "other"}
+        # ... models (Ан-3, DBA-1), titles in quotes («Нечто») and, in a Russian sentence,
+        # Latin words (Swiftair); in an English one every word is Latin.
+        models = _MODEL.findall(sentence)
+        if sum(map(len, models)) > 2 * len(_CYRILLIC_LETTERS.findall(sentence)):
+            models = _MODEL_CODE.findall(sentence)
+        found |= {m.lower() for m in models}
         return found | {m.group(1).lower() for m in _QUOTED.finditer(sentence)}
     return set()
 

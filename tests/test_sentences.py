@@ -105,6 +105,15 @@ def test_a_name_of_another_kind_is_not_the_answer() -> None:
     assert "Калининграде" in picks[0].text
 
 
+def test_english_names_are_capitalised_words_not_every_latin_word() -> None:
+    assert answer_tokens("Peyton Manning became the first quarterback to lead two teams.",
+                         "name") == {"peyton", "manning"}
+    assert answer_tokens("He is also the oldest quarterback ever to play.", "name") == set()
+    # In a Russian sentence a Latin word is a name, and so is a model.
+    assert answer_tokens("На борту Ан-3 компании Swiftair было пятеро.", "name") == {
+        "ан-3", "swiftair"}
+
+
 def test_decades_are_dates() -> None:
     assert answer_tokens("Interest in Tesla has grown since the 1990s.", "date") == {"1990s"}
     assert answer_tokens("В 1990-х интерес вернулся.", "date") == {"1990-х"}
