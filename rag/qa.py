@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,19 +159,7 @@ class QAEngine:
         # At least BACKGROUND_RANK posts: the floor compares each with the question's background.
         hits = self.searcher.search(question, filters or SearchFilters(),
                                     k=max(want, BACKGROUND_RANK), mode="dense")
-        background = hits[BACKGROUND_RANK - 1].score if len(hits) >= BACKGROUND_RANK else None
-        # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE standing out
-        # from the background and the question's figures and names in the post's whole text.
-        specifics = self.floor.specifics(question)
-        kept: list[tuple[PostHit, str]] = []
-        for h in hits[:want]:
-            if h.score < self.floor.min_score:
-                continue
-            text = self._full_text(h)
-            if self.floor.keeps(question, h.score, text, specifics, background):
-                kept.append((h, text))
-        return [Source(n=i, hit=h, text=text[:SOURCE_CHARS])
-                for i, (h, text) in enumerate(kept, 1)]
+        return floor_sources(self.floor, question, hits, want, self._full_text)
 
     def _full_text(self, hit: PostHit) -> str:
         try:
@@ -258,6 +246,27 @@ class QAEngine:
         user = "Источники:\n\n" + "\n\n".join(blocks) + f"\n\nВопрос: {question}"
         return [ChatMessage(role=MessageRole.SYSTEM, content=SYSTEM_PROMPT),
                 ChatMessage(role=MessageRole.USER, content=user)]
+
+
+def floor_sources(floor: RelevanceFloor, question: str, hits: list[PostHit], want: int,
+                  text_of: Callable[[PostHit], str]) -> list[Source]:
+    """The first ``want`` hits the relevance floor keeps, numbered 1…, with their texts.
+
+    ``hits``: the dense hits, best first (at least ``BACKGROUND_RANK`` when the index has them);
+    ``text_of`` gives a post's whole text (the floor reads it, the LLM gets its start).
+    """
+    background = hits[BACKGROUND_RANK - 1].score if len(hits) >= BACKGROUND_RANK else None
+    # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE standing out
+    # from the background and the question's figures and names in the post's whole text.
+    specifics = floor.specifics(question)
+    kept: list[tuple[PostHit, str]] = []
+    for h in hits[:want]:
+        if h.score < floor.min_score:
+            continue
+        text = text_of(h)
+        if floor.keeps(question, h.score, text, specifics, background):
+            kept.append((h, text))
+    return [Source(n=i, hit=h, text=text[:SOURCE_CHARS]) for i, (h, text) in enumerate(kept, 1)]
 
 
 # -- extractive mode ------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Two things tell them apart better than the score alone:
   the ``BACKGROUND_RANK``-th best post (for a question nothing answers, the top posts are all
   about equally vague);
 * **the specifics**: the question's figures (2018), Latin-script words (Brent, iPhone) and
-  names (capitalised words: Эверест, «Оскар», ЦБ), which an answer usually repeats.
+  names (capitalised words: Эверест, «Оскар», ЦБ), which an answer usually repeats.  In a
+  question written in Latin script (English) only the capitalised words after the first and the
+  abbreviations are names: every word there is Latin.
 
 A question about a topic rather than a fact ("что случилось с ключевой ставкой?", "какая сейчас
 ставка?": :func:`rag.sentences.question_intent` calls it a story) has many posts that answer it
@@ -44,6 +46,10 @@ _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
 # A capitalised Cyrillic word that does not open the question (that one is "Кто", "Какой" …),
 # or an abbreviation in capitals anywhere (ЦБ, США, МФЦ).
 _NAME = re.compile(r"(?<=[\s«\"(„“-])[А-ЯЁ][а-яё]+|(?<![\w])[А-ЯЁ]{2,}(?![\w])")
+# In a question written in Latin script every word is Latin: there, as in Russian, the names are
+# the capitalised words after the first and the abbreviations in capitals (Lady Gaga, NFL).
+_LATIN_NAME = re.compile(r"(?<=[\s\"(“-])[A-Z][A-Za-z0-9+#]*|(?<![\w])[A-Z]{2,}(?![\w])")
+_CYRILLIC = re.compile(r"[а-яёА-ЯЁ]")
 
 
 class RelevanceFloor:
@@ -62,8 +68,11 @@ class RelevanceFloor:
         out: dict[tuple[str, str], None] = {}
         for m in _NUMBER.finditer(question):
             out[("number", m.group(0))] = None
-        for m in _LATIN.finditer(question):
-            out[("latin", m.group(0).lower())] = None
+        latin = _LATIN.findall(question)
+        if sum(map(len, latin)) > 2 * len(_CYRILLIC.findall(question)):
+            latin = _LATIN_NAME.findall(question)  # an English question: its names only
+        for word in latin:
+            out[("latin", word.lower())] = None
         for m in _NAME.finditer(question):
             stem = self.analyzer.stem(m.group(0))
             if stem:

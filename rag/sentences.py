@@ -18,15 +18,19 @@ How a sentence is chosen for a question:
   tells less than the one name only the answer has.
 * **Context.** News states the topic first and the fact after it, so a sentence inherits part
   of the match of the two before it in its post; for a factoid question a sentence that only
-  restates the question (almost all its terms are the question's) is left out.
+  restates the question (almost all its terms are the question's, and it holds nothing of
+  what the question asks for) is left out.
 * **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
   embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
   costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
   It finds the answer that says it in other words, and orders the ties.
-* **What the question asks for.** "сколько / how many" wants a number, "когда / when" a date,
-  "кто / who", "где / where" and "какой …" a name (a capitalised or Latin word, a model such as
-  "Ан-3", a title in quotes); a sentence holding one the question does not already contain gets
-  a bonus.
+* **What the question asks for.** "сколько / how many" and a measure after "какой" ("какую
+  долю", "с какого возраста") want a number, "когда / when" a date, "кто / who", "где / where",
+  "как называется" and "какой …" a name (a capitalised or Latin word, a model such as "Ан-3", a
+  title in quotes); "кто / какой депутат" a person's and "где / в каком городе / какие сёла" a
+  place's, so a Russian name the dictionary (pymorphy3) knows as another kind ("в Госдуме" for
+  "кто") does not count. A sentence holding one the question does not already contain (by stem)
+  gets a bonus, and is never taken for a mere restatement of the question.
 * **Choice.** The best sentence, then at most ``max_sentences - 1`` more that score close to it,
   fit the length budget and do not repeat a chosen one (stem overlap or cosine; copies of one
   report in several channels are common).
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from rag.snippets import analyzer, snippet_with_highlights
-from rag.sparse import Analyzer
+from rag.sparse import STOPWORDS, Analyzer, morphology
 
 Vector = Sequence[float]
 EmbedQuery = Callable[[str], Vector]
@@ -113,6 +117,7 @@ class Intent:
     """What a question asks for: an answer type, and whether it asks for a story / the latest."""
 
     wants: str | None = None  # "number" | "date" | "name" | None
+    name_kind: str | None = None  # for "name": "person" | "place" when the question says so
     story: bool = False
     newest_first: bool = False
 
@@ -159,10 +164,15 @@ def is_content_free(sentence: str) -> bool:
 
 _WANTS = (
     ("number", re.compile(
-        r"\bсколько\b|\bскольки[хм]?\b|на сколько|во сколько раз|как(ой|ая|ую|ое|ов|ова|овы) "
-        r"(процент|сумм|размер|цен|стоимост|количеств|доля|ставк|курс|тираж|зарплат)|"
+        r"\bсколько\b|\bскольки[хм]?\b|на сколько|во сколько раз|"
+        # "какую долю / какую площадь / ниже какой температуры / с какого возраста": a measure.
+        r"как(ой|ая|ую|ое|ов|ова|овы|ого|ом|ие|их) (процент|сумм|размер|цен|стоимост|количеств|"
+        r"дол[яеюи]|ставк|курс|тираж|зарплат|площад|разрешени|температур|возраст|расстояни|"
+        r"скорост|высот|глубин|длин|вес|масс|мощност|объ[её]м|тариф|штраф|пошлин|налог)|"
         r"\bhow (many|much|long|old|far|large|big|tall|often)\b|"
-        r"\bwhat (percentage|percent|proportion|number|amount|fraction)\b", re.IGNORECASE)),
+        r"\bwhat (percentage|percent|proportion|number|amount|fraction)\b|"
+        r"\bwhat (is|was|are|were) the (population|size|area|cost|price|height|length|distance|"
+        r"weight|speed|age|rate|temperature)\b", re.IGNORECASE)),
     ("date", re.compile(
         r"\bкогда\b|в как(ом|ой|ие) (году|месяце|день|дату|числа|годы)|как(ого|ой) числа|"
         r"\bс какого\b|\bдо какого\b|\bwhen\b|\b(what|which|in what) (year|date|day|month|"
@@ -192,15 +202,39 @@ QUESTION_WORDS = _word_set(
 )
 
 
+# Asking for a name outright wins over a "когда" in a clause ("как называется событие, когда …").
+_NAMED = re.compile(r"\bкак (зовут|называ\w+)\b|\bwhat (is|was|were|are) the names?\b",
+                    re.IGNORECASE)
+
+# Which kind of name: "кто / какой депутат" a person, "где / в каком городе / какие сёла" a place.
+_NAME_KINDS = (
+    ("person", re.compile(
+        r"\bкто\b|\bкого\b|\bкому\b|\bкем\b|\bчь(я|е|ё|и|ей|их)\b|\bчей\b|\bкак зовут\b|"
+        r"\bкак\w* (\w+ )?(депутат|глав|министр|президент|премьер|губернатор|мэр|актер|актёр|"
+        r"актрис|певиц|певец|певц|режисс[её]р|писател|автор|тренер|игрок|футболист|хоккеист|"
+        r"спортсмен|учен|бизнесмен|миллиардер|основател|создател|директор|руководител|"
+        r"политик|блогер|артист|человек|чиновник|судь)", re.IGNORECASE)),
+    ("place", re.compile(
+        r"\bгде\b|\bкуда\b|\bоткуда\b|\bкак\w* (\w+ )?(город|стран|регион|област|район|"
+        r"сел[оеу]\b|сёла|сёл\b|деревн|посел|улиц|аэропорт|аэродром|"
+        r"вокзал|остров|мор[ея]|рек[иау]|континент)", re.IGNORECASE)),
+)
+
+
 def question_intent(question: str) -> Intent:
     """The answer type a question asks for and whether it asks for a story or the latest state."""
-    wants = next((kind for kind, pattern in _WANTS if pattern.search(question)), None)
+    wants = "name" if _NAMED.search(question) else next(
+        (kind for kind, pattern in _WANTS if pattern.search(question)), None)
     now = bool(_NOW.search(question))
     # "какая сейчас ставка?" asks for the latest state, a story read newest first.
     story = bool(_STORY.search(question)) or (now and wants is None)
     if wants is None and _WHICH.search(question):
         wants = "name"
-    return Intent(wants=wants, story=story, newest_first=now)
+    name_kind = None
+    if wants == "name":
+        name_kind = next((kind for kind, pattern in _NAME_KINDS if pattern.search(question)),
+                         None)
+    return Intent(wants=wants, story=story, newest_first=now, name_kind=name_kind)
 
 
 # -- answer types in sentences --------------------------------------------------------------------
@@ -219,11 +253,15 @@ _MONTHS = (
     r"november|december"
 )
 _DATE = re.compile(
-    rf"\b(1[5-9]\d\d|20\d\d)\b|\b\d{{1,2}}[./]\d{{1,2}}(?:[./]\d{{2,4}})?\b|\b(?:{_MONTHS})\b|"
+    rf"\b(1[5-9]\d\d|20\d\d)(?:s|-?[ех])?\b|\b\d{{1,2}}[./]\d{{1,2}}(?:[./]\d{{2,4}})?\b|\b(?:{_MONTHS})\b|"
     r"\b(вчера|сегодня|завтра|понедельник|вторник|сред[ау]|четверг|пятниц[ау]|суббот[ау]|"
     r"воскресенье|century|decade|веке?|годах)\b", re.IGNORECASE)
+_CYRILLIC_WORD = re.compile(r"[А-ЯЁа-яё]")
 _CAPITALISED = re.compile(r"(?<![\w.])[A-ZА-ЯЁ][\w-]+")
 _MODEL = re.compile(r"\b[A-Za-z][\w-]+|\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")
+_MODEL_CODE = re.compile(r"\b[A-Za-zА-Яа-яЁё]+-\d[\w-]*")  # Ан-3, DBA-1, Ми-28
+_OPENING_NAME = re.compile(r"^[«\"(]?([A-ZА-ЯЁ][\w-]+)(?= [A-ZА-ЯЁ][\w-]+)")
+_CYRILLIC_LETTERS = re.compile(r"[а-яёА-ЯЁ]")
 _QUOTED = re.compile(r"[«\"]([^»\"]{2,60})[»\"]")
 
 
@@ -234,13 +272,41 @@ def answer_tokens(sentence: str, kind: str) -> set[str]:
                                                         sentence, re.IGNORECASE)}
     if kind == "date":
         return {m.group(0).lower() for m in _DATE.finditer(sentence)}
+    if kind in ("person", "place"):
+        # A Russian proper noun the dictionary knows as another kind ("в Госдуме" for "кто")
+        # is not what the question asks for; an unknown or Latin one may be.
+        return {m.group(0).lower() for m in _CAPITALISED.finditer(sentence)
+                if m.start() > 0 and _proper_kind(m.group(0)) in (kind, None)}
     if kind == "name":
-        # A capitalised word not opening the sentence: in Russian and English a proper noun.
+        # A capitalised word not opening the sentence: in Russian and English a proper noun;
+        # opening it, when the next word is capitalised too ("Peyton Manning became …").
         found = {m.group(0).lower() for m in _CAPITALISED.finditer(sentence) if m.start() > 0}
-        # ... Latin words (Swiftair), models (Ан-3, DBA-1) and titles in quotes («Нечто»).
-        found |= {m.group(0).lower() for m in _MODEL.finditer(sentence)}
+        found |= {m.group(1).lower() for m in _OPENING_NAME.finditer(sentence)
+                  if m.group(1).lower() not in STOPWORDS and _proper_kind(m.group(1)) != "other"}
+        # ... models (Ан-3, DBA-1), titles in quotes («Нечто») and, in a Russian sentence,
+        # Latin words (Swiftair); in an English one every word is Latin.
+        models = _MODEL.findall(sentence)
+        if sum(map(len, models)) > 2 * len(_CYRILLIC_LETTERS.findall(sentence)):
+            models = _MODEL_CODE.findall(sentence)
+        found |= {m.lower() for m in models}
         return found | {m.group(1).lower() for m in _QUOTED.finditer(sentence)}
     return set()
+
+
+_KIND_TAGS = (("person", ("Name", "Surn", "Patr")), ("place", ("Geox",)))
+
+
+def _proper_kind(word: str) -> str | None:
+    """"person" / "place" / "other" for a Russian word the dictionary knows; None otherwise."""
+    if not _CYRILLIC_WORD.match(word):
+        return None
+    if word.isupper():
+        return "other"  # an abbreviation: an organisation far more often than a person (ЦБ, МЧС)
+    parse = morphology().parse(word)[0]
+    if not parse.is_known:
+        return None
+    return next((kind for kind, tags in _KIND_TAGS if any(t in parse.tag for t in tags)),
+                "other")
 
 
 # -- the selector ---------------------------------------------------------------------------------
@@ -331,9 +397,12 @@ class SentenceSelector:
         weights = _term_weights(terms, cands)
         total = sum(weights.values()) or 1.0
         ranks = {p.n: i for i, p in enumerate(passages)}
-        asked = {kind: answer_tokens(question, kind) for kind in ("number", "date", "name")}
+        asked = {kind: self._forms(answer_tokens(question, kind))
+                 for kind in ("number", "date", "name")}
         wanted = frozenset(terms)
+        kind = intent.name_kind or intent.wants or ""  # the answer type sentences must hold
         own: dict[int, float] = {}
+        typed: set[int] = set()  # the candidates holding what the question asks for
         for i, c in enumerate(cands):
             own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
             # News states the topic first and the fact after it ("Самолёт сел в Якутии. Один
@@ -344,8 +413,9 @@ class SentenceSelector:
             c.lexical = max([own[i], *inherited])
             # (Not for stories: they follow the topic through the posts, whatever each adds.)
             if (intent.wants and not intent.story
-                    and answer_tokens(c.text, intent.wants) - asked[intent.wants]):
+                    and self._forms(answer_tokens(c.text, kind)) - asked[intent.wants]):
                 c.bonus += cfg.type_bonus
+                typed.add(i)
             if c.position == 0:
                 c.bonus += cfg.lead_bonus
             c.bonus -= cfg.rank_penalty * ranks.get(c.n, 0)
@@ -354,8 +424,11 @@ class SentenceSelector:
             # A sentence that only restates the question ("Самолёт совершил аварийную посадку в
             # Якутии." for "какой самолёт совершил аварийную посадку в Якутии?") answers nothing;
             # its words and its high cosine would still rank it first.
-            novel = [c for c in cands
-                     if not c.stems or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
+            # One that adds what the question asks for (the number for "сколько") is the answer
+            # however many of the question's words it repeats.
+            novel = [c for i, c in enumerate(cands)
+                     if i in typed or not c.stems
+                     or len(c.stems - wanted) / len(c.stems) >= cfg.min_novelty]
             cands = novel or cands
         if self.dense:
             self._dense_scores(question, cands)
@@ -368,6 +441,10 @@ class SentenceSelector:
             chosen = self._choose(cands, cfg.max_sentences, cfg.max_chars, one_per_post=False)
         stems = frozenset(terms)
         return Selection([self._pick(c, stems, len(chosen)) for c in chosen], intent)
+
+    def _forms(self, tokens: set[str]) -> set[str]:
+        """Answer tokens by stem, so "Судже" in the question is "Суджу" in a sentence."""
+        return {(self.analyzer.stem(t) or t) if " " not in t else t for t in tokens}
 
     def question_terms(self, question: str) -> list[str]:
         """The question's stems without question words, in order, each once."""

@@ -192,6 +192,11 @@ def _morph() -> pymorphy3.MorphAnalyzer:
     return pymorphy3.MorphAnalyzer()
 
 
+def morphology() -> pymorphy3.MorphAnalyzer:
+    """The process's one pymorphy3 analyzer (rag.sentences reads its name tags)."""
+    return _morph()
+
+
 def _id_counts(tokens: list[str]) -> Counter[int]:
     # Two stems may share a hash bucket (rare in 2**31); their counts then simply add up.
     return Counter(term_id(t) for t in tokens)

@@ -24,6 +24,11 @@ def test_specifics_are_figures_latin_words_and_names_not_the_opening_word() -> N
     assert floor.specifics("Какой была ставка ЦБ при Набиуллиной?") == [
         ("name", "цб"), ("name", "набиуллин")]
     assert floor.specifics("какая погода будет завтра?") == []
+    # In an English question every word is Latin: only its names and figures are specifics.
+    assert floor.specifics("How many Grammys has Lady Gaga won since 2010?") == [
+        ("number", "2010"), ("latin", "grammys"), ("latin", "lady"), ("latin", "gaga")]
+    assert floor.specifics("who founded the NFL?") == [("latin", "nfl")]
+    assert floor.specifics("what did they finance?") == []
 
 
 def test_share_matches_forms_numbers_and_latin_as_written() -> None:

@@ -11,6 +11,7 @@ from rag.sentences import (
     Passage,
     SelectorConfig,
     SentenceSelector,
+    answer_tokens,
     cite,
     is_content_free,
     question_intent,
@@ -61,10 +62,61 @@ def test_content_free_fragments(sentence: str, empty: bool) -> None:
     ("Какой самолёт сел в Якутии?", "name", False, False),
     ("What happened to the rate?", None, True, False),
     ("Почему подорожали яйца?", None, False, False),
+    # A measure after "какой" asks for a number, even "с какого возраста" (not a date) …
+    ("С какого возраста разрешат ездить на самокатах?", "number", False, False),
+    ("Какую долю рынка заняли китайские бренды?", "number", False, False),
+    ("Ниже какой температуры пора менять шины?", "number", False, False),
+    ("What is the population of Warsaw?", "number", False, False),
+    # … and asking for a name outright beats a "когда" in a clause.
+    ("Как называется событие, когда дыра разорвала звезду?", "name", False, False),
+    ("What was the name of the Norman castle?", "name", False, False),
 ])
 def test_question_intent(question: str, wants: str | None, story: bool, newest: bool) -> None:
     intent = question_intent(question)
     assert (intent.wants, intent.story, intent.newest_first) == (wants, story, newest)
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("Кто возглавил Минфин?", "person"),
+    ("Какой депутат призвал женщин рожать?", "person"),
+    ("Как зовут главного инженера?", "person"),
+    ("В каком городе школьница попала в больницу?", "place"),
+    ("Какие сёла зачистили морпехи?", "place"),
+    ("Где открылся каток?", "place"),
+    ("Какой самолёт сел в Якутии?", None),
+    ("Who led the team in sacks?", None),  # no dictionary of English names: any name
+])
+def test_name_kind(question: str, kind: str | None) -> None:
+    assert question_intent(question).name_kind == kind
+
+
+def test_a_name_of_another_kind_is_not_the_answer() -> None:
+    # "Госдуме" is a name, but an organisation: "какой депутат" asks for a person.
+    post = [Passage(1, "«Рожать, пока молодые», — призвали депутаты в Госдуме. По словам "
+                       "депутата Александра Ильтякова, иначе женщины совершают грех.")]
+    question = "Какой депутат призвал женщин «рожать, пока молодые»?"
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
+    assert "Ильтякова" in picks[0].text
+    # Where the place is asked for, a person's name earns nothing and a town does.
+    post = [Passage(1, "Школьница выпила пиво вместе с Ильёй Петровым и попала в больницу. "
+                       "Всё случилось на улице в Калининграде, сообщили врачи.")]
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(
+        "В каком городе школьница выпила пиво и попала в больницу?", post).picks
+    assert "Калининграде" in picks[0].text
+
+
+def test_english_names_are_capitalised_words_not_every_latin_word() -> None:
+    assert answer_tokens("Peyton Manning became the first quarterback to lead two teams.",
+                         "name") == {"peyton", "manning"}
+    assert answer_tokens("He is also the oldest quarterback ever to play.", "name") == set()
+    # In a Russian sentence a Latin word is a name, and so is a model.
+    assert answer_tokens("На борту Ан-3 компании Swiftair было пятеро.", "name") == {
+        "ан-3", "swiftair"}
+
+
+def test_decades_are_dates() -> None:
+    assert answer_tokens("Interest in Tesla has grown since the 1990s.", "date") == {"1990s"}
+    assert answer_tokens("В 1990-х интерес вернулся.", "date") == {"1990-х"}
 
 
 def test_question_terms_are_lemma_stems_without_question_words() -> None:
@@ -183,3 +235,13 @@ def test_a_sentence_restating_the_question_gives_way_to_the_fact_after_it() -> N
     naive = SentenceSelector(config=SelectorConfig(max_sentences=1, min_novelty=0,
                                                    context_weight=0, type_bonus=0))
     assert naive.answer(question, post).picks[0].text.startswith("Самолёт совершил")
+
+
+def test_a_restatement_holding_the_asked_for_number_is_the_answer() -> None:
+    # Questions often reuse the answer's words: "В Москве 77 долларовых миллиардеров" repeats
+    # three of its four stems, yet it alone holds the number "сколько" asks for.
+    post = [Passage(1, "Forbes опубликовал новый рейтинг богатейших людей мира. "
+                       "В Москве 77 долларовых миллиардеров. Рейтинг вышел в апреле.")]
+    question = "Сколько долларовых миллиардеров живёт в Москве?"
+    picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
+    assert picks[0].text == "В Москве 77 долларовых миллиардеров."
