@@ -20,8 +20,9 @@ from rag.settings import Settings
 N_QUERIES = 150
 N_PASSAGES = 600
 MARGIN = 0.02
-# nDCG@10 measured on the subset with the defaults (see docs/eval.md), minus MARGIN in the test.
-MEASURED = {"dense": 0.8423, "sparse": 0.8246, "hybrid": 0.9069}
+# nDCG@10 measured on the subset with the defaults, through the search users get (PostSearcher,
+# near-duplicates collapsed; see docs/eval.md), minus MARGIN in the test.
+MEASURED = {"dense": 0.8387, "sparse": 0.8207, "hybrid": 0.9022}
 
 
 def write_subset(src: Path, dst: Path) -> Path:
