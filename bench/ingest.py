@@ -55,6 +55,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (the peak is a high-water mark, this is not)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def time_embedding_calls(model: object,
                          known: dict[str, Any] | None = None) -> list[float]:
     """Accumulate the seconds spent in the model's batch embedding method (returned list[0]) and
@@ -146,9 +153,14 @@ def main() -> None:
     print(f"read: {len(items)} records, {skipped} skipped; ingesting {len(posts)} posts "
           f"({read_s:.1f}s)", flush=True)
 
+    rss = {"after_reading": rss_mb()}
     index = Index.open(settings, purpose="bench")
     pipeline = PostPipeline(index)
+    rss["after_opening_the_index"] = rss_mb()  # the model is loaded by now
     known = shared_vectors(posts) if args.vectors == "shared" else None
+    # What --vectors shared itself holds (the posts read a second time, the vector lookup): a real
+    # ingest does not have it, so the figures subtract it from the peak too.
+    rss["shared_lookup"] = rss_mb() - rss["after_opening_the_index"]
     embed_clock = time_embedding_calls(index.embedding.model, known)
 
     last = [time.perf_counter()]
@@ -164,6 +176,7 @@ def main() -> None:
     t1 = time.perf_counter()
     first = pipeline.ingest(posts, on_progress=progress)
     first_s = time.perf_counter() - t1
+    peak_first = peak_rss_mb()
     embed_in_pipeline_s, model_texts = embed_clock
     reused = getattr(first, "reused_vectors", 0)
     print(f"first ingest: {first.new} new, {first.embedded_nodes} chunks in {first_s:.1f}s; "
@@ -225,6 +238,9 @@ def main() -> None:
         "reingest_speedup": round(first_s / again_s, 1),
         "renamed_channel": renamed,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_first_ingest_mb": round(peak_first, 1),
+        "peak_rss_without_shared_lookup_mb": round(peak_first - rss.get("shared_lookup", 0.0), 1),
+        "rss_mb": {k: round(v, 1) for k, v in rss.items()},
         **redis_figures,
     }
     print(json.dumps(figures, indent=2))
