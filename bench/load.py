@@ -7,8 +7,10 @@ Starts ``uvicorn api.app:app`` (one process, auth off, rate limit off) over an i
 The index is real — real posts with the bundled model's vectors, never random ones:
 
 * ``--data-dir DIR`` with an index in it: reused as is, e.g. the 25k-post index
-  ``bench/search.py --build-only`` writes (``bench/out/search/25k-<engine>/data``, collection
-  ``bench_25k``: pass ``--collection``), or one ``bench/ingest.py --data-dir DIR`` built;
+  ``bench/search.py --build-only`` writes (``bench/out/search/25k-edge/data``, collection
+  ``bench_25k``: pass ``--collection``; not ``25k-local``: the server opens the embedded default
+  engine, which would move a local-mode folder into itself first), or one
+  ``bench/ingest.py --data-dir DIR`` built;
 * otherwise a small index of ``--posts`` posts (default 2,000) from the news data set is built
   first in a temporary folder (or in an empty ``--data-dir``), which takes minutes.
 
@@ -257,8 +259,12 @@ def main() -> None:
         if data_dir is None:
             raise SystemExit("--start-only needs --data-dir")
         took = start_times(data_dir, args.collection, args.start_only)
-        print(json.dumps({"data_dir": str(data_dir), "serve_start_s": took,
-                          "median_s": statistics.median(took)}, indent=2))
+        started = json.dumps({"data_dir": str(data_dir), "serve_start_s": took,
+                              "median_s": statistics.median(took), "cpus": os.cpu_count(),
+                              "load_average": os.getloadavg()[0]}, indent=2)
+        print(started)
+        if args.json:
+            args.json.write_text(started)
         return
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="tgrag-load-")
