@@ -235,7 +235,9 @@ def data_dir_of(out: Path, size: str, engine: str) -> Path:
 def disk_mb(path: Path) -> float:
     if not path.exists():
         return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    # Allocated blocks, as du counts them: the engine preallocates its write-ahead log and
+    # segment files, whose apparent size (st_size) is far above what they occupy.
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def rss_mb() -> float:
