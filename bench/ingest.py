@@ -244,6 +244,14 @@ def main() -> None:
         **redis_figures,
     }
     print(json.dumps(figures, indent=2))
+    rss, per_post = float(figures["peak_rss_mb"]), int(figures["redis_bytes_per_post"])
+    print("goals (issue 11, at 22k posts):\n"
+          f"- peak RSS ≤ 700 MB: {rss} MB — " +
+          ("met" if rss <= 700 else f"MISSED by {rss - 700:.1f} MB") +
+          (" (includes --vectors shared's own lookup, rss_mb.shared_lookup)"
+           if args.vectors == "shared" else "") + "\n"
+          f"- Redis ≤ 4 KB a post: {per_post} B — " +
+          ("met" if per_post <= 4096 else f"MISSED by {per_post - 4096} B"))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if not args.data_dir:

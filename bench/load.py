@@ -263,6 +263,9 @@ def main() -> None:
                               "median_s": statistics.median(took), "cpus": os.cpu_count(),
                               "load_average": os.getloadavg()[0]}, indent=2)
         print(started)
+        median = statistics.median(took)
+        print(f"goal ≤ 3 s (at 100k posts): median {median} s — " +
+              ("met" if median <= 3 else f"MISSED by {median - 3:.2f} s"))
         if args.json:
             args.json.write_text(started)
         return
@@ -297,8 +300,23 @@ def main() -> None:
                "mode": args.mode or "default", "cpus": os.cpu_count(),
                "ready_s": round(ready_s, 2), **result}
     print(json.dumps(figures, ensure_ascii=False, indent=2))
+    if args.clients == 16 and (args.mode or "hybrid") == "hybrid":
+        print(goals(result))
     if args.json:
         args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2))
+
+
+def goals(result: dict[str, object]) -> str:
+    """Issue 11's API goals (25k posts, 16 clients, hybrid): met, or missed by how much."""
+    rate, p95, errors = (float(result["requests_per_s"]),  # type: ignore[arg-type]
+                         float(result["p95_ms"]), int(result["errors"]))  # type: ignore[arg-type]
+    return "\n".join([
+        "goals (at 25k posts):",
+        f"- ≥ 100 req/s: {rate} — " + ("met" if rate >= 100 else f"MISSED by {100 / rate:.1f}×"
+                                       if rate else "MISSED"),
+        f"- p95 ≤ 200 ms: {p95} — " + ("met" if p95 <= 200 else f"MISSED by {p95 / 200:.1f}×"),
+        f"- 0 errors: {errors} — " + ("met" if errors == 0 else "MISSED"),
+    ])
 
 
 if __name__ == "__main__":

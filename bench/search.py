@@ -499,6 +499,31 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+HYBRID_P95_GOAL_MS = 30.0  # issue 11: at 100k posts, inside the search call, any filter
+
+
+def goals(results: list[dict[str, Any]]) -> str:
+    """Issue 11's search goals against the figures: met, or missed by how much."""
+    lines = ["", "goals:"]
+    for r in (r for r in results if r["size"] == "100k" and r["engine"] != "local"):
+        for flt in FILTERS:
+            p95 = r["cells"][f"hybrid/{flt}"]["p95"]
+            goal = HYBRID_P95_GOAL_MS
+            verdict = ("met" if p95 <= goal else
+                       f"MISSED by {p95 - goal:.1f} ms ({p95 / goal:.1f}×)")
+            lines.append(f"- 100k {r['engine']} hybrid/{flt}: p95 {p95} ms vs ≤ "
+                         f"{goal:.0f} ms: {verdict}")
+    for size in dict.fromkeys(r["size"] for r in results):
+        local = next((r for r in results if r["size"] == size and r["engine"] == "local"), None)
+        for r in (r for r in results if r["size"] == size and r["engine"] != "local"):
+            if local is None:
+                continue
+            slower = [k for k, c in r["cells"].items() if c["p50"] > local["cells"][k]["p50"]]
+            lines.append(f"- {size} {r['engine']} slower than local mode (p50) in: "
+                         f"{', '.join(slower) or 'no cell'}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="25k,100k")
@@ -542,6 +567,7 @@ def main() -> None:
             results.append(in_subprocess("measure", size, engine, args))
     if results:
         print(table(results))
+        print(goals(results))
         if args.json:
             args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2))
 
