@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,23 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory, name: str,
         clear_tgrag_env(mp)
         return Settings(data_dir=tmp_path_factory.mktemp(name) / "data",
                         _env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(autouse=True)
+def _default_signal_handlers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with Python's own Ctrl-C and SIGTERM handlers, and a test that leaves
+    another one behind is named. The commands under test (``tgrag bot``, ``watch``) are stopped
+    by a real SIGINT, which asyncio.run turns into a clean stop only while the default handler is
+    installed: one leaked handler made every later such test wait for its timeout."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for sig, handler in wanted.items():
+        signal.signal(sig, handler)
+    yield
+    for sig, handler in wanted.items():
+        if signal.getsignal(sig) is not handler:
+            warnings.warn(f"{request.node.nodeid} left a {sig.name} handler installed: "
+                          f"{signal.getsignal(sig)!r}", stacklevel=1)
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)
