@@ -41,6 +41,7 @@ from llama_index.core.llms import LLM
 
 from rag.dedup import group_copies
 from rag.errors import InputError
+from rag.ids import chunk_number
 from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
@@ -469,7 +470,7 @@ class _Parts:
 
     def add(self, chunk: StoredChunk) -> None:
         self.vectors.append(np.asarray(chunk.dense, dtype=np.float32))
-        self.texts.append((_chunk_number(chunk.node_id), chunk.text))
+        self.texts.append((chunk_number(chunk.node_id), chunk.text))
 
 
 def _drop_oldest(kept: dict[str, _Parts], cap: int) -> tuple[int, str]:
@@ -489,11 +490,6 @@ def _with_copies(posts: list[DigestPost], group: list[int]) -> DigestPost:
 
 def _count(value: object) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _chunk_number(node_id: str) -> int:
-    _, _, n = node_id.rpartition("#")
-    return int(n) if n.isdigit() else 0
 
 
 def _iso(ts: int) -> str:

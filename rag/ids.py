@@ -86,6 +86,12 @@ def chunk_id(document_id: str, n: int) -> str:
     return f"{document_id}#{n}"
 
 
+def chunk_number(node_id: str) -> int:
+    """``n`` of a chunk id made by :func:`chunk_id` (0 for an id without one)."""
+    _, _, n = node_id.rpartition("#")
+    return int(n) if n.isdigit() else 0
+
+
 def point_id(node_id: str) -> str:
     """The engine's point id (a UUID) of a chunk id such as ``tg:1000724666:5#0``."""
     return str(uuid.uuid5(POINT_NAMESPACE, node_id))

@@ -90,6 +90,23 @@ class StoredChunk:
         return (self.vector or {}).get(DENSE)
 
 
+def stored_chunk(record: Any, sparse_type: type) -> StoredChunk:
+    """An engine's record or scored point as a :class:`StoredChunk` (ids as strings).
+
+    Both engines' records have ``id``, ``payload``, ``vector`` (a dense list, or named vectors
+    whose sparse ones are ``sparse_type`` with ``indices``/``values``) and, when scored, ``score``.
+    """
+    raw = record.vector
+    vector: dict[str, Any] | None = None
+    if isinstance(raw, dict):
+        vector = {name: SparseVector(list(v.indices), list(v.values))
+                  if isinstance(v, sparse_type) else v for name, v in raw.items()}
+    elif raw is not None:
+        vector = {DENSE: raw}
+    return StoredChunk(id=str(record.id), payload=dict(record.payload or {}),
+                       score=float(getattr(record, "score", 0.0) or 0.0), vector=vector)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreFilter:
     """Which chunks: all conditions must hold; empty tuples and ``None`` mean "any"."""

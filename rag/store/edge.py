@@ -54,6 +54,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from rag.errors import BackendUnavailable, DataDirLocked, InputError, ModelMismatch
+from rag.ids import chunk_number
 from rag.store.base import (
     DENSE,
     DOC_ID_KEY,
@@ -64,6 +65,7 @@ from rag.store.base import (
     SparseVector,
     StoredChunk,
     StoreFilter,
+    stored_chunk,
 )
 
 log = logging.getLogger("tgrag.store")
@@ -330,7 +332,7 @@ class EdgeStore(ChunkStoreBase):
             with_payload=True, with_vector=with_vectors,
         ))
         found = [stored(r) for r in records]
-        return sorted(found, key=lambda c: _chunk_number(c.node_id))
+        return sorted(found, key=lambda c: chunk_number(c.node_id))
 
     def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
                      limit: int) -> list[StoredChunk]:
@@ -393,21 +395,7 @@ def edge_filter(flt: StoreFilter | None) -> qe.Filter | None:
 
 
 def stored(record: Any) -> StoredChunk:
-    """An engine record or scored point as our :class:`StoredChunk` (ids as strings)."""
-    raw = record.vector
-    vector: dict[str, Any] | None = None
-    if isinstance(raw, dict):
-        vector = {name: SparseVector(list(v.indices), list(v.values))
-                  if isinstance(v, qe.SparseVector) else v for name, v in raw.items()}
-    elif raw is not None:
-        vector = {DENSE: raw}
-    return StoredChunk(id=str(record.id), payload=dict(record.payload or {}),
-                       score=float(getattr(record, "score", 0.0) or 0.0), vector=vector)
-
-
-def _chunk_number(node_id: str) -> int:
-    _, _, n = node_id.rpartition("#")
-    return int(n) if n.isdigit() else 0
+    return stored_chunk(record, qe.SparseVector)
 
 
 __all__ = ["ENGINE", "EdgeStore", "create_collection", "edge_filter", "read_meta"]

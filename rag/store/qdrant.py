@@ -24,6 +24,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from rag.errors import BackendUnavailable, DataDirLocked, InputError, ModelMismatch
+from rag.ids import chunk_number
 from rag.settings import Settings
 from rag.store.base import (
     DENSE,
@@ -36,6 +37,7 @@ from rag.store.base import (
     SparseVector,
     StoredChunk,
     StoreFilter,
+    stored_chunk,
 )
 
 MAX_CHUNKS_PER_POST = 1000  # chunks_of reads one page: a post never has that many
@@ -245,7 +247,7 @@ class QdrantStore(ChunkStoreBase):
             limit=MAX_CHUNKS_PER_POST, with_payload=True, with_vectors=with_vectors,
         )
         found = [_stored(r) for r in records]
-        return sorted(found, key=lambda c: _chunk_number(c.node_id))
+        return sorted(found, key=lambda c: chunk_number(c.node_id))
 
     def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
                      limit: int) -> list[StoredChunk]:
@@ -309,21 +311,8 @@ class QdrantStore(ChunkStoreBase):
         return models.Filter(must=must or None, must_not=must_not or None)
 
 
-def _stored(record: models.Record | models.ScoredPoint) -> StoredChunk:
-    raw = record.vector
-    vector: dict[str, Any] | None = None
-    if isinstance(raw, dict):
-        vector = {name: SparseVector(list(v.indices), list(v.values))
-                  if isinstance(v, models.SparseVector) else v for name, v in raw.items()}
-    elif raw is not None:
-        vector = {DENSE: raw}
-    return StoredChunk(id=str(record.id), payload=dict(record.payload or {}),
-                       score=float(getattr(record, "score", 0.0) or 0.0), vector=vector)
-
-
-def _chunk_number(node_id: str) -> int:
-    _, _, n = node_id.rpartition("#")
-    return int(n) if n.isdigit() else 0
+def _stored(record: Any) -> StoredChunk:
+    return stored_chunk(record, models.SparseVector)
 
 
 __all__ = ["NODE_ID_KEY", "QdrantStore", "Sharding", "open_client", "open_local_client"]
