@@ -49,14 +49,18 @@ def tagged(nb: nbformat.NotebookNode, tag: str) -> nbformat.NotebookNode:
 
 def text_of(cell: nbformat.NotebookNode) -> str:
     """Everything a code cell showed: stream text and text/plain or text/markdown results."""
-    parts: list[str] = []
+    # Stream outputs are pieces of one text (a kernel may split one print() across several);
+    # a result is a block of its own.
+    shown = ""
     for out in cell.get("outputs", []):
         if out.output_type == "stream":
-            parts.append(out.text)
+            shown += out.text
         elif out.output_type in ("execute_result", "display_data"):
             data = out.get("data", {})
-            parts.append(data.get("text/markdown") or data.get("text/plain", ""))
-    return "\n".join(p.rstrip("\n") for p in parts)
+            if shown and not shown.endswith("\n"):
+                shown += "\n"
+            shown += (data.get("text/markdown") or data.get("text/plain", "")).rstrip("\n") + "\n"
+    return shown.rstrip("\n")
 
 
 def images(nb: nbformat.NotebookNode) -> int:

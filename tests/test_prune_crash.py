@@ -107,7 +107,9 @@ def test_sigkill_mid_prune_then_rerun(filled: Path, tmp_path: Path, die: str) ->
 
     with open_index(data) as index:
         left = assert_resumable(index)
-        assert 0 < left < EXPIRED
+        # A random kill can land after the last deletion but before "finished" (a fast machine
+        # deletes the other 80 posts within the 0.2 s): nothing left is then a right answer too.
+        assert 0 <= left < EXPIRED if die == "random" else 0 < left < EXPIRED
         if die != "random":
             assert orphans(index) != []  # really killed mid-batch: a half-deleted batch
     rerun = PruneChild(data, "--batch", "20")
