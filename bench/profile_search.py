@@ -64,13 +64,17 @@ class RecordingStore:
         self.answers[key] = found
         return found
 
-    def search_dense(self, vector: Any, flt: Any, limit: int) -> Any:
-        return self._call(("dense", tuple(vector), flt, limit),
-                          lambda: self._store.search_dense(vector, flt, limit))
+    def search_dense(self, vector: Any, flt: Any, limit: int, *, fields: Any = None) -> Any:
+        return self._call(("dense", tuple(vector), flt, limit, fields),
+                          lambda: self._store.search_dense(vector, flt, limit, fields=fields))
 
-    def search_sparse(self, vector: Any, flt: Any, limit: int) -> Any:
-        return self._call(("sparse", tuple(vector.indices), flt, limit),
-                          lambda: self._store.search_sparse(vector, flt, limit))
+    def search_sparse(self, vector: Any, flt: Any, limit: int, *, fields: Any = None) -> Any:
+        return self._call(("sparse", tuple(vector.indices), flt, limit, fields),
+                          lambda: self._store.search_sparse(vector, flt, limit, fields=fields))
+
+    def chunks_by_id(self, point_ids: Any) -> Any:
+        return self._call(("ids", tuple(point_ids)),
+                          lambda: self._store.chunks_by_id(point_ids))
 
 
 def p50(values: list[float]) -> float:

@@ -15,9 +15,16 @@ the sparse encoder, and is the one retrieval every surface and the evaluation go
 :class:`rag.search.PostSearcher`).  Which defaults win is measured in ``docs/eval.md``.
 
 Each list is fetched from the store as chunks and collapsed into posts, a post keeping its best
-chunk (the first: lists come best first).  Long posts contribute several chunks, so a list asks
-for ``OVERFETCH`` chunks per wanted post and asks again, for twice as many, while the store
-returned everything asked for yet fewer posts than wanted.
+chunk (the first: lists come best first).  Most posts are one chunk, so a list asks for a quarter
+more chunks than the posts it wants and asks again, for twice as many, while the store returned
+everything asked for yet fewer posts than wanted (long posts ate the budget); the posts found are
+the same whatever the first ask, only the cost differs.
+
+Candidates come with one payload field, ``doc_id`` (what collapsing needs); only the posts that
+end up in the answer get their whole payloads (texts, metadata), in one
+:meth:`~rag.store.ChunkStore.chunks_by_id` call.  The engine spends ~15 µs reading a payload, so
+fetching hybrid's 2 × 100 candidates with their texts cost more than the searches themselves
+(docs/benchmarks.md, "Search latency").
 """
 
 from __future__ import annotations
@@ -30,15 +37,20 @@ from typing import Literal, TypeVar, cast
 from rag.errors import InputError
 from rag.settings import Settings
 from rag.sparse import SparseEncoder
-from rag.store import ChunkStore, StoredChunk, StoreFilter
+from rag.store import DOC_ID_KEY, ChunkStore, StoredChunk, StoreFilter
 
 K = TypeVar("K", bound=Hashable)
 Mode = Literal["dense", "sparse", "hybrid"]
 FusionMethod = Literal["rrf", "minmax", "zscore"]
 MODES: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
 FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
-OVERFETCH = 4  # chunks fetched per wanted post
 MAX_CHUNKS = 2000  # per list and query
+CANDIDATE_FIELDS = (DOC_ID_KEY,)  # the payload a candidate chunk is fetched with
+
+
+def first_ask(posts: int) -> int:
+    """Chunks a list asks for first to find ``posts`` posts (news: 1.01 chunks a post)."""
+    return min(posts + posts // 4 + 4, MAX_CHUNKS)
 
 
 def validate_mode(mode: str) -> Mode:
@@ -195,19 +207,33 @@ class HybridRetriever:
         self.fusion = fusion or FusionConfig()
 
     def dense(self, query: str | Sequence[float], flt: StoreFilter | None,
-              limit: int) -> tuple[PostList, bool]:
-        """The ``limit`` posts nearest to the query (a text, or an embedding already made)."""
-        vector = self.embed_query(query) if isinstance(query, str) else list(query)
-        return self._posts(lambda n: self.store.search_dense(vector, flt, n), limit)
+              limit: int, *, whole: bool = True) -> tuple[PostList, bool]:
+        """The ``limit`` posts nearest to the query (a text, or an embedding already made).
 
-    def sparse(self, query: str, flt: StoreFilter | None, limit: int) -> tuple[PostList, bool]:
-        """The ``limit`` best posts by BM25."""
+        ``whole``: their chunks with whole payloads; else with ``doc_id`` only (for fusion)."""
+        vector = self.embed_query(query) if isinstance(query, str) else list(query)
+        posts, more = self._posts(
+            lambda n: self.store.search_dense(vector, flt, n, fields=CANDIDATE_FIELDS), limit)
+        return (self.whole(posts) if whole else posts), more
+
+    def sparse(self, query: str, flt: StoreFilter | None, limit: int, *,
+               whole: bool = True) -> tuple[PostList, bool]:
+        """The ``limit`` best posts by BM25 (``whole`` as for :meth:`dense`)."""
         vector = self.encoder.encode_query(query)
-        return self._posts(lambda n: self.store.search_sparse(vector, flt, n), limit)
+        posts, more = self._posts(
+            lambda n: self.store.search_sparse(vector, flt, n, fields=CANDIDATE_FIELDS), limit)
+        return (self.whole(posts) if whole else posts), more
+
+    def whole(self, posts: PostList) -> PostList:
+        """The posts with their chunks' whole payloads (scores kept); a post deleted since it
+        was found is left out."""
+        found = {c.id: c for c in self.store.chunks_by_id([c.id for _, c in posts])}
+        return [(doc_id, replace(found[c.id], score=c.score)) for doc_id, c in posts
+                if c.id in found]
 
     @staticmethod
     def _posts(fetch: Callable[[int], list[StoredChunk]], limit: int) -> tuple[PostList, bool]:
-        chunks = min(limit * OVERFETCH, MAX_CHUNKS)
+        chunks = first_ask(limit)
         while True:
             found = fetch(chunks)
             posts = collapse(found)
@@ -230,12 +256,14 @@ class HybridRetriever:
         # Candidate depth in whole blocks of the configured depth: min-max fusion normalises over
         # the candidate lists, so a depth growing with every page would reorder earlier pages.
         depth = config.depth * math.ceil(limit / config.depth)
-        dense, dense_more = self.dense(query, flt, depth)
-        sparse, sparse_more = self.sparse(query, flt, depth)
+        dense, dense_more = self.dense(query, flt, depth, whole=False)
+        sparse, sparse_more = self.sparse(query, flt, depth, whole=False)
         fused = fuse_candidates(dense, sparse, replace(config, depth=depth), limit)
+        chunks = dict(self.whole([(c.doc_id, c.chunk) for c in fused]))
         more = len(fused) >= limit and (dense_more or sparse_more or
                                         len({d for d, _ in dense} | {d for d, _ in sparse}) > limit)
-        return Retrieved.of(fused, more)
+        return Retrieved.of([replace(c, chunk=chunks[c.doc_id]) for c in fused
+                             if c.doc_id in chunks], more)
 
 
 def fuse_candidates(dense: Sequence[tuple[str, StoredChunk]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -184,6 +185,59 @@ def test_hybrid_depth_covers_offset_plus_k(filled: Index) -> None:
     whole = shallow.search(PAGE_QUERY, k=15, mode="hybrid")
     page = shallow.search(PAGE_QUERY, k=5, mode="hybrid", offset=10)
     assert len(whole) == 15 and ids(page) == ids(whole[10:15])
+
+
+class CountingStore:
+    """The index's store, counting which payloads the searches read."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.candidate_fields: list[Any] = []
+        self.whole_reads: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def search_dense(self, *args: Any, fields: Any = None) -> Any:
+        self.candidate_fields.append(fields)
+        return self._store.search_dense(*args, fields=fields)
+
+    def search_sparse(self, *args: Any, fields: Any = None) -> Any:
+        self.candidate_fields.append(fields)
+        return self._store.search_sparse(*args, fields=fields)
+
+    def chunks_by_id(self, point_ids: Any) -> Any:
+        self.whole_reads.append(len(point_ids))
+        return self._store.chunks_by_id(point_ids)
+
+
+class WholePayloads(CountingStore):
+    """A store that ignores ``fields``: every candidate with its whole payload."""
+
+    def search_dense(self, *args: Any, fields: Any = None) -> Any:
+        return self._store.search_dense(*args)
+
+    def search_sparse(self, *args: Any, fields: Any = None) -> Any:
+        return self._store.search_sparse(*args)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_candidates_carry_their_post_id_only_and_the_winners_their_whole_payload(
+        filled: Index, mode: str) -> None:
+    counting = CountingStore(filled.store)
+    searcher = PostSearcher(replace(filled, store=counting, lock=None),
+                            collapse_duplicates=False)
+    hits = searcher.search("строительство новых линий метро", k=3, mode=mode)
+    assert counting.candidate_fields and all(f == ("doc_id",) for f in counting.candidate_fields)
+    # One read of whole payloads, for the posts the caller gets (k + 1: is there a next page).
+    assert counting.whole_reads == [4]
+    assert len(hits) == 3 and all(h.text and h.channel and h.link for h in hits)
+    # The same hits as reading every candidate's whole payload gives.
+    reference = PostSearcher(replace(filled, store=WholePayloads(filled.store), lock=None),
+                             collapse_duplicates=False).search(
+        "строительство новых линий метро", k=3, mode=mode)
+    assert [(h.id, h.score, h.snippet) for h in hits] == [
+        (h.id, h.score, h.snippet) for h in reference]
 
 
 @pytest.mark.parametrize("offset", [-1, MAX_OFFSET + 1])

@@ -255,6 +255,26 @@ def test_scroll_returns_only_the_fields_asked_for(store: ChunkStore) -> None:
     assert all(set(c.payload) == {"doc_id", "tags"} for c in got)
 
 
+def test_searches_return_only_the_fields_asked_for_and_chunks_by_id_the_rest(
+        store: ChunkStore) -> None:
+    corpus = bm25_corpus()
+    store.write(corpus)
+    dense = store.search_dense(vec(7), None, 8, fields=["doc_id"])
+    sparse = store.search_sparse(SparseVector([3, 8], [1.0, 1.0]), None, 8, fields=["doc_id"])
+    assert dense and sparse
+    assert all(c.payload == {"doc_id": c.doc_id} and c.score != 0 for c in dense + sparse)
+    # Same ranking and scores as with whole payloads.
+    assert [(c.id, c.score) for c in dense] == [
+        (c.id, c.score) for c in store.search_dense(vec(7), None, 8)]
+    wanted = [dense[3].id, "00000000-0000-0000-0000-000000000000", dense[0].id]
+    got = store.chunks_by_id(wanted)
+    assert [c.id for c in got] == [dense[3].id, dense[0].id]  # order kept, the unknown id left out
+    written = {c.point_id: c for c in corpus}
+    assert [c.payload for c in got] == [written[c.id].payload() for c in got]
+    assert all(c.vector is None for c in got)
+    assert store.chunks_by_id([]) == []
+
+
 def test_scroll_with_the_dense_vectors_only(store: ChunkStore) -> None:
     written = [chunk(f"tg:1:{i}", terms={1: 1.0}) for i in range(5)]
     store.write(written)

@@ -107,6 +107,11 @@ def stored_chunk(record: Any, sparse_type: type) -> StoredChunk:
                        score=float(getattr(record, "score", 0.0) or 0.0), vector=vector)
 
 
+def payload_fields(fields: Sequence[str] | None) -> bool | list[str]:
+    """The engines' payload selector for ``fields``: those keys, or the whole payload (None)."""
+    return list(fields) if fields is not None else True
+
+
 @dataclass(frozen=True, slots=True)
 class StoreFilter:
     """Which chunks: all conditions must hold; empty tuples and ``None`` mean "any"."""
@@ -151,12 +156,22 @@ class ChunkStore(Protocol):
         """Every chunk of one post (of ``tenant`` when given), in chunk order."""
 
     def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
-                     limit: int) -> list[StoredChunk]:
-        """Chunks nearest to ``vector`` (cosine), best first."""
+                     limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
+        """Chunks nearest to ``vector`` (cosine), best first, with only ``fields`` of their
+        payloads (all if None)."""
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
-                      limit: int) -> list[StoredChunk]:
-        """Chunks ranked by BM25 (the sparse vector, IDF applied by the engine), best first."""
+                      limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
+        """Chunks ranked by BM25 (the sparse vector, IDF applied by the engine), best first,
+        with only ``fields`` of their payloads (all if None)."""
+
+    def chunks_by_id(self, point_ids: Sequence[str]) -> list[StoredChunk]:
+        """The chunks with these point ids, whole payloads, no vectors, in the order given; an
+        id the store no longer holds is left out.
+
+        A search asks for candidates with ``fields=(DOC_ID_KEY,)`` and reads the winners' payloads
+        here: reading a payload costs the engine ~15 µs a point, so a hybrid search fetching 800
+        candidates with their texts spent most of its time there (docs/benchmarks.md)."""
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
                page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:

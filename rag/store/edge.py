@@ -65,6 +65,7 @@ from rag.store.base import (
     SparseVector,
     StoredChunk,
     StoreFilter,
+    payload_fields,
     stored_chunk,
 )
 
@@ -335,26 +336,33 @@ class EdgeStore(ChunkStoreBase):
         return sorted(found, key=lambda c: chunk_number(c.node_id))
 
     def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
-                     limit: int) -> list[StoredChunk]:
+                     limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
         return [stored(p) for p in self.shard.query(qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(list(vector), using=DENSE),
-            filter=edge_filter(flt), with_payload=True,
+            filter=edge_filter(flt), with_payload=payload_fields(fields),
         ))]
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
-                      limit: int) -> list[StoredChunk]:
+                      limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
         if not vector.indices:  # a query of stopwords only: nothing to match, and no error
             return []
         query = qe.SparseVector(vector.indices, vector.values)
         return [stored(p) for p in self.shard.query(qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(query, using=SPARSE),
-            filter=edge_filter(flt), with_payload=True,
+            filter=edge_filter(flt), with_payload=payload_fields(fields),
         ))]
+
+    def chunks_by_id(self, point_ids: Sequence[str]) -> list[StoredChunk]:
+        if not point_ids:
+            return []
+        found = {str(r.id): r for r in self.shard.retrieve(list(point_ids), with_payload=True,
+                                                           with_vector=False)}
+        return [stored(found[pid]) for pid in point_ids if pid in found]
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
                page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:
         offset: Any = None
-        payload: bool | list[str] = list(fields) if fields is not None else True
+        payload = payload_fields(fields)
         vectors: bool | list[str] = [DENSE] if with_vectors else False  # never the sparse one
         selected = edge_filter(flt)
         while True:

@@ -37,6 +37,7 @@ from rag.store.base import (
     SparseVector,
     StoredChunk,
     StoreFilter,
+    payload_fields,
     stored_chunk,
 )
 
@@ -250,26 +251,33 @@ class QdrantStore(ChunkStoreBase):
         return sorted(found, key=lambda c: chunk_number(c.node_id))
 
     def search_dense(self, vector: Sequence[float], flt: StoreFilter | None,
-                     limit: int) -> list[StoredChunk]:
+                     limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
         return [_stored(p) for p in self._client.query_points(
             self.collection, query=list(vector), using=DENSE, query_filter=self._filter(flt),
-            limit=limit, with_payload=True,
+            limit=limit, with_payload=payload_fields(fields),
         ).points]
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
-                      limit: int) -> list[StoredChunk]:
+                      limit: int, *, fields: Sequence[str] | None = None) -> list[StoredChunk]:
         if not vector.indices:  # a query of stopwords only: nothing to match, and no error
             return []
         query = models.SparseVector(indices=vector.indices, values=vector.values)
         return [_stored(p) for p in self._client.query_points(
             self.collection, query=query, using=SPARSE, query_filter=self._filter(flt),
-            limit=limit, with_payload=True,
+            limit=limit, with_payload=payload_fields(fields),
         ).points]
+
+    def chunks_by_id(self, point_ids: Sequence[str]) -> list[StoredChunk]:
+        if not point_ids:
+            return []
+        found = {str(r.id): r for r in self._client.retrieve(
+            self.collection, ids=list(point_ids), with_payload=True, with_vectors=False)}
+        return [_stored(found[pid]) for pid in point_ids if pid in found]
 
     def scroll(self, flt: StoreFilter | None = None, fields: Sequence[str] | None = None,
                page: int = 2048, *, with_vectors: bool = False) -> Iterator[StoredChunk]:
         offset: Any = None
-        payload: bool | list[str] = list(fields) if fields is not None else True
+        payload = payload_fields(fields)
         vectors: bool | list[str] = [DENSE] if with_vectors else False  # never the sparse one
         while True:
             records, offset = self._client.scroll(
