@@ -174,8 +174,15 @@ def start_times(data_dir: Path, collection: str | None, runs: int) -> list[float
     return took
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_load(base: str, queries: list[str], clients: int, duration: float,
-                   max_requests: int, k: int, mode: str | None) -> dict[str, object]:
+                   max_requests: int, k: int, mode: str | None,
+                   server_pid: int | None = None, warm_up: int = 20) -> dict[str, object]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
@@ -201,7 +208,7 @@ async def run_load(base: str, queries: list[str], clients: int, duration: float,
             except httpx.HTTPError:
                 errors += 1
 
-        for q in queries[:20]:  # warm-up (model, caches), not measured
+        for q in queries[:warm_up]:  # warm-up (model, caches), not measured
             await one(q)
         latencies.clear()
         statuses.clear()
@@ -214,10 +221,15 @@ async def run_load(base: str, queries: list[str], clients: int, duration: float,
                 sent += 1
                 await one(rng.choice(queries))
 
+        server_cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+        client_cpu0 = time.process_time()
+        load0 = os.getloadavg()[0]
         started = time.perf_counter()
         stop_at = started + duration
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - started
+        server_cpu = (cpu_seconds(server_pid) - server_cpu0) if server_pid else float("nan")
+        client_cpu = time.process_time() - client_cpu0
 
     ms = sorted(x * 1000 for x in latencies)
 
@@ -230,6 +242,13 @@ async def run_load(base: str, queries: list[str], clients: int, duration: float,
         "requests_per_s": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
         "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
         "mean_ms": round(statistics.fmean(ms), 1) if ms else float("nan"),
+        # What a request costs the machine, whatever the load: the server's CPU (all its
+        # threads) and this load generator's, per answered request.
+        "server_cpu_ms_per_request": round(1000 * server_cpu / len(latencies), 2)
+        if latencies else float("nan"),
+        "client_cpu_ms_per_request": round(1000 * client_cpu / len(latencies), 2)
+        if latencies else float("nan"),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -250,6 +269,10 @@ def main() -> None:
     ap.add_argument("--top-up-to", type=int, default=0,
                     help="top the index up to N posts with BEIR paragraphs (see the docstring)")
     ap.add_argument("--top-up-from", type=Path, nargs="+", default=DEFAULT_TOP_UP)
+    ap.add_argument("--warm-all", action="store_true",
+                    help="send every distinct query once before measuring, so the load measures "
+                    "searches whose query embedding is cached (by default 20 are: the rest are "
+                    "new to the server at first)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
 
@@ -290,7 +313,8 @@ def main() -> None:
         print(f"load: {args.clients} clients, {args.duration:.0f} s or {args.max_requests} "
               f"requests, GET /search k={args.k} mode={args.mode or 'default'}", flush=True)
         result = asyncio.run(run_load(base, queries, args.clients, args.duration,
-                                      args.max_requests, args.k, args.mode))
+                                      args.max_requests, args.k, args.mode, proc.pid,
+                                      len(queries) if args.warm_all else 20))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -298,7 +322,7 @@ def main() -> None:
             tmp.cleanup()
     figures = {"posts": stats["posts"], "points": stats["points"], "clients": args.clients,
                "mode": args.mode or "default", "cpus": os.cpu_count(),
-               "ready_s": round(ready_s, 2), **result}
+               "ready_s": round(ready_s, 2), "warm_all": args.warm_all, **result}
     print(json.dumps(figures, ensure_ascii=False, indent=2))
     if args.clients == 16 and (args.mode or "hybrid") == "hybrid":
         print(goals(result))
