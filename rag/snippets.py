@@ -13,9 +13,8 @@ indexes; JavaScript must index ``Array.from(snippet)``, not UTF-16 units).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 
-from rag.sparse import Analyzer
+from rag.sparse import Analyzer, shared_analyzer
 
 SNIPPET_CHARS = 300
 ELLIPSIS = "…"
@@ -24,10 +23,10 @@ _TRAILING = " ,.;:—-"
 Span = tuple[int, int]
 
 
-@lru_cache(maxsize=1)
 def analyzer() -> Analyzer:
-    # One per process: its stem cache is what makes marking cheap after the first queries.
-    return Analyzer()
+    # The process's one analyzer (the sparse encoder's too): its stem cache is what makes
+    # marking cheap after the first queries.
+    return shared_analyzer()
 
 
 def query_stems(query: str) -> frozenset[str]:

@@ -151,7 +151,9 @@ class SparseEncoder(TransformComponent):
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
-        self._analyzer = Analyzer()
+        # The process's analyzer: its stem cache is what makes a query cheap after the first
+        # ones, so every encoder (one is made per search) shares it.
+        self._analyzer = shared_analyzer()
 
     @classmethod
     def class_name(cls) -> str:
@@ -184,6 +186,13 @@ class SparseEncoder(TransformComponent):
                 if SPARSE_KEY not in keys:
                     keys.append(SPARSE_KEY)
         return nodes
+
+
+@lru_cache(maxsize=1)
+def shared_analyzer() -> Analyzer:
+    """The process's one lemmatising :class:`Analyzer`: searches, snippets and ingests share its
+    stem cache (bounded, thread-safe)."""
+    return Analyzer()
 
 
 @lru_cache(maxsize=1)
