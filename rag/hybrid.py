@@ -227,8 +227,8 @@ class HybridRetriever:
     def whole(self, posts: PostList) -> PostList:
         """The posts with their chunks' whole payloads (scores kept); a post deleted since it
         was found is left out."""
-        found = {c.id: c for c in self.store.chunks_by_id([c.id for _, c in posts])}
-        return [(doc_id, replace(found[c.id], score=c.score)) for doc_id, c in posts
+        found = {c.id: c.payload for c in self.store.chunks_by_id([c.id for _, c in posts])}
+        return [(doc_id, StoredChunk(c.id, found[c.id], c.score)) for doc_id, c in posts
                 if c.id in found]
 
     @staticmethod
@@ -262,7 +262,7 @@ class HybridRetriever:
         chunks = dict(self.whole([(c.doc_id, c.chunk) for c in fused]))
         more = len(fused) >= limit and (dense_more or sparse_more or
                                         len({d for d, _ in dense} | {d for d, _ in sparse}) > limit)
-        return Retrieved.of([replace(c, chunk=chunks[c.doc_id]) for c in fused
+        return Retrieved.of([Candidate(c.doc_id, c.score, chunks[c.doc_id]) for c in fused
                              if c.doc_id in chunks], more)
 
 
