@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.sentences import SentenceSelector, question_intent
+from rag.sentences import SentenceSelector, question_intent, question_specifics
 from rag.snippets import analyzer
 from rag.sparse import Analyzer
 
@@ -47,14 +47,6 @@ BACKGROUND_RANK = 5  # the post whose score is the question's background level, 
 BACKGROUND_DEPTH = 10  # the hits the background is looked for in (QAEngine fetches as many)
 GROUP_DROP = 0.005  # a score drop that ends the group of posts on the question's subject
 _NUMBER = re.compile(r"\d+")
-_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
-# A capitalised Cyrillic word that does not open the question (that one is "Кто", "Какой" …),
-# or an abbreviation in capitals anywhere (ЦБ, США, МФЦ).
-_NAME = re.compile(r"(?<=[\s«\"(„“-])[А-ЯЁ][а-яё]+|(?<![\w])[А-ЯЁ]{2,}(?![\w])")
-# In a question written in Latin script every word is Latin: there, as in Russian, the names are
-# the capitalised words after the first and the abbreviations in capitals (Lady Gaga, NFL).
-_LATIN_NAME = re.compile(r"(?<=[\s\"(“-])[A-Z][A-Za-z0-9+#]*|(?<![\w])[A-Z]{2,}(?![\w])")
-_CYRILLIC = re.compile(r"[а-яёА-ЯЁ]")
 
 
 def background(scores: Sequence[float]) -> float | None:
@@ -90,19 +82,7 @@ class RelevanceFloor:
 
     def specifics(self, question: str) -> list[tuple[str, str]]:
         """``(kind, form)`` per specific of the question: ``number``, ``latin`` or ``name``."""
-        out: dict[tuple[str, str], None] = {}
-        for m in _NUMBER.finditer(question):
-            out[("number", m.group(0))] = None
-        latin = _LATIN.findall(question)
-        if sum(map(len, latin)) > 2 * len(_CYRILLIC.findall(question)):
-            latin = _LATIN_NAME.findall(question)  # an English question: its names only
-        for word in latin:
-            out[("latin", word.lower())] = None
-        for m in _NAME.finditer(question):
-            stem = self.analyzer.stem(m.group(0))
-            if stem:
-                out[("name", stem)] = None
-        return list(out)
+        return question_specifics(question, self.analyzer)
 
     def share(self, specifics: list[tuple[str, str]], text: str) -> float:
         """The share of ``specifics`` found in ``text`` (1.0 when there are none)."""
