@@ -355,7 +355,7 @@ class SelectorConfig:
     type_bonus: float = 0.5  # the sentence holds what the question asks for
     context_weight: float = 0.7  # share of the previous sentence's match a sentence inherits
     name_weight: float = 0.5  # a question's name (Tesla, Сочи) against its other words
-    min_novelty: float = 0.34  # share of its terms a factoid answer must add to the question
+    min_novelty: float = 0.25  # share of its terms a factoid answer must add to the question
     lead_bonus: float = 0.05  # the post's first sentence
     rank_penalty: float = 0.02  # per place of the post in the ranking
     dense_candidates: int = 5  # best lexical candidates scored densely; 0 = lexical only
