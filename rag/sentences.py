@@ -15,11 +15,14 @@ How a sentence is chosen for a question:
   (:class:`rag.sparse.Analyzer`: pymorphy3 lemma, then Snowball, so "ставку" meets "ставки"),
   without question words.  A sentence scores the share of the question's term weight it holds;
   a term weighs ``ln(1 + N/df)`` over the candidate sentences, so a word every sentence repeats
-  tells less than the one name only the answer has.
-* **Context.** News states the topic first and the fact after it, so a sentence inherits part
-  of the match of the two before it in its post; for a factoid question a sentence that only
-  restates the question (almost all its terms are the question's, and it holds nothing of
-  what the question asks for) is left out.
+  tells less than the word only the answer has; the question's names (:func:`question_specifics`)
+  weigh half (``name_weight``): they locate the subject, which the sources share, the other
+  words the fact.
+* **Context.** News and encyclopedias state the subject first and the fact after it, so a
+  sentence inherits part of the match of the two before it in its post, and one that adds
+  question words of its own is read together with them (subject and fact split over two
+  sentences); for a factoid question a sentence that only restates the question (almost all its
+  terms are the question's, and it holds nothing of what the question asks for) is left out.
 * **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
   embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
   costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
