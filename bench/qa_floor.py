@@ -3,9 +3,9 @@
 For every question of ``eval/sets/news_ru`` (91 with an answer in one post, 86 whose answer is
 nowhere in the news set) the top ``--k`` dense hits are fetched once, with no floor; each hit
 keeps its cosine and the share of the question's figures, Latin words and names its post holds,
-and the question keeps its background (the 5th best score).  Then every (min score, sure score,
-margin, name share) of a grid is applied to those hits, as ``QAEngine.sources`` would, and
-reported as
+and the question keeps its background (``rag.relevance.background`` of its 10 best scores).
+Then every (min score, sure score, margin, name share) of a grid is applied to those hits, as
+``QAEngine.sources`` would, and reported as
 
 * false answers: questions without an answer that still get a source (should say "not found");
 * lost answers: questions with an answer that get "not found";
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from eval.news_set import DEFAULT_POSTS, load_questions  # noqa: E402
-from rag.relevance import BACKGROUND_RANK, RelevanceFloor  # noqa: E402
+from rag.relevance import BACKGROUND_DEPTH, RelevanceFloor, background  # noqa: E402
 from rag.snippets import analyzer  # noqa: E402
 
 # Every grid point re-reads the same few hundred posts: analyse each once.
@@ -63,7 +63,7 @@ def hits_from_index(data_dir: Path, k: int) -> list[Record]:
     from rag.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, qa_min_score=-1.0,  # type: ignore
-                        qa_sure_score=-1.0, qa_top_k=max(k, BACKGROUND_RANK))
+                        qa_sure_score=-1.0, qa_top_k=max(k, BACKGROUND_DEPTH))
     index = Index.open(settings, purpose="bench qa_floor")
     try:
         engine = QAEngine(index)
@@ -98,7 +98,7 @@ def hits_from_vectors(posts_dir: Path, k: int) -> list[Record]:
     out = []
     for q in questions():
         scores = matrix @ np.asarray(model.get_query_embedding(q["question"]), dtype=np.float32)
-        top = np.argsort(-scores)[:max(k, BACKGROUND_RANK)]
+        top = np.argsort(-scores)[:max(k, BACKGROUND_DEPTH)]
         out.append(q | {"hits": [(ids[i], float(scores[i]), texts[ids[i]]) for i in top]})
     return out
 
@@ -106,7 +106,7 @@ def hits_from_vectors(posts_dir: Path, k: int) -> list[Record]:
 def with_background(records: list[Record], k: int) -> list[Record]:
     for r in records:
         hits = r["hits"]
-        r["background"] = hits[BACKGROUND_RANK - 1][1] if len(hits) >= BACKGROUND_RANK else None
+        r["background"] = background([score for _, score, _ in hits])
         r["hits"] = hits[:k]
     return records
 

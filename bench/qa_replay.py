@@ -43,7 +43,7 @@ from eval.answers import (  # noqa: E402
 )
 from eval.beir import load_beir  # noqa: E402
 from rag.qa import extractive_answer, floor_sources  # noqa: E402
-from rag.relevance import BACKGROUND_RANK, RelevanceFloor  # noqa: E402
+from rag.relevance import BACKGROUND_DEPTH, RelevanceFloor  # noqa: E402
 from rag.search import SearchFilters  # noqa: E402
 from rag.sentences import SentenceSelector, split_sentences  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -69,7 +69,7 @@ def dump(dataset: Path, k: int, out: Path) -> None:
         records: list[Record] = []
         texts: dict[str, str] = {}
         for qid, question in questions.items():
-            hits = engine.searcher.search(question, SearchFilters(), k=max(k, BACKGROUND_RANK),
+            hits = engine.searcher.search(question, SearchFilters(), k=max(k, BACKGROUND_DEPTH),
                                           mode="dense")
             for h in hits:
                 texts.setdefault(h.id, engine._full_text(h))

@@ -31,7 +31,7 @@ from rag.errors import LLMError, TgragError
 from rag.index import Index
 from rag.llm import finish_reason
 from rag.metrics import LLM_CALLS
-from rag.relevance import BACKGROUND_RANK, RelevanceFloor
+from rag.relevance import BACKGROUND_DEPTH, RelevanceFloor, background
 from rag.search import PostHit, PostSearcher, SearchFilters
 from rag.sentences import Passage, SentenceSelector, cite
 
@@ -156,9 +156,10 @@ class QAEngine:
         # Dense on purpose, whatever TGRAG_SEARCH_MODE says: the "nothing relevant" threshold
         # (qa_min_score) is a cosine similarity, and fused hybrid scores (RRF ≈ 0.03) are not.
         want = k or self.top_k
-        # At least BACKGROUND_RANK posts: the floor compares each with the question's background.
+        # BACKGROUND_DEPTH posts at least: the floor compares each with the question's
+        # background, found among them (rag.relevance.background).
         hits = self.searcher.search(question, filters or SearchFilters(),
-                                    k=max(want, BACKGROUND_RANK), mode="dense")
+                                    k=max(want, BACKGROUND_DEPTH), mode="dense")
         return floor_sources(self.floor, question, hits, want, self._full_text)
 
     def _full_text(self, hit: PostHit) -> str:
@@ -252,10 +253,10 @@ def floor_sources(floor: RelevanceFloor, question: str, hits: list[PostHit], wan
                   text_of: Callable[[PostHit], str]) -> list[Source]:
     """The first ``want`` hits the relevance floor keeps, numbered 1…, with their texts.
 
-    ``hits``: the dense hits, best first (at least ``BACKGROUND_RANK`` when the index has them);
+    ``hits``: the dense hits, best first (``BACKGROUND_DEPTH`` when the index has them);
     ``text_of`` gives a post's whole text (the floor reads it, the LLM gets its start).
     """
-    background = hits[BACKGROUND_RANK - 1].score if len(hits) >= BACKGROUND_RANK else None
+    level = background([h.score for h in hits])
     # The floor (rag.relevance): the dense score, and below TGRAG_QA_SURE_SCORE standing out
     # from the background and the question's figures and names in the post's whole text.
     specifics = floor.specifics(question)
@@ -264,7 +265,7 @@ def floor_sources(floor: RelevanceFloor, question: str, hits: list[PostHit], wan
         if h.score < floor.min_score:
             continue
         text = text_of(h)
-        if floor.keeps(question, h.score, text, specifics, background):
+        if floor.keeps(question, h.score, text, specifics, level):
             kept.append((h, text))
     return [Source(n=i, hit=h, text=text[:SOURCE_CHARS]) for i, (h, text) in enumerate(kept, 1)]
 

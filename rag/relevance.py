@@ -5,9 +5,11 @@ e5 cosines sit in a narrow band, and on 22k news posts a question the posts cann
 a real answer gets, while a right answer in a long encyclopedic text may score lower than that.
 Two things tell them apart better than the score alone:
 
-* **standing out**: a post that answers stands above the question's background, the score of
-  the ``BACKGROUND_RANK``-th best post (for a question nothing answers, the top posts are all
-  about equally vague);
+* **standing out**: a post that answers stands above the question's background (for a question
+  nothing answers, the top posts are all about equally vague): the score of the
+  ``BACKGROUND_RANK``-th best post or, when a group of top posts shares the question's subject
+  (an article's paragraphs, the reports of one story) and a clear score drop ends it further
+  down, of the first post after the group (:func:`background`);
 * **the specifics**: the question's figures (2018), Latin-script words (Brent, iPhone) and
   names (capitalised words: Эверест, «Оскар», ЦБ), which an answer usually repeats.  In a
   question written in Latin script (English) only the capitalised words after the first and the
@@ -35,21 +37,36 @@ docs/eval.md section 7).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from rag.sentences import SentenceSelector, question_intent
+from rag.sentences import SentenceSelector, question_intent, question_specifics
 from rag.snippets import analyzer
 from rag.sparse import Analyzer
 
-BACKGROUND_RANK = 5  # the post whose score is the question's background level
+BACKGROUND_RANK = 5  # the post whose score is the question's background level, at the least
+BACKGROUND_DEPTH = 10  # the hits the background is looked for in (QAEngine fetches as many)
+GROUP_DROP = 0.005  # a score drop that ends the group of posts on the question's subject
 _NUMBER = re.compile(r"\d+")
-_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
-# A capitalised Cyrillic word that does not open the question (that one is "Кто", "Какой" …),
-# or an abbreviation in capitals anywhere (ЦБ, США, МФЦ).
-_NAME = re.compile(r"(?<=[\s«\"(„“-])[А-ЯЁ][а-яё]+|(?<![\w])[А-ЯЁ]{2,}(?![\w])")
-# In a question written in Latin script every word is Latin: there, as in Russian, the names are
-# the capitalised words after the first and the abbreviations in capitals (Lady Gaga, NFL).
-_LATIN_NAME = re.compile(r"(?<=[\s\"(“-])[A-Z][A-Za-z0-9+#]*|(?<![\w])[A-Z]{2,}(?![\w])")
-_CYRILLIC = re.compile(r"[а-яёА-ЯЁ]")
+
+
+def background(scores: Sequence[float]) -> float | None:
+    """The question's background level, from the dense scores of its hits (best first).
+
+    The ``BACKGROUND_RANK``-th best score, unless the top posts form a group on the question's
+    subject (an article's paragraphs, several reports of one story) that a clear score drop
+    (≥ ``GROUP_DROP``) ends further down, within the ``BACKGROUND_DEPTH`` best: then the first
+    post after the largest such drop.  A right answer has to stand out from the posts about
+    other things, not from its own siblings, which score alike for sharing its subject.
+    ``None`` with fewer than ``BACKGROUND_RANK`` hits (no background, no margin required).
+    """
+    if len(scores) < BACKGROUND_RANK:
+        return None
+    top = list(scores[:BACKGROUND_DEPTH])
+    # The drop before top[i], from the one before the BACKGROUND_RANK-th best on.
+    after = max(range(BACKGROUND_RANK - 1, len(top)), key=lambda i: top[i - 1] - top[i])
+    if top[after - 1] - top[after] >= GROUP_DROP:
+        return top[after]
+    return top[BACKGROUND_RANK - 1]
 
 
 class RelevanceFloor:
@@ -65,19 +82,7 @@ class RelevanceFloor:
 
     def specifics(self, question: str) -> list[tuple[str, str]]:
         """``(kind, form)`` per specific of the question: ``number``, ``latin`` or ``name``."""
-        out: dict[tuple[str, str], None] = {}
-        for m in _NUMBER.finditer(question):
-            out[("number", m.group(0))] = None
-        latin = _LATIN.findall(question)
-        if sum(map(len, latin)) > 2 * len(_CYRILLIC.findall(question)):
-            latin = _LATIN_NAME.findall(question)  # an English question: its names only
-        for word in latin:
-            out[("latin", word.lower())] = None
-        for m in _NAME.finditer(question):
-            stem = self.analyzer.stem(m.group(0))
-            if stem:
-                out[("name", stem)] = None
-        return list(out)
+        return question_specifics(question, self.analyzer)
 
     def share(self, specifics: list[tuple[str, str]], text: str) -> float:
         """The share of ``specifics`` found in ``text`` (1.0 when there are none)."""
@@ -101,8 +106,8 @@ class RelevanceFloor:
               background: float | None = None) -> bool:
         """Whether a post with this dense ``score`` and ``text`` may answer ``question``.
 
-        ``background``: the score of the ``BACKGROUND_RANK``-th best post for the question
-        (``None`` when the index holds fewer posts: no margin is required then).
+        ``background``: the question's background level (:func:`background`; ``None`` for an
+        index of fewer than ``BACKGROUND_RANK`` posts: no margin is required then).
         """
         if score >= self.sure_score:
             return True

@@ -15,11 +15,14 @@ How a sentence is chosen for a question:
   (:class:`rag.sparse.Analyzer`: pymorphy3 lemma, then Snowball, so "ставку" meets "ставки"),
   without question words.  A sentence scores the share of the question's term weight it holds;
   a term weighs ``ln(1 + N/df)`` over the candidate sentences, so a word every sentence repeats
-  tells less than the one name only the answer has.
-* **Context.** News states the topic first and the fact after it, so a sentence inherits part
-  of the match of the two before it in its post; for a factoid question a sentence that only
-  restates the question (almost all its terms are the question's, and it holds nothing of
-  what the question asks for) is left out.
+  tells less than the word only the answer has; the question's names (:func:`question_specifics`)
+  weigh half (``name_weight``): they locate the subject, which the sources share, the other
+  words the fact.
+* **Context.** News and encyclopedias state the subject first and the fact after it, so a
+  sentence inherits part of the match of the two before it in its post, and one that adds
+  question words of its own is read together with them (subject and fact split over two
+  sentences); for a factoid question a sentence that only restates the question (almost all its
+  terms are the question's, and it holds nothing of what the question asks for) is left out.
 * **Dense score.** The cosine between the question (e5 ``query:``) and the sentence (``passage:``)
   embeddings, for the best lexical candidates only (``dense_candidates``, 5): embedding them
   costs ~1 s per answer on two busy cores, and measured as good as 3 or 10 (docs/eval.md, 7.3).
@@ -237,6 +240,40 @@ def question_intent(question: str) -> Intent:
     return Intent(wants=wants, story=story, newest_first=now, name_kind=name_kind)
 
 
+_FIGURE = re.compile(r"\d+")
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#]*")
+# A capitalised Cyrillic word that does not open the question (that one is "Кто", "Какой" …),
+# or an abbreviation in capitals anywhere (ЦБ, США, МФЦ).
+_QUESTION_NAME = re.compile(r"(?<=[\s«\"(„“-])[А-ЯЁ][а-яё]+|(?<![\w])[А-ЯЁ]{2,}(?![\w])")
+# In a question written in Latin script every word is Latin: there, as in Russian, the names are
+# the capitalised words after the first and the abbreviations in capitals (Lady Gaga, NFL).
+_LATIN_NAME = re.compile(r"(?<=[\s\"(“-])[A-Z][A-Za-z0-9+#]*|(?<![\w])[A-Z]{2,}(?![\w])")
+
+
+def question_specifics(question: str, text_analyzer: Analyzer) -> list[tuple[str, str]]:
+    """``(kind, form)`` per specific of a question: its figures (``number``: "2018"), Latin words
+    (``latin``, lowercased: "brent") and capitalised names (``name``, stemmed: "эверест").
+
+    In a question written in Latin script (English) only the capitalised words after the first
+    and the abbreviations are names: every word there is Latin.  The relevance floor wants them
+    in a source; the selector weighs the names less than the other words (they locate the
+    subject, which every source shares, not the fact).
+    """
+    out: dict[tuple[str, str], None] = {}
+    for m in _FIGURE.finditer(question):
+        out[("number", m.group(0))] = None
+    latin = _LATIN_WORD.findall(question)
+    if sum(map(len, latin)) > 2 * len(_CYRILLIC_WORD.findall(question)):
+        latin = _LATIN_NAME.findall(question)  # an English question: its names only
+    for word in latin:
+        out[("latin", word.lower())] = None
+    for m in _QUESTION_NAME.finditer(question):
+        stem = text_analyzer.stem(m.group(0))
+        if stem:
+            out[("name", stem)] = None
+    return list(out)
+
+
 # -- answer types in sentences --------------------------------------------------------------------
 
 _NUMBER_WORDS = (
@@ -320,7 +357,8 @@ class SelectorConfig:
     dense_weight: float = 4.0  # per unit of cosine below the best candidate's (≈ 0.05-0.1 spread)
     type_bonus: float = 0.5  # the sentence holds what the question asks for
     context_weight: float = 0.7  # share of the previous sentence's match a sentence inherits
-    min_novelty: float = 0.34  # share of its terms a factoid answer must add to the question
+    name_weight: float = 0.5  # a question's name (Tesla, Сочи) against its other words
+    min_novelty: float = 0.25  # share of its terms a factoid answer must add to the question
     lead_bonus: float = 0.05  # the post's first sentence
     rank_penalty: float = 0.02  # per place of the post in the ranking
     dense_candidates: int = 5  # best lexical candidates scored densely; 0 = lexical only
@@ -395,6 +433,11 @@ class SentenceSelector:
             return Selection([], intent)
         terms = self.question_terms(question)
         weights = _term_weights(terms, cands)
+        # The question's names locate its subject, which the sources share (the floor wants
+        # them there); its other words locate the fact ("What did the fossils found in the
+        # Burgess Shale lack?": "lacked", not "Burgess Shale").
+        for t in self._name_stems(question) & weights.keys():
+            weights[t] *= cfg.name_weight
         total = sum(weights.values()) or 1.0
         ranks = {p.n: i for i, p in enumerate(passages)}
         asked = {kind: self._forms(answer_tokens(question, kind))
@@ -405,12 +448,7 @@ class SentenceSelector:
         typed: set[int] = set()  # the candidates holding what the question asks for
         for i, c in enumerate(cands):
             own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
-            # News states the topic first and the fact after it ("Самолёт сел в Якутии. Один
-            # пассажир погиб. На борту Ан-3 …"): a sentence inherits part of the match of the
-            # two before it in its post.
-            inherited = [cfg.context_weight ** back * own[i - back] for back in (1, 2)
-                         if i - back >= 0 and cands[i - back].n == c.n]
-            c.lexical = max([own[i], *inherited])
+            c.lexical = max(own[i], self._context(i, cands, weights, total))
             # (Not for stories: they follow the topic through the posts, whatever each adds.)
             if (intent.wants and not intent.story
                     and self._forms(answer_tokens(c.text, kind)) - asked[intent.wants]):
@@ -441,6 +479,44 @@ class SentenceSelector:
             chosen = self._choose(cands, cfg.max_sentences, cfg.max_chars, one_per_post=False)
         stems = frozenset(terms)
         return Selection([self._pick(c, stems, len(chosen)) for c in chosen], intent)
+
+    def _context(self, i: int, cands: list[_Candidate], weights: dict[str, float],
+                 total: float) -> float:
+        """The match of candidate ``i`` read with the two sentences before it in its post.
+
+        News and encyclopedias state the subject first and the fact after it ("Самолёт сел в
+        Якутии. Один пассажир погиб.", "Warsaw's first stock exchange was established in 1817
+        … It was re-established in April 1991"): a sentence inherits part of the match of the
+        two before it — the better of that share of theirs and, when it adds question words
+        of its own, its words together with theirs (each word counted once, theirs at the
+        share), so subject and fact split over two sentences match as one.
+        """
+        cfg = self.config
+        c = cands[i]
+        mine = {t for t in c.stems if t in weights}
+        own = sum(weights[t] for t in mine) / total
+        inherited = 0.0
+        union, held, adds = own, set(mine), True
+        for back in (1, 2):
+            if i - back < 0 or cands[i - back].n != c.n:
+                break
+            share = cfg.context_weight ** back
+            prev = {t for t in cands[i - back].stems if t in weights}
+            inherited = max(inherited, share * sum(weights[t] for t in prev) / total)
+            adds = adds and bool(mine - prev)
+            if adds:
+                union += share * sum(weights[t] for t in prev - held) / total
+                held |= prev
+        return max(inherited, union)
+
+    def _name_stems(self, question: str) -> set[str]:
+        """The stems of the question's names and Latin words (:func:`question_specifics`)."""
+        out: set[str] = set()
+        for kind, form in question_specifics(question, self.analyzer):
+            if kind != "number":
+                out.update(self.analyzer.tokens(form))
+                out.add(self.analyzer.stem(form) or form)
+        return out
 
     def _forms(self, tokens: set[str]) -> set[str]:
         """Answer tokens by stem, so "Судже" in the question is "Суджу" in a sentence."""

@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     )
     qa_min_margin: float = Field(
         0.03, ge=0, description="Between the two scores a post must score this much above the "
-        "question's 5th best post..."
+        "question's background (its 5th best post, or the first after the group of top posts on "
+        "its subject)..."
     )
     qa_min_name_share: float = Field(
         0.5, ge=0, le=1, description="...and hold this share of the question's figures, Latin "

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from llama_index.core.schema import Document
 
 from rag.qa import QAEngine
-from rag.relevance import RelevanceFloor
+from rag.relevance import BACKGROUND_DEPTH, RelevanceFloor, background
 from rag.search import PostHit, SearchFilters
 from rag.settings import Settings
 
@@ -126,3 +126,35 @@ def test_a_story_question_needs_all_its_words_instead_of_standing_out() -> None:
     fact = "до скольки повысили ключевую ставку?"
     assert not floor.keeps(fact, 0.84, "ЦБ сохранил ключевую ставку на уровне 16%.",
                            background=0.83)
+
+
+def test_the_background_is_the_fifth_best_unless_a_group_of_siblings_ends_further_down() -> None:
+    assert background([0.9, 0.88, 0.87]) is None  # fewer than 5 posts: no background
+    flat = [0.86 - n * 0.001 for n in range(10)]  # no clear drop: the 5th best
+    assert background(flat) == flat[4]
+    # Six paragraphs of one article score alike, then the other articles: the background is
+    # the first post after the group, not a sibling of the answer.
+    group = [0.87, 0.85, 0.848, 0.846, 0.845, 0.844, 0.83, 0.829, 0.828, 0.827]
+    assert background(group) == 0.83
+    # The largest drop wins; a drop below GROUP_DROP ends no group.
+    assert background([0.9, 0.86, 0.855, 0.85, 0.849, 0.846, 0.845, 0.844, 0.843, 0.842]) == 0.849
+    # Only the BACKGROUND_DEPTH best count: a drop after them is not looked at.
+    deep = [0.86] * BACKGROUND_DEPTH + [0.70]
+    assert background(deep) == 0.86
+
+
+def test_sources_stand_out_from_the_posts_after_the_group_of_the_questions_subject() -> None:
+    question = "Кто выиграл чемпионат мира по футболу 2018 года?"
+    for n in range(3, 13):
+        POSTS[f"tg:1:{n}"] = f"Матч номер {n} чемпионата мира по футболу 2018 года."
+    # The answer at 0.87, five siblings at 0.85-0.846 (0.025 below: not 0.03 above the 5th
+    # best), then posts about other things from 0.83 on.
+    siblings = [_hit(f"tg:1:{n}", 0.85 - (n - 3) * 0.001) for n in range(3, 8)]
+    others = [_hit(f"tg:1:{n}", 0.83 - (n - 8) * 0.001) for n in range(8, 13)]
+    hits = [_hit("tg:1:2", 0.87), *siblings, *others]
+    engine = _engine(hits, qa_min_score=0.8, qa_sure_score=0.9, qa_min_margin=0.03,
+                     qa_top_k=2)
+    assert [s.hit.id for s in engine.sources(question)] == ["tg:1:2"]
+    # Without the posts after the group (a fetch of 5) the answer does not stand out.
+    assert _engine(hits[:5], qa_min_score=0.8, qa_sure_score=0.9, qa_min_margin=0.03,
+                   qa_top_k=2).sources(question) == []

@@ -15,8 +15,10 @@ from rag.sentences import (
     cite,
     is_content_free,
     question_intent,
+    question_specifics,
     split_sentences,
 )
+from rag.snippets import analyzer
 
 NOV_2023 = 1700000000  # 2023-11-14
 OCT_2024 = 1729850000  # 2024-10-25
@@ -245,3 +247,38 @@ def test_a_restatement_holding_the_asked_for_number_is_the_answer() -> None:
     question = "Сколько долларовых миллиардеров живёт в Москве?"
     picks = SentenceSelector(config=SelectorConfig(max_sentences=1)).answer(question, post).picks
     assert picks[0].text == "В Москве 77 долларовых миллиардеров."
+
+
+def _first(question: str, passages: list[Passage], **config: object) -> str:
+    selector = SentenceSelector(config=SelectorConfig(max_sentences=1, **config))  # type: ignore[arg-type]
+    return selector.answer(question, passages).picks[0].text
+
+
+def test_the_questions_names_weigh_less_than_the_words_that_locate_the_fact() -> None:
+    question = "What did the fossils of the Burgess Shale in Columbia lack?"
+    posts = [Passage(1, "Many species lived in the Burgess Shale of Columbia."),
+             Passage(2, "The fossils lacked tentacles but had many comb rows.")]
+    # The names (Burgess, Shale, Columbia) say where, which every source shares; "fossils …
+    # lacked" says what is asked.
+    assert _first(question, posts).startswith("The fossils lacked")
+    assert _first(question, posts, name_weight=1.0).startswith("Many species")
+
+
+def test_subject_and_fact_split_over_two_sentences_match_as_one() -> None:
+    question = "What did the Burgess Shale fossils lack?"
+    post = [Passage(1, "Three species were found in the Burgess Shale fossils of Canada. "
+                       "All three lacked tentacles but had many comb rows.")]
+    # The second sentence holds "lack", the first the rest: read together they hold it all.
+    assert _first(question, post).startswith("All three lacked")
+    # A next sentence adding none of the question's words inherits only a share of the match.
+    post = [Passage(1, "The Burgess Shale fossils were found in Canada. "
+                       "They are about 505 million years old.")]
+    assert _first(question, post).startswith("The Burgess Shale fossils")
+
+
+def test_specifics_of_english_and_russian_questions() -> None:
+    english = question_specifics("How many Grammys has Lady Gaga won since 2015?", analyzer())
+    assert ("number", "2015") in english and ("latin", "lady") in english
+    assert ("latin", "how") not in english and ("latin", "won") not in english
+    russian = question_specifics("Сколько стоит нефть Brent в Москве?", analyzer())
+    assert ("latin", "brent") in russian and ("name", analyzer().stem("Москве")) in russian
