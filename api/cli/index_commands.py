@@ -280,18 +280,26 @@ def serve(
     port: int | None = typer.Option(None, help="Port [default: 8000]."),
 ) -> None:
     """Run the HTTP API (this process owns the data folder while it runs)."""
-    import uvicorn
-
-    from api.app import create_app
     from api.security import check_bind, parse_api_keys
+    from rag.backend_start import start_backends
 
     settings: Settings = ctx.obj
     host = host or settings.host
     port = port or settings.port
     parse_api_keys(settings.api_keys)  # an ambiguous key stops here, before the data folder
     check_bind(settings, host)  # no API keys → loopback only
-    # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
-    with open_services(ctx, "serve") as services:
+    # The data folder is taken and the embedded Redis starts loading (seconds at 100k posts, in
+    # its own process) before the app is imported (seconds too), so the two overlap.  Opened
+    # here, not in the app's lifespan, so a locked data folder is the usual one-line error.
+    started = start_backends(settings, "tgrag serve")
+    try:
+        import uvicorn
+
+        from api.app import create_app
+    except BaseException:
+        started.abandon()
+        raise
+    with open_services(ctx, "serve", started=started) as services:
         if not settings.api_keys:
             click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
                        err=True)
