@@ -68,7 +68,15 @@ def open_services(ctx: typer.Context, command: str, **options: Any) -> Iterator[
     command already built), ``started`` (the backends it started first)."""
     from api.services import Services
 
-    services = Services.open(ctx.obj, purpose=f"tgrag {command}", **options)
+    with command_services(ctx, Services.open(ctx.obj, purpose=f"tgrag {command}",
+                                             **options)) as services:
+        yield services
+
+
+@contextmanager
+def command_services(ctx: typer.Context, services: Services) -> Iterator[Services]:
+    """Services the command opened itself (``tgrag serve``), as :func:`open_services` gives
+    them: the data folder noted for error hints, closed at the end."""
     ctx.meta[DATA_DIR_META] = data_dir_in_use(ctx.obj)
     try:
         yield services
