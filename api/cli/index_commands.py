@@ -286,6 +286,7 @@ def serve(
     port: int | None = typer.Option(None, help="Port [default: 8000]."),
 ) -> None:
     """Run the HTTP API (this process owns the data folder while it runs)."""
+    import contextlib
     from concurrent.futures import ThreadPoolExecutor
 
     from api.security import check_bind, parse_api_keys
@@ -314,8 +315,11 @@ def serve(
             import uvicorn
 
             from api.app import create_app
-        finally:
-            services = opening.result()
+        except BaseException:  # e.g. Ctrl+C: close what the open opened (its own error aside)
+            with contextlib.suppress(Exception):
+                opening.result().close()
+            raise
+        services = opening.result()
     with command_services(ctx, services):
         if not settings.api_keys:
             click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
