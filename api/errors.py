@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import TgragError
-from rag.redis_backend import REDIS_DOWN, unavailable
+from rag.redis_errors import REDIS_DOWN, unavailable
 
 log = logging.getLogger("tgrag.api")
 PROBLEM = "application/problem+json"

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from rag.alerts.model import Alert
     from rag.alerts.outbox import OutboxRecorder
     from rag.alerts.store import AlertStore
+    from rag.backend_start import StartedBackends
     from rag.digest import Digest
     from rag.digest_delivery import DigestScheduler, DigestSink
     from rag.mentions import MentionMatcher, MentionRule
@@ -90,12 +91,14 @@ class Services:
         self.index = index
 
     @classmethod
-    def open(cls, settings: Settings, *, purpose: str = "tgrag", llm: Any = _UNSET) -> Services:
+    def open(cls, settings: Settings, *, purpose: str = "tgrag", llm: Any = _UNSET,
+             started: StartedBackends | None = None) -> Services:
         """Open the index (taking the data folder in embedded mode) and build the services.
 
         ``llm`` (an LLM or ``None``) replaces the configured one, e.g. when a command built it
-        first to report a credentials problem before touching the data folder."""
-        return cls(Index.open(settings, purpose=purpose), llm=llm)
+        first to report a credentials problem before touching the data folder; ``started``:
+        the backends the caller started first (``rag.backend_start``)."""
+        return cls(Index.open(settings, purpose=purpose, started=started), llm=llm)
 
     def for_tenant(self, tenant: str) -> Services:
         """This tenant's view: the same parts; every use case scoped to the tenant."""

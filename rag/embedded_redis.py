@@ -183,6 +183,12 @@ class EmbeddedRedis:
 
     def start(self) -> None:
         """Start the child and wait until it answers (it may be replaying the AOF)."""
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the child without waiting: it loads its data (seconds at 100k posts) in its own
+        process while this one goes on (:func:`spawn_embedded`); :meth:`wait_ready` waits."""
         self.redis_dir.mkdir(parents=True, exist_ok=True)
         stop_orphans(self.redis_dir)
         remove_stale_run_dirs(self.redis_dir, self.run_dir)
@@ -190,6 +196,12 @@ class EmbeddedRedis:
         conf.write_text(self.config(), encoding="utf-8")
         self.socket.unlink(missing_ok=True)
         self.proc = _spawn([redis_binary(), str(conf)], self.log_path)
+
+    def wait_ready(self, *, loading: bool = False) -> None:
+        """Wait until the spawned child answers (with ``loading``, also while it still loads its
+        data: it runs); :class:`BackendUnavailable` if it exits or does not answer within
+        ``START_TIMEOUT`` seconds (then it is killed)."""
+        assert self.proc is not None, "spawn() first"
         probe = redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT
         try:
@@ -202,7 +214,9 @@ class EmbeddedRedis:
                 try:
                     probe.ping()
                     return
-                except (redis.ConnectionError, redis.BusyLoadingError):
+                except (redis.ConnectionError, redis.BusyLoadingError) as exc:
+                    if loading and isinstance(exc, redis.BusyLoadingError):
+                        return
                     if time.monotonic() > deadline:
                         self._kill()
                         raise BackendUnavailable(
@@ -265,6 +279,20 @@ class EmbeddedRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def spawn_embedded(redis_dir: Path) -> EmbeddedRedis:
+    """A server for ``redis_dir``, spawned (the caller holds the data-folder lock); it may still
+    be loading its data (``rag.redis_backend.open_redis`` and ``wait_loaded`` wait for it)."""
+    server = EmbeddedRedis(redis_dir)
+    try:
+        server.spawn()
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"cannot start the embedded Redis in {redis_dir}: {exc}",
+            hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
+        ) from exc
+    return server
 
 
 class EmbeddedRedisClient(redis.Redis):

@@ -18,11 +18,12 @@ from typing import Any
 import redis
 from llama_index.storage.docstore.redis import RedisDocumentStore
 
+from rag.backend_start import StartedBackends, start_backends
 from rag.catalog import ChannelCatalog
 from rag.datadir import DataDirLock
 from rag.embeddings import EmbeddingBackend, build_embedding
 from rag.ids import DEFAULT_TENANT, catalog_namespace, namespace, tenant_of_doc_id
-from rag.redis_backend import close_redis, kvstore, open_redis, recover
+from rag.redis_backend import close_redis, kvstore, open_redis, recover, wait_loaded
 from rag.settings import Settings
 from rag.store import ChunkStore, StoreFilter, open_store
 from rag.store.vector_store import PostVectorStore
@@ -48,29 +49,33 @@ class Index:
         *,
         purpose: str = "tgrag",
         embedding: EmbeddingBackend | None = None,
+        started: StartedBackends | None = None,
     ) -> Index:
-        """Open every backend (taking the data-folder lock in embedded mode)."""
-        lock = None
-        if settings.embedded_qdrant or settings.embedded_redis:
-            lock = DataDirLock(settings.data_dir)
-            lock.acquire(purpose)
+        """Open every backend (taking the data-folder lock in embedded mode).  ``started``: the
+        first step, already taken by the caller (:func:`rag.backend_start.start_backends`)."""
+        started = started or start_backends(settings, purpose)
         r: redis.Redis | None = None
+        store: ChunkStore | None = None
         try:
-            r = open_redis(settings)
+            r = open_redis(settings, started.redis_server)  # it answers before anything is written
             emb = embedding or build_embedding(settings)
+            # The engine loads its shard while the embedded Redis loads its data in its own
+            # process (each ~1-2 s at 100k posts); then wait for Redis to have it all.
             store = open_store(settings, emb.name, emb.dim)
+            wait_loaded(r)
         except BaseException:
             try:
+                if store is not None:
+                    store.close()
                 if r is not None:
                     close_redis(r, settings)
             finally:
-                if lock:
-                    lock.release()
+                started.abandon()
             raise
         base = namespace(settings.collection)
         docstore = RedisDocumentStore(kvstore(r), namespace=f"{base}:docstore")
         return cls(settings=settings, redis=r, embedding=emb, store=store, docstore=docstore,
-                   catalog=ChannelCatalog(r, base), lock=lock)
+                   catalog=ChannelCatalog(r, base), lock=started.lock)
 
     def for_tenant(self, tenant: str) -> Index:
         """A view of this index for one tenant: same backends and write lock, the tenant's channel

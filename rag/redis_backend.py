@@ -1,9 +1,8 @@
 """Redis: a server from ``TGRAG_REDIS_URL``, or the embedded one under data_dir
 (``rag.embedded_redis``: a child redis-server that never outlives this process).
 
-:func:`unavailable` turns a lost connection into the one error surfaces show
-(:class:`~rag.errors.BackendUnavailable`, no socket path or URL in it), and :func:`recover`
-restarts a dead embedded server.
+:func:`recover` restarts a dead embedded server; ``rag.redis_errors`` turns a lost connection
+into the one error surfaces show.
 """
 
 from __future__ import annotations
@@ -19,20 +18,26 @@ import redis.asyncio
 from llama_index.core.storage.kvstore.types import DEFAULT_BATCH_SIZE, DEFAULT_COLLECTION
 from llama_index.storage.kvstore.redis import RedisKVStore
 
-from rag.embedded_redis import EmbeddedRedis, EmbeddedRedisClient
+from rag.embedded_redis import EmbeddedRedis, EmbeddedRedisClient, spawn_embedded
 from rag.errors import BackendUnavailable
 from rag.settings import Settings
 
 log = logging.getLogger("tgrag.redis")
 
 
-def open_redis(settings: Settings) -> redis.Redis:
-    """Connect to Redis and check it answers; raise ``BackendUnavailable`` otherwise."""
+def open_redis(settings: Settings, started: EmbeddedRedis | None = None) -> redis.Redis:
+    """Connect to Redis and check it answers; raise ``BackendUnavailable`` otherwise.
+
+    ``started``: the embedded server, already spawned (``rag.backend_start``).  Its client comes
+    back as soon as it answers, maybe still loading its data (seconds at 100k posts), so the
+    caller can open the vector engine meanwhile; :func:`wait_loaded` waits for the rest."""
+    if started is not None:
+        return _embedded(settings, started)
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
         where = _redact(settings.redis_url)
     else:
-        client = _embedded(settings)
+        client = _embedded(settings, None)
         where = f"embedded Redis in {settings.redis_dir}"
     try:
         client.ping()
@@ -55,19 +60,25 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
-def _embedded(settings: Settings) -> redis.Redis:
-    server = EmbeddedRedis(settings.redis_dir)
-    try:
-        server.start()
-    except OSError as exc:
-        raise BackendUnavailable(
-            f"cannot start the embedded Redis in {settings.redis_dir}: {exc}",
-            hint="check the folder is writable, or set TGRAG_REDIS_URL to a Redis server",
-        ) from exc
+def _embedded(settings: Settings, started: EmbeddedRedis | None) -> redis.Redis:
+    if started is None:
+        server = spawn_embedded(settings.redis_dir)
+        server.wait_ready()
+    else:
+        server = started
+        server.wait_ready(loading=True)
     client = EmbeddedRedisClient(unix_socket_path=str(server.socket))
     client.server = server
     weakref.finalize(client, server.stop)  # a client dropped without close() stops it too
     return client
+
+
+def wait_loaded(client: redis.Redis) -> None:
+    """Wait until the embedded server behind ``client`` has loaded its data (nothing to wait
+    for otherwise: ``open_redis`` returns others only once they answer)."""
+    server = getattr(client, "server", None)
+    if isinstance(server, EmbeddedRedis):
+        server.wait_ready()
 
 
 def close_redis(client: redis.Redis, settings: Settings) -> None:
@@ -76,19 +87,6 @@ def close_redis(client: redis.Redis, settings: Settings) -> None:
     client.close()
     if isinstance(server, EmbeddedRedis):
         server.stop()
-
-
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
-
-
-def unavailable(exc: BaseException) -> BackendUnavailable:
-    """The error to show for a lost Redis connection: what is wrong, not where (the exception's
-    text names the socket path or the server address; the log has it)."""
-    log.warning("Redis unreachable", extra={"error": str(exc)})
-    err = BackendUnavailable("Redis is not reachable right now",
-                             hint="try again in a moment; if it persists, see the server's log")
-    err.headers = {"Retry-After": "1"}
-    return err
 
 
 def recover(client: redis.Redis) -> bool:

@@ -19,17 +19,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from api.bot.access import AccessList
-from api.bot.digests import BotDigestSink
-from api.bot.runner import BotRunner, StateListener, bot_id_of
-from api.bot.services_backend import ServicesBackend, SyncProvider
-from api.bot.status import StatusBoard
 from rag.errors import InputError, TgragError
 
+# The bot's own modules import Telethon (~0.5 s at start): imported where a bot is built, so a
+# host without TGRAG_TG_BOT_TOKEN (most `tgrag serve`s) never loads them.
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from telethon import TelegramClient
 
+    from api.bot.access import AccessList
+    from api.bot.runner import BotRunner, StateListener
+    from api.bot.services_backend import SyncProvider
     from api.services import Services
     from rag.settings import Settings
 
@@ -49,6 +49,9 @@ def bot_enabled(settings: Settings) -> bool:
 
 def check_settings(settings: Settings) -> AccessList:
     """The bot's settings, checked (:class:`InputError` now, not a bot failing later)."""
+    from api.bot.access import AccessList
+    from api.bot.runner import bot_id_of
+
     if not bot_enabled(settings):
         raise InputError("TGRAG_TG_BOT_TOKEN is not set",
                          hint="create a bot with @BotFather (/newbot) and set its token")
@@ -62,6 +65,10 @@ def check_settings(settings: Settings) -> AccessList:
 
 def build_runner(services: Services, *, sync: SyncProvider | None = None,
                  on_state: StateListener | None = None) -> BotRunner:
+    from api.bot.runner import BotRunner
+    from api.bot.services_backend import ServicesBackend
+    from api.bot.status import StatusBoard
+
     settings = services.settings
     access = check_settings(settings)
     assert settings.tg_bot_token is not None
@@ -82,6 +89,8 @@ def digest_sinks(services: Services, runner: BotRunner | None) -> list[Any]:
     and the ``TGRAG_DIGEST_WEBHOOKS``."""
     sinks: list[Any] = []
     if runner is not None:
+        from api.bot.digests import BotDigestSink
+
         sinks.append(BotDigestSink(runner, runner.backend.subscribers))  # type: ignore[attr-defined]
     if services.settings.digest_webhooks:
         from rag.digest_webhooks import WebhookDigestSink

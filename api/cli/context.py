@@ -14,17 +14,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from api.logging import configure_logging
-from api.services import _UNSET, Services
 from rag.errors import TgragError
-from rag.redis_backend import REDIS_DOWN, unavailable
+from rag.redis_errors import REDIS_DOWN, unavailable
 from rag.settings import Settings, load_settings
+
+# api.services (LlamaIndex: seconds) is imported when a command opens the services, so every
+# `tgrag` start stays light and `tgrag serve` can start the backends before importing it.
+if TYPE_CHECKING:
+    from api.services import Services
 
 DATA_DIR_META = "tgrag.data_dir"  # ctx.meta: the data folder of the index a command opened
 # Hints for a parameter, in this surface's words (the core's are written for no surface).
@@ -59,9 +63,20 @@ def root(ctx: typer.Context) -> None:
 
 
 @contextmanager
-def open_services(ctx: typer.Context, command: str, *, llm: Any = _UNSET) -> Iterator[Services]:
-    """The services for one command (``llm``: one the command already built)."""
-    services = Services.open(ctx.obj, purpose=f"tgrag {command}", llm=llm)
+def open_services(ctx: typer.Context, command: str, **options: Any) -> Iterator[Services]:
+    """The services for one command; ``options`` of :meth:`Services.open`: ``llm`` (one the
+    command already built), ``started`` (the backends it started first)."""
+    from api.services import Services
+
+    with command_services(ctx, Services.open(ctx.obj, purpose=f"tgrag {command}",
+                                             **options)) as services:
+        yield services
+
+
+@contextmanager
+def command_services(ctx: typer.Context, services: Services) -> Iterator[Services]:
+    """Services the command opened itself (``tgrag serve``), as :func:`open_services` gives
+    them: the data folder noted for error hints, closed at the end."""
     ctx.meta[DATA_DIR_META] = data_dir_in_use(ctx.obj)
     try:
         yield services

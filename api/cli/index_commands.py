@@ -10,7 +10,13 @@ import click
 import typer
 
 from api.cli.alert_commands import echo_pass
-from api.cli.context import data_dir_in_use, maintain, open_services, print_json
+from api.cli.context import (
+    command_services,
+    data_dir_in_use,
+    maintain,
+    open_services,
+    print_json,
+)
 from rag.errors import InputError
 from rag.settings import Settings
 
@@ -280,18 +286,41 @@ def serve(
     port: int | None = typer.Option(None, help="Port [default: 8000]."),
 ) -> None:
     """Run the HTTP API (this process owns the data folder while it runs)."""
-    import uvicorn
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
 
-    from api.app import create_app
     from api.security import check_bind, parse_api_keys
+    from rag.backend_start import start_backends
 
     settings: Settings = ctx.obj
     host = host or settings.host
     port = port or settings.port
     parse_api_keys(settings.api_keys)  # an ambiguous key stops here, before the data folder
     check_bind(settings, host)  # no API keys → loopback only
-    # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line error.
-    with open_services(ctx, "serve") as services:
+    # Opened here, not in the app's lifespan, so a locked data folder is the usual one-line
+    # error; in the order that overlaps the slow parts (docs/benchmarks.md, "tgrag serve"
+    # start): the embedded Redis loads its data in its own process from here on, while this one
+    # imports LlamaIndex (seconds each at 100k posts) ...
+    started = start_backends(settings, "tgrag serve")
+    try:
+        from api.services import Services
+    except BaseException:
+        started.abandon()
+        raise
+    # ... then the engine loads its shard on another thread (native code: it leaves the GIL)
+    # while this one imports the app.  A failed open releases what it started and raises here.
+    with ThreadPoolExecutor(1, thread_name_prefix="tgrag-open") as pool:
+        opening = pool.submit(Services.open, settings, purpose="tgrag serve", started=started)
+        try:
+            import uvicorn
+
+            from api.app import create_app
+        except BaseException:  # e.g. Ctrl+C: close what the open opened (its own error aside)
+            with contextlib.suppress(Exception):
+                opening.result().close()
+            raise
+        services = opening.result()
+    with command_services(ctx, services):
         if not settings.api_keys:
             click.echo("authentication is off (TGRAG_API_KEYS is empty): serving on loopback only",
                        err=True)

@@ -25,9 +25,10 @@ import typer
 
 from api.cli.alert_commands import echo_pass
 from api.cli.context import maintain, open_services
-from ingest.telegram.connector import TelegramConnector, telegram_errors
 from rag.errors import InputError
 
+# Telethon and the connector (~0.5 s to import) are imported by the commands that talk to
+# Telegram, not by every `tgrag` start (this module is part of the CLI's import).
 if TYPE_CHECKING:
     from telethon import TelegramClient
 
@@ -95,6 +96,7 @@ def login(
     """
     from telethon.sessions import StringSession
 
+    from ingest.telegram.connector import TelegramConnector, telegram_errors
     from ingest.telegram.reader import SESSION_FILE, save_session_file
 
     settings: Settings = ctx.obj

@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 from api.deps import ServicesDep
 from api.schemas import COMMON, OneOrMany, Problem, problems
 from api.services import Services
-from ingest.telegram.reader import SESSION_FILE
 from rag.errors import InputError
 from rag.search import parse_date
 
@@ -89,8 +88,12 @@ def sync_status(job_id: str, services: ServicesDep) -> dict[str, Any]:
 
 def telegram_configured(services: Services) -> bool:
     settings = services.settings
-    return bool(settings.tg_api_id and settings.tg_api_hash and (
-        settings.tg_session or (settings.data_dir / SESSION_FILE).exists()))
+    if not (settings.tg_api_id and settings.tg_api_hash):
+        return False
+    # The reader imports Telethon (~0.5 s): only where an account is configured.
+    from ingest.telegram.reader import SESSION_FILE
+
+    return bool(settings.tg_session or (settings.data_dir / SESSION_FILE).exists())
 
 
 @asynccontextmanager

@@ -20,16 +20,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from rag.alerts.delivery import Notification
 from rag.alerts.model import WEBHOOK, check_webhook_url
 from rag.errors import DeliveryFailed, InputError
 from rag.ids import DEFAULT_TENANT
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 SIGNATURE_HEADER = "X-Tgrag-Signature"
 DELIVERY_HEADER = "X-Tgrag-Delivery"
@@ -53,9 +54,19 @@ class WebhookNotifier:
 
     def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
         self.settings = settings
-        self.client = client or httpx.Client(timeout=settings.alert_webhook_timeout,
-                                             follow_redirects=False,
-                                             headers={"User-Agent": USER_AGENT})
+        self._client = client
+
+    @property
+    def client(self) -> httpx.Client:
+        """The connection pool, made at the first send: importing httpx and loading the CA
+        certificates cost ~0.1 s of every server's start, most of which never send a webhook."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.settings.alert_webhook_timeout,
+                                        follow_redirects=False,
+                                        headers={"User-Agent": USER_AGENT})
+        return self._client
 
     def available(self) -> bool:
         return True  # a failing receiver is the delivery's failure, retried
@@ -91,6 +102,8 @@ class WebhookNotifier:
         body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
                    SIGNATURE_HEADER: sign(secret, body), DELIVERY_HEADER: delivery_id}
+        import httpx  # at the first send only, as the client (see ``client``)
+
         try:
             response = self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -99,4 +112,5 @@ class WebhookNotifier:
             raise DeliveryFailed(f"webhook {host} answered HTTP {response.status_code}")
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
