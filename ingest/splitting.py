@@ -28,6 +28,7 @@ from llama_index.core.node_parser import NodeParser, SentenceSplitter
 from llama_index.core.schema import BaseNode, NodeRelationship, TextNode
 from pydantic import Field, PrivateAttr
 
+from ingest.sentence_boundaries import punkt_sentences
 from rag.ids import chunk_id
 
 # A whitespace-free run at least this many characters long *may* exceed a chunk (some scripts and
@@ -95,6 +96,8 @@ class PostSplitter(NodeParser):
             chunk_overlap=chunk_overlap,
             tokenizer=content_tokens,
             paragraph_separator="\n\n",
+            # LlamaIndex's own Punkt tokenizer, without the 115 MB its import drags in.
+            chunking_tokenizer_fn=punkt_sentences,
             include_metadata=False,
             include_prev_next_rel=False,
         )

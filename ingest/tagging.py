@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -63,7 +64,14 @@ def _morph() -> Any:
 def _parse(word: str) -> tuple[str, str | None, str | None]:
     """(lemma, part of speech, gender) of a lowercase word; cached: posts repeat their words."""
     p = _morph().parse(word)[0]
-    return p.normal_form, p.tag.POS, p.tag.gender
+    return p.normal_form, _interned(p.tag.POS), _interned(p.tag.gender)
+
+
+def _interned(grammeme: str | None) -> str | None:
+    # pymorphy3 makes a new string object at every access to a tag's attribute: the cache above
+    # kept ~3 of them a word, 20 MB at the news set's 100k words (docs/benchmarks.md); there are
+    # a few dozen distinct values, so one shared copy each.
+    return None if grammeme is None else sys.intern(str(grammeme))
 
 
 @lru_cache(maxsize=50_000)
