@@ -15,10 +15,10 @@ the sparse encoder, and is the one retrieval every surface and the evaluation go
 :class:`rag.search.PostSearcher`).  Which defaults win is measured in ``docs/eval.md``.
 
 Each list is fetched from the store as chunks and collapsed into posts, a post keeping its best
-chunk (the first: lists come best first).  Most posts are one chunk, so a list asks for a quarter
-more chunks than the posts it wants and asks again, for twice as many, while the store returned
-everything asked for yet fewer posts than wanted (long posts ate the budget); the posts found are
-the same whatever the first ask, only the cost differs.
+chunk (the first: lists come best first).  A list asks for a measured number of chunks per post
+it wants (``DENSE_CHUNKS_PER_POST``, ``SPARSE_CHUNKS_PER_POST``) and asks again, for twice as
+many, while the store returned everything asked for yet fewer posts than wanted (long posts ate
+the budget); the posts found are the same whatever the first ask, only the cost differs.
 
 Candidates come with one payload field, ``doc_id`` (what collapsing needs); only the posts that
 end up in the answer get their whole payloads (texts, metadata), in one
@@ -46,11 +46,17 @@ MODES: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
 FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
 MAX_CHUNKS = 2000  # per list and query
 CANDIDATE_FIELDS = (DOC_ID_KEY,)  # the payload a candidate chunk is fetched with
+# Chunks a list asks for first, per post wanted.  A long post's chunks lie close together, so a
+# dense list brings several at once: 100 posts took 126–132 chunks at the median and 168–178 at
+# the 90th percentile, 252 at most (100 queries, 25k and 100k posts); a BM25 list took exactly 100
+# for 95 % of them (bench/hnsw_recall.py).  Too few costs a second call, too many more payloads.
+DENSE_CHUNKS_PER_POST = 2.0
+SPARSE_CHUNKS_PER_POST = 1.25
 
 
-def first_ask(posts: int) -> int:
-    """Chunks a list asks for first to find ``posts`` posts (news: 1.01 chunks a post)."""
-    return min(posts + posts // 4 + 4, MAX_CHUNKS)
+def first_ask(posts: int, per_post: float) -> int:
+    """Chunks a list asks for first to find ``posts`` posts."""
+    return min(int(posts * per_post) + 4, MAX_CHUNKS)
 
 
 def validate_mode(mode: str) -> Mode:
@@ -213,7 +219,8 @@ class HybridRetriever:
         ``whole``: their chunks with whole payloads; else with ``doc_id`` only (for fusion)."""
         vector = self.embed_query(query) if isinstance(query, str) else list(query)
         posts, more = self._posts(
-            lambda n: self.store.search_dense(vector, flt, n, fields=CANDIDATE_FIELDS), limit)
+            lambda n: self.store.search_dense(vector, flt, n, fields=CANDIDATE_FIELDS), limit,
+            DENSE_CHUNKS_PER_POST)
         return (self.whole(posts) if whole else posts), more
 
     def sparse(self, query: str, flt: StoreFilter | None, limit: int, *,
@@ -221,7 +228,8 @@ class HybridRetriever:
         """The ``limit`` best posts by BM25 (``whole`` as for :meth:`dense`)."""
         vector = self.encoder.encode_query(query)
         posts, more = self._posts(
-            lambda n: self.store.search_sparse(vector, flt, n, fields=CANDIDATE_FIELDS), limit)
+            lambda n: self.store.search_sparse(vector, flt, n, fields=CANDIDATE_FIELDS), limit,
+            SPARSE_CHUNKS_PER_POST)
         return (self.whole(posts) if whole else posts), more
 
     def whole(self, posts: PostList) -> PostList:
@@ -232,8 +240,9 @@ class HybridRetriever:
                 if c.id in found]
 
     @staticmethod
-    def _posts(fetch: Callable[[int], list[StoredChunk]], limit: int) -> tuple[PostList, bool]:
-        chunks = first_ask(limit)
+    def _posts(fetch: Callable[[int], list[StoredChunk]], limit: int,
+               per_post: float) -> tuple[PostList, bool]:
+        chunks = first_ask(limit, per_post)
         while True:
             found = fetch(chunks)
             posts = collapse(found)

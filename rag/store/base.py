@@ -30,6 +30,11 @@ TEXT_KEY, NODE_ID_KEY, DOC_ID_KEY, TENANT_KEY = "text", "node_id", "doc_id", "te
 SPARSE_METADATA_KEY = "_sparse"
 # Payload fields with an index in every engine (filters and deletes use them).
 INDEXED_FIELDS = ("channel_id", "date", "tags", DOC_ID_KEY, TENANT_KEY)
+# Candidates an HNSW dense search explores (``hnsw_ef``; at least its limit).  With the engine's
+# default, a 129-chunk dense list held 85 % of the exact top-10 posts at 100k posts (92 % at 25k);
+# with 400, 98 % (what the 400-chunk asks got before candidates were sized to posts), for ~1.3 ms
+# more (`bench/hnsw_recall.py`, docs/benchmarks.md).  Exact scans (small segments) ignore it.
+DENSE_SEARCH_EF = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ from rag.errors import BackendUnavailable, DataDirLocked, InputError, ModelMisma
 from rag.ids import chunk_number
 from rag.store.base import (
     DENSE,
+    DENSE_SEARCH_EF,
     DOC_ID_KEY,
     SPARSE,
     TENANT_KEY,
@@ -340,6 +341,7 @@ class EdgeStore(ChunkStoreBase):
         return [stored(p) for p in self.shard.query(qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(list(vector), using=DENSE),
             filter=edge_filter(flt), with_payload=payload_fields(fields),
+            params=qe.SearchParams(hnsw_ef=max(DENSE_SEARCH_EF, limit)),
         ))]
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,

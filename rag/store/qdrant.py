@@ -28,6 +28,7 @@ from rag.ids import chunk_number
 from rag.settings import Settings
 from rag.store.base import (
     DENSE,
+    DENSE_SEARCH_EF,
     DOC_ID_KEY,
     NODE_ID_KEY,
     SPARSE,
@@ -255,6 +256,7 @@ class QdrantStore(ChunkStoreBase):
         return [_stored(p) for p in self._client.query_points(
             self.collection, query=list(vector), using=DENSE, query_filter=self._filter(flt),
             limit=limit, with_payload=payload_fields(fields),
+            search_params=models.SearchParams(hnsw_ef=max(DENSE_SEARCH_EF, limit)),
         ).points]
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
