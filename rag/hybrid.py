@@ -22,9 +22,9 @@ the budget); the posts found are the same whatever the first ask, only the cost 
 
 Candidates come with one payload field, ``doc_id`` (what collapsing needs); only the posts that
 end up in the answer get their whole payloads (texts, metadata), in one
-:meth:`~rag.store.ChunkStore.chunks_by_id` call.  The engine spends ~15 µs reading a payload, so
-fetching hybrid's 2 × 100 candidates with their texts cost more than the searches themselves
-(docs/benchmarks.md, "Search latency").
+:meth:`~rag.store.ChunkStore.chunks_by_id` call.  The engine spends ~10–20 µs reading a payload,
+so fetching hybrid's candidates with their texts (2 × 400 chunks, as it once did) cost more than
+the searches themselves (docs/benchmarks.md, "Search latency").
 """
 
 from __future__ import annotations
