@@ -97,8 +97,11 @@ class QdrantStore(ChunkStoreBase):
     """One Qdrant collection of post chunks (see the module docstring)."""
 
     def __init__(self, client: QdrantClient, collection: str, model_name: str, dim: int,
-                 *, where: str = "Qdrant", sharding: Sharding | None = None) -> None:
+                 *, where: str = "Qdrant", sharding: Sharding | None = None,
+                 exact: bool = False) -> None:
         self._client = client
+        # Local mode scans every point (and warns about search params it cannot use).
+        self._exact = exact
         self.collection = collection
         self.model_name = model_name
         self.dim = dim
@@ -123,7 +126,7 @@ class QdrantStore(ChunkStoreBase):
         client = open_local_client(path)
         try:
             return cls(client, collection, model_name, dim,
-                       where=f"Qdrant local mode in {path.resolve()}")
+                       where=f"Qdrant local mode in {path.resolve()}", exact=True)
         except BaseException:
             # Local mode holds its own lock on the folder until closed, so a refused open (e.g.
             # ModelMismatch) would otherwise block the next one in this process.
@@ -256,7 +259,8 @@ class QdrantStore(ChunkStoreBase):
         return [_stored(p) for p in self._client.query_points(
             self.collection, query=list(vector), using=DENSE, query_filter=self._filter(flt),
             limit=limit, with_payload=payload_fields(fields),
-            search_params=models.SearchParams(hnsw_ef=max(DENSE_SEARCH_EF, limit)),
+            search_params=None if self._exact else models.SearchParams(
+                hnsw_ef=max(DENSE_SEARCH_EF, limit)),
         ).points]
 
     def search_sparse(self, vector: SparseVector, flt: StoreFilter | None,
