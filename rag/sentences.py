@@ -36,7 +36,9 @@ How a sentence is chosen for a question:
   gets a bonus, and is never taken for a mere restatement of the question.
 * **Choice.** The best sentence, then at most ``max_sentences - 1`` more that score close to it,
   fit the length budget and do not repeat a chosen one (stem overlap or cosine; copies of one
-  report in several channels are common).
+  report in several channels are common).  A best sentence longer than the budget is cut to the
+  stretch with the question's words and what it asks for, which may fill only 2/3 of it: the
+  fact usually follows the words that name its subject.
 * **Stories.** "что случилось / что нового / latest" questions take one sentence per post, in
   date order with the date shown, so a story reads in time order; "сейчас / текущая / now"
   puts the newest first.
@@ -478,7 +480,13 @@ class SentenceSelector:
         else:
             chosen = self._choose(cands, cfg.max_sentences, cfg.max_chars, one_per_post=False)
         stems = frozenset(terms)
-        return Selection([self._pick(c, stems, len(chosen)) for c in chosen], intent)
+        # A factoid's sentences fit max_chars together (_choose), so only a long first one is
+        # cut, keeping what the question asks for (the date for "когда"); a story's share it.
+        if intent.story:
+            return Selection([self._pick(c, stems, max(120, cfg.max_chars // len(chosen)))
+                              for c in chosen], intent)
+        return Selection([self._pick(c, stems | self._answer_stems(c, kind),
+                                     cfg.max_chars) for c in chosen], intent)
 
     def _context(self, i: int, cands: list[_Candidate], weights: dict[str, float],
                  total: float) -> float:
@@ -508,6 +516,13 @@ class SentenceSelector:
                 union += share * sum(weights[t] for t in prev - held) / total
                 held |= prev
         return max(inherited, union)
+
+    def _answer_stems(self, c: _Candidate, kind: str) -> frozenset[str]:
+        """The stems of the answer tokens of ``kind`` in a candidate (none without a kind)."""
+        if not kind:
+            return frozenset()
+        return frozenset(self.analyzer.stem(t) or t for t in answer_tokens(c.text, kind)
+                         if " " not in t)
 
     def _name_stems(self, question: str) -> set[str]:
         """The stems of the question's names and Latin words (:func:`question_specifics`)."""
@@ -585,7 +600,8 @@ class SentenceSelector:
         chosen = self._choose(cands, max_sentences, max_chars or cfg.max_chars,
                               one_per_post=True, keep_ratio=0.0)
         chosen.sort(key=lambda c: (c.date, c.n))
-        return [self._pick(c, frozenset(), len(chosen)) for c in chosen]
+        limit = cfg.max_chars if len(chosen) <= 1 else max(120, cfg.max_chars // len(chosen))
+        return [self._pick(c, frozenset(), limit) for c in chosen]
 
     # -- shared -----------------------------------------------------------------------------------
 
@@ -627,11 +643,13 @@ class SentenceSelector:
             return _dot(a.vector, b.vector) >= self.config.duplicate_cosine
         return False
 
-    def _pick(self, c: _Candidate, stems: frozenset[str], count: int) -> Pick:
-        limit = self.config.max_chars if count <= 1 else max(120, self.config.max_chars // count)
+    def _pick(self, c: _Candidate, stems: frozenset[str], limit: int) -> Pick:
         text = c.text
-        if len(text) > limit:  # the stretch with the question's words, not just the start
-            text, _ = snippet_with_highlights(text, stems, limit)
+        if len(text) > limit:
+            # The stretch with the question's words, spanning at most 2/3 of it: the fact
+            # usually follows the words naming its subject, and a window they fill cuts it off.
+            text, _ = snippet_with_highlights(text, stems, limit,
+                                              cluster_width=limit * 2 // 3 if stems else None)
         return Pick(c.n, text, c.date, c.position, round(c.score, 4), round(c.lexical, 4),
                     None if c.dense is None else round(c.dense, 4))
 

@@ -46,12 +46,13 @@ def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return cut.rstrip(_TRAILING) + ELLIPSIS
 
 
-def snippet_with_highlights(text: str, stems: Iterable[str],
-                            limit: int = SNIPPET_CHARS) -> tuple[str, list[Span]]:
+def snippet_with_highlights(text: str, stems: Iterable[str], limit: int = SNIPPET_CHARS, *,
+                            cluster_width: int | None = None) -> tuple[str, list[Span]]:
     """The snippet of ``text`` around the best cluster of ``stems`` and the matched words in it.
 
     No match: the start of the text (as :func:`make_snippet`) and no highlights.  The snippet is
-    at most ``limit`` characters plus an ellipsis.
+    at most ``limit`` characters plus an ellipsis.  ``cluster_width`` (default: the whole
+    window) caps the stretch the matches may span, leaving the rest for the words after them.
     """
     wanted = frozenset(stems)
     flat = " ".join(text.split())
@@ -60,7 +61,8 @@ def snippet_with_highlights(text: str, stems: Iterable[str],
         return make_snippet(flat, limit), []
     if len(flat) <= limit:
         return flat, [(s, e) for s, e, _ in matches]
-    start, end = _window(flat, _best_cluster(matches, limit - 1), limit)
+    width = limit - 1 if cluster_width is None else min(cluster_width, limit - 1)
+    start, end = _window(flat, _best_cluster(matches, width), limit, limit - 1 - width)
     body = flat[start:end].rstrip(_TRAILING) if end < len(flat) else flat[start:end]
     prefix = ELLIPSIS if start > 0 else ""
     suffix = ELLIPSIS if end < len(flat) else ""
@@ -84,10 +86,13 @@ def _best_cluster(matches: list[tuple[int, int, str]], width: int) -> Span:
     return span
 
 
-def _window(flat: str, cluster: Span, limit: int) -> Span:
-    """``[start, end)`` of ``flat`` to show: ``cluster`` inside, cut at word boundaries."""
+def _window(flat: str, cluster: Span, limit: int, tail: int = 0) -> Span:
+    """``[start, end)`` of ``flat`` to show: ``cluster`` inside, cut at word boundaries.
+
+    ``tail``: the characters wanted after the cluster, when the text has them.
+    """
     cs, ce = cluster
-    if ce <= limit:  # the matches fit in the opening: start there, it reads best
+    if ce + min(tail, len(flat) - ce) <= limit:  # the matches fit in the opening: it reads best
         return 0, _cut_end(flat, 0, limit, ce)
     room = limit - 1  # the leading ellipsis
     # Some context before the matches, more after; a sentence start within it is preferred.

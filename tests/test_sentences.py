@@ -282,3 +282,25 @@ def test_specifics_of_english_and_russian_questions() -> None:
     assert ("latin", "how") not in english and ("latin", "won") not in english
     russian = question_specifics("Сколько стоит нефть Brent в Москве?", analyzer())
     assert ("latin", "brent") in russian and ("name", analyzer().stem("Москве")) in russian
+
+
+def test_a_long_answer_is_cut_around_the_fact_and_sentences_that_fit_are_whole() -> None:
+    # The question's words fill the opening of a long sentence; the date it asks for follows.
+    long = ("Historically, Victoria has been the base for the manufacturing plants of the major "
+            "car brands Ford, Toyota and Holden; however, closure announcements by all three "
+            "companies in the 21st century will mean that Australia will no longer be a base "
+            "for the global car industry, with Toyota's statement in February 2014 outlining "
+            "a closure year of 2017.")
+    picks = SentenceSelector().answer("When has Toyota said it will close its Victoria plant?",
+                                      [Passage(1, long)]).picks
+    assert len(long) > 300 and len(picks) == 1
+    assert "closure year of 2017" in picks[0].text and len(picks[0].text) <= 301
+    # Two sentences chosen within max_chars together are both shown whole: only a sentence
+    # longer than max_chars alone is cut.
+    first = ("Банк России на заседании в пятницу сохранил ключевую ставку на уровне 16% "
+             "годовых, сославшись на высокую инфляцию, быстрый рост кредитования и ожидания "
+             "населения.")
+    second = "Ключевая ставка останется на уровне 16% как минимум до декабря."
+    picks = SentenceSelector(config=SelectorConfig(keep_ratio=0.0)).answer(
+        "Какая ключевая ставка?", [Passage(1, first), Passage(2, second)]).picks
+    assert len(first) > 150 and [p.text for p in picks] == [first, second]

@@ -77,3 +77,19 @@ def test_matching_spans_are_the_spans_with_a_wanted_stem() -> None:
             wanted = query_stems(query) | {""}  # an empty stem never matches
             expected = [s for s in analyzer().spans(text) if s[2] in wanted]
             assert analyzer().matching_spans(text, wanted) == expected, (text, query)
+
+
+
+def test_a_capped_cluster_leaves_room_for_the_words_after_it() -> None:
+    # The query's words fill the opening; uncapped, the window ends right after them, before
+    # the fact that follows (an extractive answer's cut, rag.sentences).
+    text = ("Инфляция и кредитование волнуют всех. Регулятор на заседании в пятницу сохранил "
+            "ключевую ставку, а итог этого заседания таков: 16% годовых до декабря, как и "
+            "ожидали.")
+    stems = query_stems("регулятор сохранил ключевую ставку инфляция кредитование")
+    plain, _ = snippet_with_highlights(text, stems, 120)
+    capped, spans = snippet_with_highlights(text, stems, 120, cluster_width=60)
+    assert plain.startswith("Инфляция") and "16%" not in plain
+    assert capped.startswith("…Регулятор") and "16% годовых" in capped
+    assert len(capped) <= 121 and capped.strip("…") in text
+    assert [capped[s:e] for s, e in spans] == ["Регулятор", "сохранил", "ключевую", "ставку"]
