@@ -12,6 +12,12 @@ the run in two:
   embeddings come from the cache; graded as ``eval.answers`` grades (gold containment in the
   answer and in its first cited sentence, answer length, not found with and without an answer).
 
+With ``--held-out-title`` every answerable question is also put to the index without the
+posts sharing its relevant post's title (a BEIR corpus title, the first line of the post text:
+xquad's Wikipedia article), as a question with no answer there: the share that gets "not found"
+is the floor's right refusals on text of that kind (English encyclopedia paragraphs for xquad,
+where the news set's no-answer questions are Russian news).
+
 Figures are printed for all questions and for the two halves by id parity (the last hex digit or
 digit of the id: even / odd), so a rule tuned on one half can be checked on the other.
 ``TGRAG_QA_*`` environment variables change the floor as for ``tgrag ask``.
@@ -19,6 +25,7 @@ digit of the id: even / odd), so a rule tuned on one half can be checked on the 
 Usage:
   python bench/qa_replay.py dump --dataset DIR [--k 20] [--out data/bench/NAME.pkl]
   python bench/qa_replay.py run data/bench/NAME.pkl [...] [--json OUT] [--show-misses N]
+                                [--held-out-title]
 """
 
 from __future__ import annotations
@@ -129,7 +136,12 @@ def half(qid: str) -> str:
     return "even" if int(digit, 16) % 2 == 0 else "odd"
 
 
-def run(dump_path: Path, settings: Settings, dense: bool) -> list[Record]:
+def _title(text: str) -> str:
+    return text.split("\n", 1)[0]
+
+
+def run(dump_path: Path, settings: Settings, dense: bool, held_out: bool = False
+        ) -> list[Record]:
     with dump_path.open("rb") as f:
         data = pickle.load(f)
     texts = data["texts"]
@@ -149,6 +161,12 @@ def run(dump_path: Path, settings: Settings, dense: bool) -> list[Record]:
                         "source_hit": any(s.hit.id in r["relevant"] for s in sources)}
         if sources:
             item["answer"] = extractive_answer(r["question"], sources, selector).answer
+        if held_out and r["relevant"]:
+            # The same question to the index without its article: nothing there answers it.
+            title = _title(texts[r["relevant"][0]])
+            rest = [h for h in r["hits"] if _title(texts[h.id]) != title]
+            item["held_out_found"] = bool(floor_sources(
+                floor, r["question"], rest, settings.qa_top_k, lambda h: texts[h.id]))
         if r["gold"]:
             item["in_answer"] = item["found"] and contains_gold(item["answer"], r["gold"])
             item["in_first"] = item["found"] and contains_gold(
@@ -176,6 +194,9 @@ def figures(items: list[Record]) -> dict[str, float | int | None]:
         "lost": mean([float(not it["found"]) for it in answerable]),
         "no_answer_not_found": mean([float(not it["found"]) for it in none]),
         "source_hit": mean([float(it["source_hit"]) for it in answerable]),
+        "held_out_not_found": mean([float(not it["held_out_found"]) for it in items
+                                    if "held_out_found" in it]),
+        "held_out_n": sum("held_out_found" in it for it in items),
     }
 
 
@@ -195,6 +216,8 @@ def main() -> None:
     r.add_argument("--lexical", action="store_true", help="no dense sentence scores")
     r.add_argument("--json", type=Path)
     r.add_argument("--show-misses", type=int, default=0)
+    r.add_argument("--held-out-title", action="store_true",
+                   help="also ask each question without its relevant post's title (article)")
     args = parser.parse_args()
     if args.command == "dump":
         name = args.dataset.resolve().name
@@ -206,7 +229,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     everything = []
     for path in args.dumps:
-        items = run(path, settings, dense=not args.lexical)
+        items = run(path, settings, dense=not args.lexical, held_out=args.held_out_title)
         everything += items
         for part in ("all", "even", "odd"):
             f = figures([it for it in items if part in ("all", it["half"])])
@@ -215,6 +238,12 @@ def main() -> None:
                   f"{_pct(f['in_answer'])} | {_pct(f['first_when_found'])} | {chars} | "
                   f"{_pct(f['lost'])} | {_pct(f['no_answer_not_found'])} | "
                   f"{_pct(f['source_hit'])} |")
+        if args.held_out_title:
+            held = {part: figures([it for it in items if part in ("all", it["half"])])
+                    for part in ("all", "even", "odd")}
+            print("| " + path.stem + " | held-out title → not found | " + " / ".join(
+                f"{part} {_pct(f['held_out_not_found'])} (n={f['held_out_n']})"
+                for part, f in held.items()) + " |||||||")
         misses = [it for it in items if it["gold"] and not it["in_first"]]
         for it in misses[:args.show_misses]:
             print(f"\n[{it['id']}] {it['question']}  gold={it['gold']}\n  → {it['answer']}")
