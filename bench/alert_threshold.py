@@ -54,7 +54,7 @@ from rag.alerts.words import WordsRule  # noqa: E402
 from rag.hybrid import collapse  # noqa: E402
 from rag.index import Index  # noqa: E402
 from rag.settings import Settings  # noqa: E402
-from rag.snippets import analyzer  # noqa: E402
+from rag.sparse import shared_analyzer  # noqa: E402
 from rag.store import StoreFilter  # noqa: E402
 
 LABELS = REPO / "bench" / "alert_threshold_labels.jsonl"
@@ -205,7 +205,7 @@ def main() -> None:
             rule = WordsRule.parse(query)
 
             def has_word(doc_id: str, rule: WordsRule = rule) -> bool:
-                return not rule.stems.isdisjoint(analyzer().tokens(text_of(doc_id)))
+                return not rule.stems.isdisjoint(shared_analyzer().tokens(text_of(doc_id)))
             gate = {d for d, score in scores.items() if score >= FLOOR and has_word(d)}
             gate |= {d for d in labels if has_word(d)}
             out["queries"][query] = {

@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from eval.news_set import DEFAULT_POSTS, load_questions  # noqa: E402
 from rag.relevance import BACKGROUND_DEPTH, RelevanceFloor, background  # noqa: E402
-from rag.snippets import analyzer  # noqa: E402
+from rag.sparse import shared_analyzer  # noqa: E402
 
 # Every grid point re-reads the same few hundred posts: analyse each once.
-_shared = analyzer()
+_shared = shared_analyzer()
 _shared.tokens = lru_cache(maxsize=None)(_shared.tokens)  # type: ignore[method-assign]
 
 MIN_SCORES = [round(0.80 + i * 0.01, 3) for i in range(10)]  # 0.80 … 0.89

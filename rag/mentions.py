@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-from rag.snippets import analyzer
+from rag.sparse import shared_analyzer
 
 MentionKind = Literal["username", "user_id", "keyword"]
 _USERNAME = re.compile(r"(?<![\w@])@([A-Za-z][A-Za-z0-9_]{2,31})(?![\w])")
@@ -45,7 +45,7 @@ class MentionRule:
         names = frozenset(u.strip().removeprefix("@").lower() for u in usernames if u.strip())
         phrases: list[tuple[str, tuple[str, ...]]] = []
         for keyword in keywords:
-            stems = tuple(analyzer().tokens(keyword))
+            stems = tuple(shared_analyzer().tokens(keyword))
             if stems and all(p[1] != stems for p in phrases):
                 phrases.append((keyword.strip(), stems))
         return cls(usernames=names, user_ids=frozenset(int(i) for i in user_ids),
@@ -87,7 +87,7 @@ def find_terms(rule: MentionRule, text: str) -> list[tuple[MentionKind, str, int
             if name in rule.usernames:
                 found.append(("username", f"@{name}", match.start(), match.end()))
     if rule.phrases:
-        spans = list(analyzer().spans(text))
+        spans = list(shared_analyzer().spans(text))
         stems = [s for _, _, s in spans]
         for keyword, phrase in rule.phrases:
             n = len(phrase)

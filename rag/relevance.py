@@ -40,8 +40,7 @@ import re
 from collections.abc import Sequence
 
 from rag.sentences import SentenceSelector, question_intent, question_specifics
-from rag.snippets import analyzer
-from rag.sparse import Analyzer
+from rag.sparse import Analyzer, shared_analyzer
 
 BACKGROUND_RANK = 5  # the post whose score is the question's background level, at the least
 BACKGROUND_DEPTH = 10  # the hits the background is looked for in (QAEngine fetches as many)
@@ -78,7 +77,7 @@ class RelevanceFloor:
         self.sure_score = sure_score
         self.name_share = name_share
         self.min_margin = min_margin
-        self.analyzer = text_analyzer or analyzer()
+        self.analyzer = text_analyzer or shared_analyzer()
 
     def specifics(self, question: str) -> list[tuple[str, str]]:
         """``(kind, form)`` per specific of the question: ``number``, ``latin`` or ``name``."""

@@ -57,8 +57,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from rag.snippets import analyzer, snippet_with_highlights
-from rag.sparse import STOPWORDS, Analyzer, morphology
+from rag.snippets import snippet_with_highlights
+from rag.sparse import STOPWORDS, Analyzer, morphology, shared_analyzer
 
 Vector = Sequence[float]
 EmbedQuery = Callable[[str], Vector]
@@ -417,7 +417,7 @@ class SentenceSelector:
         self.embed_query = embed_query
         self.embed_passages = embed_passages
         self.config = config or SelectorConfig()
-        self.analyzer = text_analyzer or analyzer()
+        self.analyzer = text_analyzer or shared_analyzer()
 
     @property
     def dense(self) -> bool:

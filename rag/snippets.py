@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rag.sparse import Analyzer, shared_analyzer
+from rag.sparse import shared_analyzer
 
 SNIPPET_CHARS = 300
 ELLIPSIS = "…"
@@ -23,15 +23,9 @@ _TRAILING = " ,.;:—-"
 Span = tuple[int, int]
 
 
-def analyzer() -> Analyzer:
-    # The process's one analyzer (the sparse encoder's too): its stem cache is what makes
-    # marking cheap after the first queries.
-    return shared_analyzer()
-
-
 def query_stems(query: str) -> frozenset[str]:
     """The stems of the query's words (stopwords dropped), as the sparse encoder sees them."""
-    return frozenset(analyzer().tokens(query))
+    return frozenset(shared_analyzer().tokens(query))
 
 
 def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -56,7 +50,7 @@ def snippet_with_highlights(text: str, stems: Iterable[str], limit: int = SNIPPE
     """
     wanted = frozenset(stems)
     flat = " ".join(text.split())
-    matches = analyzer().matching_spans(flat, wanted)
+    matches = shared_analyzer().matching_spans(flat, wanted)
     if not matches:
         return make_snippet(flat, limit), []
     if len(flat) <= limit:

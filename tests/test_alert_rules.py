@@ -11,11 +11,11 @@ from rag.alerts.webhook import sign, verify
 from rag.alerts.words import WordsRule
 from rag.errors import InputError
 from rag.settings import Settings
-from rag.snippets import analyzer
+from rag.sparse import shared_analyzer
 
 
 def matches(query: str, text: str) -> bool:
-    return WordsRule.parse(query).matches(analyzer().tokens(text))
+    return WordsRule.parse(query).matches(shared_analyzer().tokens(text))
 
 
 @pytest.mark.parametrize(("query", "text"), [

@@ -18,7 +18,7 @@ from rag.sentences import (
     question_specifics,
     split_sentences,
 )
-from rag.snippets import analyzer
+from rag.sparse import shared_analyzer
 
 NOV_2023 = 1700000000  # 2023-11-14
 OCT_2024 = 1729850000  # 2024-10-25
@@ -277,11 +277,12 @@ def test_subject_and_fact_split_over_two_sentences_match_as_one() -> None:
 
 
 def test_specifics_of_english_and_russian_questions() -> None:
-    english = question_specifics("How many Grammys has Lady Gaga won since 2015?", analyzer())
+    english = question_specifics("How many Grammys has Lady Gaga won since 2015?",
+                                 shared_analyzer())
     assert ("number", "2015") in english and ("latin", "lady") in english
     assert ("latin", "how") not in english and ("latin", "won") not in english
-    russian = question_specifics("Сколько стоит нефть Brent в Москве?", analyzer())
-    assert ("latin", "brent") in russian and ("name", analyzer().stem("Москве")) in russian
+    russian = question_specifics("Сколько стоит нефть Brent в Москве?", shared_analyzer())
+    assert ("latin", "brent") in russian and ("name", shared_analyzer().stem("Москве")) in russian
 
 
 def test_a_long_answer_is_cut_around_the_fact_and_sentences_that_fit_are_whole() -> None:

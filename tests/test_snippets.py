@@ -68,15 +68,15 @@ def test_matches_near_the_start_keep_the_start() -> None:
 def test_matching_spans_are_the_spans_with_a_wanted_stem() -> None:
     # The fast path (each distinct word stemmed once, no second walk without a match) returns
     # exactly the analyzer's spans filtered by stem, also for stopwords, case and "ё".
-    from rag.snippets import analyzer
+    from rag.sparse import shared_analyzer
 
     texts = [RATE, FILLER * 3, "Ёлка ЁЛКА ёлки и ЕЛКА", "СТАВКА ставку Ставки до", "", "🔥 ΟΔΟΣ'Α"]
     queries = ["ставка", "ёлка", "погода ветер", "до", "банк инфляция", "οδος"]
     for text in texts:
         for query in queries:
             wanted = query_stems(query) | {""}  # an empty stem never matches
-            expected = [s for s in analyzer().spans(text) if s[2] in wanted]
-            assert analyzer().matching_spans(text, wanted) == expected, (text, query)
+            expected = [s for s in shared_analyzer().spans(text) if s[2] in wanted]
+            assert shared_analyzer().matching_spans(text, wanted) == expected, (text, query)
 
 
 

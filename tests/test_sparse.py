@@ -213,10 +213,10 @@ def test_stopwords_are_bm25s_lists_loaded_without_the_package() -> None:
 def test_every_encoder_and_the_snippets_share_one_stem_cache() -> None:
     # A search makes its own encoder; a cold stem cache per request made every query pay
     # pymorphy3 again (the API's per-request cost).
-    from rag.snippets import analyzer
+    from rag.sparse import shared_analyzer
 
     first, second = SparseEncoder(), SparseEncoder()
-    assert first.analyzer is second.analyzer is analyzer()
+    assert first.analyzer is second.analyzer is shared_analyzer()
     first.encode_query("ключевую ставку сохранили")
     hits = second.analyzer._stem_one.cache_info().hits
     second.encode_query("ключевую ставку сохранили")

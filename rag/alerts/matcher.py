@@ -33,7 +33,8 @@ from rag.ids import post_link
 from rag.index import Index
 from rag.mentions import Mention, MentionMatcher
 from rag.search import MAX_FETCH, PostHit, collapse_copies
-from rag.snippets import ELLIPSIS, SNIPPET_CHARS, analyzer, snippet_with_highlights
+from rag.snippets import ELLIPSIS, SNIPPET_CHARS, snippet_with_highlights
+from rag.sparse import shared_analyzer
 from rag.store import DOC_ID_KEY, StoredChunk, StoreFilter
 
 WORDS_SCORE = 1.0  # a words match has no degree: every word is there or it is not a match
@@ -83,7 +84,7 @@ class PostTexts:
 
     def stems(self, doc_id: str) -> list[str]:
         if doc_id not in self._stems:
-            self._stems[doc_id] = analyzer().tokens(self.text(doc_id) or "")
+            self._stems[doc_id] = shared_analyzer().tokens(self.text(doc_id) or "")
         return self._stems[doc_id]
 
 

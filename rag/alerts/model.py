@@ -220,10 +220,10 @@ def build_alert(settings: Settings, tenant: str, query: str, *, rule: str = "sem
 
 def _check_keywords(query: str) -> None:
     """Each keyword of a mention alert must have a word that can match (not only stopwords)."""
-    from rag.snippets import analyzer
+    from rag.sparse import shared_analyzer
 
     for keyword in mention_keywords(query):
-        if not analyzer().tokens(keyword):
+        if not shared_analyzer().tokens(keyword):
             raise InputError(f"the keyword {keyword!r} has no words to match",
                              hint="keywords are comma-separated words or phrases of two or more "
                                   "letters that are not stopwords (и, в, the, …)")

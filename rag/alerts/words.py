@@ -20,9 +20,9 @@ _QUOTED = re.compile(r'"([^"]*)"|«([^»]*)»|“([^”]*)”')
 
 
 def _analyzer() -> Analyzer:
-    from rag.snippets import analyzer
+    from rag.sparse import shared_analyzer
 
-    return analyzer()  # one per process, its stem cache shared with the snippets
+    return shared_analyzer()  # one per process, its stem cache shared with the snippets
 
 
 @dataclass(frozen=True, slots=True)
