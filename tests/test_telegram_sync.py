@@ -128,9 +128,11 @@ def test_first_then_incremental_sync(index: Any, pipeline: PostPipeline, fake: F
 
     first, second, state = run(main())
     assert (first.status, first.new, first.skipped) == ("ok", 3, 2)
-    assert first.embedded_nodes == 3
-    # unchanged: the re-scan window re-reads 1, 2, 5 and 6; hashes keep them from re-embedding
-    assert (second.new, second.unchanged, second.embedded_nodes) == (1, 4, 1)
+    # A first sync has nothing to re-scan: its posts were just read, not reported again.
+    assert (first.embedded_nodes, first.unchanged, first.updated) == (3, 0, 0)
+    # unchanged: the re-scan window re-reads what the first sync indexed (1, 2 and 5), not the
+    # new post 6; hashes keep them from re-embedding
+    assert (second.new, second.unchanged, second.embedded_nodes) == (1, 3, 1)
     assert state.last_message_id == 6 and state.posts_indexed == 4 and state.status == "ok"
     assert state.channel_id == 1500000001 and state.last_error is None
     assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 2, 5, 6)}

@@ -7,9 +7,10 @@ workers never sync the same channel at once:
    N posts (``backfill``) or everything since a date (``since``), and ingest them in batches; the
    cursor is saved only after a batch is committed, so a restart re-reads at most one batch and the
    pipeline's hashes make that re-read free (nothing is embedded twice);
-2. re-scan the recent window (the last ``sync_rescan_posts`` indexed posts and all posts of the last
-   ``sync_rescan_days``): edited posts are re-ingested (re-embedded only if their text changed) and
-   window posts Telegram no longer returns are deleted from Qdrant, the docstore and the catalog.
+2. re-scan the recent window of what earlier runs indexed (the last ``sync_rescan_posts`` posts
+   and all posts of the last ``sync_rescan_days``, up to the cursor the run began at): edited posts
+   are re-ingested (re-embedded only if their text changed) and window posts Telegram no longer
+   returns are deleted from Qdrant, the docstore and the catalog.
 
 :func:`remove_channel` stops following a channel and, if asked, deletes its posts, under the same
 lock, so a sync of that channel is never running (and re-adding posts) while they are deleted.
@@ -278,6 +279,8 @@ class ChannelSync:
             await self.groups.run(state, result, channel, backfill=backfill, since=since,
                                    rescan=rescan)
             return
+        # The re-scan looks at what earlier runs indexed: this run's posts were just read.
+        indexed_before = state.last_message_id
         cutoff = self.cutoff(channel.channel_id)
         if since is None and not backfill and state.last_message_id == 0 and cutoff:
             since = datetime.fromtimestamp(cutoff, UTC)  # a first sync reads what is kept only
@@ -295,7 +298,7 @@ class ChannelSync:
             )
             await self._stream(state, result, reader, stream)
         if rescan:
-            await self._rescan(state, result, channel)
+            await self._rescan(state, result, channel, indexed_before)
 
     async def _stream(
         self, state: ChannelState, result: SyncResult, reader: TelegramReader,
@@ -329,10 +332,11 @@ class ChannelSync:
         self.emit(result.ref, "batch", {"posts": len(posts), "new": report.new,
                                          "updated": report.updated})
 
-    async def _rescan(self, state: ChannelState, result: SyncResult, channel: ChannelRef) -> None:
-        """Re-read the recent window: ingest edits (hash decides), delete what is gone."""
-        window = self._window_ids(channel.channel_id)
-        window = [i for i in window if i <= state.last_message_id]
+    async def _rescan(self, state: ChannelState, result: SyncResult, channel: ChannelRef,
+                      upto: int) -> None:
+        """Re-read the recent window of posts indexed up to message ``upto`` (the cursor when the
+        run began): ingest edits (hash decides), delete what is gone."""
+        window = [i for i in self._window_ids(channel.channel_id) if i <= upto]
         if not window:
             return
         reader = TelegramReader(self.client)
@@ -340,7 +344,7 @@ class ChannelSync:
         # starting there never cuts an album.
         posts = [
             p async for p in reader.iter_posts(
-                channel, min_id=min(window) - 1, max_id=state.last_message_id + 1, reverse=True
+                channel, min_id=min(window) - 1, max_id=upto + 1, reverse=True
             )
         ]
         await self._ingest_batches(state, result, posts)
