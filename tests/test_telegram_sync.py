@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +26,9 @@ from ingest.telegram.live import register_live_handlers
 from ingest.telegram.reader import TelegramReader, extract_links, make_client
 from ingest.telegram.scheduler import SyncScheduler
 from ingest.telegram.state import ChannelRegistry, RedisLock
-from ingest.telegram.sync import ChannelSync
+from ingest.telegram.sync import ChannelSync, remove_channel
 from rag.errors import InputError
+from rag.index import Index
 from rag.settings import Settings
 from tests.fake_telegram import NOW, FakeChannel, FakeTelegram, dispatch, new_client, run
 
@@ -296,6 +300,140 @@ def test_live_handlers(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
     assert len(pts) == 1 and "орбиту" in pts[0].payload["text"]
     assert points(index, "tg:1500000001:2") == []
     assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 5, 6)}
+
+
+@pytest.fixture
+def quick_index(tmp_path: Path) -> Iterator[Index]:
+    """An index whose sync locks expire after 0.6 s, so live retries come every 0.1 s."""
+    settings = Settings(data_dir=tmp_path / "quick", sync_lock_ttl=0.6,
+                        _env_file=None)  # type: ignore[call-arg]
+    with Index.open(settings, purpose="pytest") as idx:
+        yield idx
+
+
+def text_of(index: Any, message_id: int) -> str | None:
+    pts = points(index, f"tg:1500000001:{message_id}")
+    return pts[0].payload["text"] if pts else None
+
+
+def test_live_edit_and_deletion_wait_for_the_channels_lock(
+    quick_index: Index, fake: FakeTelegram, news: FakeChannel, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = quick_index
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    other = ChannelRegistry(index.redis, index.namespace).lock("technews", ttl=30)
+    retry_delay = index.settings.sync_lock_ttl / 6
+    retries: list[tuple[str | None, bool]] = []  # post 1's text, post 2 indexed: at each retry
+    release_at = {"retry": 0}  # release the other worker's lock at this retry (0: never)
+    real_sleep = asyncio.sleep
+
+    async def spy_sleep(delay: float, result: Any = None) -> Any:
+        if delay == retry_delay:
+            retries.append((text_of(index, 1), "tg:1500000001:2" in doc_ids(index)))
+            if len(retries) == release_at["retry"]:
+                other.release()  # the other worker's sync ends
+        return await real_sleep(delay, result)
+
+    async def main() -> None:
+        client = new_client(fake)
+        sync = ChannelSync(index, client, pipeline=PostPipeline(index, batch_size=2),
+                           listener=lambda *e: events.append(e))
+        await sync.sync_channel("technews")
+        live = register_live_handlers(client, sync)
+        monkeypatch.setattr(asyncio, "sleep", spy_sleep)
+
+        # Another worker syncs technews for longer than the retries last: the edit is given up.
+        assert other.acquire()
+        edited = news.edit(1, "Спутник связи не вышел на орбиту")
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+        assert retries == [("Запущен новый спутник связи", True)] * 5
+        assert text_of(index, 1) == "Запущен новый спутник связи"
+        assert not [e for e in events if e[1] == "live"]
+        other.release()
+
+        # Its sync ends during the retries: the edit is applied then, not before.
+        retries.clear()
+        release_at["retry"] = 2
+        assert other.acquire()
+        edited = news.edit(1, "Спутник связи выведен на орбиту")
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=3, pts_count=1))
+        await live.drain()
+        assert retries == [("Запущен новый спутник связи", True)] * 2
+        assert "выведен на орбиту" in (text_of(index, 1) or "")
+
+        # A deletion waits the same way: a sync that read the post before cannot re-add it.
+        retries.clear()
+        release_at["retry"] = 1
+        assert other.acquire()
+        del news.messages[2]
+        await dispatch(client, news, types.UpdateDeleteChannelMessages(
+            channel_id=news.id, messages=[2], pts=4, pts_count=1))
+        await live.drain()
+        assert retries == [(text_of(index, 1), True)]
+
+    with caplog.at_level(logging.WARNING, logger="tgrag.live"):
+        run(main())
+    assert "live edit of technews/1 not applied (busy)" in caplog.text
+    assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 5)}
+    assert [d for _, e, d in events if e == "live"] == [{"edited": 1, "reindexed": True},
+                                                      {"deleted": [2]}]
+    assert index.redis.get(other.key) is None  # every lock released
+
+
+@pytest.mark.parametrize("removed_at", ["lookup", "lock"])
+def test_live_edit_never_brings_back_a_removed_channels_post(
+    index: Any, pipeline: PostPipeline, fake: FakeTelegram, news: FakeChannel,
+    monkeypatch: pytest.MonkeyPatch, removed_at: str,
+) -> None:
+    """`channels remove --delete-posts` lands after the edit was matched to the channel
+    (``lookup``) or just before the live edit takes the channel's lock (``lock``)."""
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def main() -> None:
+        client = new_client(fake)
+        sync = ChannelSync(index, client, pipeline=pipeline, listener=lambda *e: events.append(e))
+        await sync.sync_channel("technews")
+        live = register_live_handlers(client, sync)
+        name = "by_channel_id" if removed_at == "lookup" else "lock"
+        real = getattr(sync.registry, name)
+
+        def then_removed(*args: Any) -> Any:
+            found = real(*args)
+            remove_channel(index, "technews", delete_posts=True)  # its own registry and lock
+            monkeypatch.setattr(sync.registry, name, real)
+            return found
+
+        monkeypatch.setattr(sync.registry, name, then_removed)
+        edited = news.edit(1, "Спутник связи выведен на орбиту")
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+
+    run(main())
+    assert ChannelRegistry(index.redis, index.namespace).get("technews") is None
+    assert doc_ids(index) == set() and index.store.count() == 0
+    assert index.catalog.channels() == []
+    assert not [e for e in events if e[1] == "live"]
+
+
+def test_live_edit_of_an_unread_message_catches_up(index: Any, pipeline: PostPipeline,
+                                                   fake: FakeTelegram, news: FakeChannel) -> None:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def main() -> None:
+        client = new_client(fake)
+        sync = ChannelSync(index, client, pipeline=pipeline, listener=lambda *e: events.append(e))
+        await sync.sync_channel("technews")
+        live = register_live_handlers(client, sync)
+        draft = news.post("Черновик")  # posted and edited before its NewMessage was handled
+        edited = news.edit(draft.id, "Новая статья про нейросети")
+        await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+
+    run(main())
+    assert "нейросети" in (text_of(index, 6) or "")
+    assert [d for _, e, d in events if e == "live"] == [{"new": 1, "updated": 0}]
 
 
 def test_scheduler_jobs_and_reader_share_one_loop(index: Any, pipeline: PostPipeline,

@@ -6,6 +6,12 @@
   hash re-embeds it only if the text changed;
 * ``MessageDeleted`` → the posts are removed (in channels the update carries ``channel_id``).
 
+Edits and deletions run under the channel's sync lock too (``ChannelSync.apply_edit`` /
+``apply_deletion``), so they never interleave with a sync's writes, and a channel unfollowed
+meanwhile (maybe with its posts deleted) is left alone.  While another worker holds the lock the
+update is retried (every sixth of ``TGRAG_SYNC_LOCK_TTL``, five times) rather than dropped: the
+next sync's re-scan covers recent posts only.
+
 Group chats followed with ``--group`` get the same updates: a new message extends or starts a
 window (the incremental sync re-reads from the newest window), an edit or a deletion in a
 supergroup rebuilds the windows around it (``ChannelSync.resync_group``).  A small group's
@@ -21,18 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from telethon import TelegramClient, events, types
 
 from ingest.documents import GROUP
-from ingest.telegram.reader import TelegramReader
 from ingest.telegram.state import ChannelState
-from ingest.telegram.sync import ChannelSync
+from ingest.telegram.sync import ChannelSync, SyncResult
 from rag.ids import normalize_channel_id
 
 log = logging.getLogger("tgrag.live")
+
+BUSY_RETRIES = 5  # tries again, a sixth of the lock's expiry apart, while a sync holds the lock
 
 
 class LiveSync:
@@ -103,7 +110,7 @@ class LiveSync:
                 result = await self.sync.sync_channel(ref, rescan=False, register=False)
                 if result.status == "ok" and (result.new or result.updated):
                     self.sync.emit(ref, "live", {"new": result.new, "updated": result.updated})
-                if result.status == "busy" and busy_tries < 5:
+                if result.status == "busy" and busy_tries < BUSY_RETRIES:
                     # Another worker is syncing it and may already be past this message: retry
                     # once its run had time to finish rather than drop the message until later.
                     busy_tries += 1
@@ -114,22 +121,28 @@ class LiveSync:
         finally:
             self._running.discard(ref)
 
+    async def _when_free(self, attempt: Callable[[], Awaitable[SyncResult]]) -> SyncResult:
+        """Run ``attempt`` again while it finds the channel's lock held by another worker: its
+        run may well end soon, and an edit of an older post is outside its re-scan window."""
+        for tries in range(BUSY_RETRIES + 1):
+            result = await attempt()
+            if result.status != "busy" or tries == BUSY_RETRIES:
+                break
+            await asyncio.sleep(self.sync.settings.sync_lock_ttl / 6)
+        return result
+
     async def _reindex(self, state: ChannelState, message: types.Message) -> None:
-        if message.id > state.last_message_id:  # not read yet: the incremental path handles it
+        result = await self._when_free(lambda: self.sync.apply_edit(state.ref, message))
+        if result.status == "unread":  # not read yet: the incremental path handles it
             await self._catch_up(state.ref)
-            return
-        reader = TelegramReader(self.sync.client)
-        channel = await reader.resolve(state.ref)
-        post = await reader.fetch_post(channel, message)
-        if post is None:  # the caption was removed: nothing left to search
-            await self._delete(state, [message.id])
-            return
-        cutoff = self.sync.cutoff(post.channel_id)
-        if cutoff is not None and post.date < cutoff:
-            return  # past the channel's retention: an edit does not bring it back
-        report = await self.sync.ingest_posts([post])
-        self.sync.emit(state.ref, "live", {"edited": post.message_id,
-                                           "reindexed": bool(report.new or report.updated)})
+        elif result.status == "ok" and result.deleted:  # the caption was removed
+            self.sync.emit(state.ref, "live", {"deleted": [message.id]})
+        elif result.status == "ok" and not result.expired:
+            self.sync.emit(state.ref, "live", {"edited": result.post_id,
+                                               "reindexed": bool(result.new or result.updated)})
+        elif result.status in ("busy", "failed"):
+            log.warning("live edit of %s/%s not applied (%s): the next sync's re-scan may "
+                        "catch it", state.ref, message.id, result.error or result.status)
 
     async def _resync(self, state: ChannelState, message_ids: list[int],
                       date: float | None) -> None:
@@ -146,9 +159,12 @@ class LiveSync:
                                                "reindexed": bool(result.new or result.updated)})
 
     async def _delete(self, state: ChannelState, message_ids: list[int]) -> None:
-        assert state.channel_id is not None
-        await self.sync.delete_posts(state.channel_id, message_ids)
-        self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
+        result = await self._when_free(lambda: self.sync.apply_deletion(state.ref, message_ids))
+        if result.status == "ok":
+            self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
+        elif result.status == "busy":
+            log.warning("live deletion of %s/%s not applied (busy): the next sync's re-scan "
+                        "may catch it", state.ref, sorted(message_ids))
 
 
 def register_live_handlers(client: TelegramClient, sync: ChannelSync) -> LiveSync:

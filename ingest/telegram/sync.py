@@ -14,6 +14,10 @@ workers never sync the same channel at once:
 
 :func:`remove_channel` stops following a channel and, if asked, deletes its posts, under the same
 lock, so a sync of that channel is never running (and re-adding posts) while they are deleted.
+Live edits and deletions of channel posts (``ChannelSync.apply_edit`` / ``apply_deletion``, called
+by ``ingest.telegram.live``) also work under that lock and re-read the registry under it: they
+never interleave with a sync's writes, and an edit never brings back a post of a channel removed
+meanwhile.
 
 The ingestion pipeline is synchronous (embedding is CPU work), so it runs in a thread via
 ``asyncio.to_thread``; Telethon, this code, the scheduler and FastAPI share one event loop and
@@ -34,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from telethon import TelegramClient, errors
 
@@ -68,6 +72,7 @@ class SyncResult:
     channel_id: int | None = None
     channel: str = ""
     # ok | failed | busy (another worker holds the channel's lock) | removed (unfollowed meanwhile)
+    # | unread (a live edit of a message past the cursor: an incremental sync reads it)
     status: str = "ok"
     new: int = 0
     updated: int = 0
@@ -89,6 +94,17 @@ class SyncResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class EditResult(SyncResult):
+    """What :meth:`ChannelSync.apply_edit` did; ``post_id`` is the edited post's id (an album's
+    first message), once it was fetched."""
+
+    post_id: int | None = None
+
+
+R = TypeVar("R", bound=SyncResult)
 
 
 class ChannelFailed(Exception):
@@ -204,14 +220,8 @@ class ChannelSync:
         """Rebuild a followed group chat's windows around edited or deleted messages (live
         updates), under the chat's lock; status ``busy`` if a sync holds it (the re-scan of the
         next sync covers the change)."""
-        state = self.registry.get(ref)
-        if state is None:
-            return SyncResult(ref=str(ref), status="removed")
-        result = SyncResult(ref=state.ref, channel_id=state.channel_id, channel=state.channel)
-        async with self._locked(state.ref) as held:
-            fresh = self.registry.get(state.ref) if held else None
-            if not held or fresh is None:
-                result.status = "busy" if not held else "removed"
+        async with self._locked_state(ref, SyncResult) as (result, fresh):
+            if fresh is None:
                 return result
             try:
                 chat = await TelegramReader(self.client).resolve(fresh.ref,
@@ -221,6 +231,50 @@ class ChannelSync:
                                              max(message_ids), date)
             except (TgragError, ValueError, *CHANNEL_ERRORS) as exc:
                 result.status, result.error = "failed", _reason(exc)
+        return result
+
+    async def apply_edit(self, ref: str, message: Any) -> EditResult:
+        """Re-ingest a channel post edited live (``message``: the edited Telethon message; an
+        album's siblings are fetched) under the channel's lock; the pipeline's hash re-embeds it
+        only if its text changed.
+
+        Status ``busy`` if a sync holds the lock (nothing done: the caller retries), ``removed``
+        if the channel is no longer followed (so an edit never re-adds a post of a channel
+        removed with its posts), ``unread`` if the message is past the cursor (an incremental
+        sync reads it).  A post whose caption was removed is deleted (``deleted``); one past the
+        channel's retention is not indexed (``expired``).
+        """
+        async with self._locked_state(ref, EditResult) as (result, fresh):
+            if fresh is None:
+                return result
+            if message.id > fresh.last_message_id:
+                result.status = "unread"
+                return result
+            try:
+                reader = TelegramReader(self.client)
+                channel = await reader.resolve(fresh.ref)
+                post = await reader.fetch_post(channel, message)
+            except (TgragError, ValueError, *CHANNEL_ERRORS) as exc:
+                result.status, result.error = "failed", _reason(exc)
+                return result
+            if post is None:  # the caption was removed: nothing left to search
+                result.deleted = await self.delete_posts(channel.channel_id, [message.id])
+                return result
+            result.post_id = post.message_id
+            posts = self.unexpired(result, [post])  # an edit does not bring back an expired one
+            if posts:
+                result.add(await self.ingest_posts(posts))
+        return result
+
+    async def apply_deletion(self, ref: str, message_ids: Sequence[int]) -> SyncResult:
+        """Delete channel posts deleted live, under the channel's lock (so a running sync that
+        read them before the deletion cannot re-add them afterwards).  Status ``busy`` (nothing
+        done: the caller retries) or ``removed`` as for :meth:`apply_edit`."""
+        async with self._locked_state(ref, SyncResult) as (result, fresh):
+            if fresh is None:
+                return result
+            if fresh.channel_id is not None:  # None: never synced, so nothing of it is indexed
+                result.deleted = await self.delete_posts(fresh.channel_id, message_ids)
         return result
 
     async def ingest_posts(self, posts: Sequence[Post]) -> IngestReport:
@@ -405,6 +459,24 @@ class ChannelSync:
                 self.listener(ref, event, data)
             except Exception:  # a broken progress callback must not break the sync
                 log.exception("sync listener failed")
+
+    @contextlib.asynccontextmanager
+    async def _locked_state(
+        self, ref: str, result_type: type[R]
+    ) -> AsyncIterator[tuple[R, ChannelState | None]]:
+        """Hold the channel's lock and yield a new result and the channel's state re-read under
+        the lock, or None (the result's status says why: ``busy``, the lock is held elsewhere;
+        ``removed``, no longer followed)."""
+        state = self.registry.get(ref)
+        if state is None:
+            yield result_type(ref=str(ref), status="removed"), None
+            return
+        result = result_type(ref=state.ref, channel_id=state.channel_id, channel=state.channel)
+        async with self._locked(state.ref) as held:
+            fresh = self.registry.get(state.ref) if held else None
+            if fresh is None:
+                result.status = "removed" if held else "busy"
+            yield result, fresh
 
     @contextlib.asynccontextmanager
     async def _locked(self, ref: str) -> AsyncIterator[bool]:
