@@ -272,13 +272,21 @@ def test_lock_keeps_a_channel_to_one_worker(index: Any, pipeline: PostPipeline,
     assert index.redis.get(other.key) is None  # released after the sync
 
 
+async def synced_live(index: Any, fake: FakeTelegram, pipeline: PostPipeline,
+                      events: list[tuple[str, str, dict[str, Any]]] | None = None
+                      ) -> tuple[Any, ChannelSync, Any]:
+    """A client, a sync (its events into ``events``) with technews synced, and live handlers."""
+    client = new_client(fake)
+    listener = None if events is None else (lambda *e: events.append(e))
+    sync = ChannelSync(index, client, pipeline=pipeline, listener=listener)
+    await sync.sync_channel("technews")
+    return client, sync, register_live_handlers(client, sync)
+
+
 def test_live_handlers(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
                        news: FakeChannel) -> None:
     async def main() -> Any:
-        client = new_client(fake)
-        sync = ChannelSync(index, client, pipeline=pipeline)
-        await sync.sync_channel("technews")
-        live = register_live_handlers(client, sync)
+        client, sync, live = await synced_live(index, fake, pipeline)
 
         msg = news.post("Срочно: запуск ракеты перенесён")
         await dispatch(client, news, types.UpdateNewChannelMessage(msg, pts=1, pts_count=1))
@@ -336,11 +344,8 @@ def test_live_edit_and_deletion_wait_for_the_channels_lock(
         return await real_sleep(delay, result)
 
     async def main() -> None:
-        client = new_client(fake)
-        sync = ChannelSync(index, client, pipeline=PostPipeline(index, batch_size=2),
-                           listener=lambda *e: events.append(e))
-        await sync.sync_channel("technews")
-        live = register_live_handlers(client, sync)
+        client, sync, live = await synced_live(index, fake, PostPipeline(index, batch_size=2),
+                                               events)
         monkeypatch.setattr(asyncio, "sleep", spy_sleep)
 
         # Another worker syncs technews for longer than the retries last: the edit is given up.
@@ -392,10 +397,7 @@ def test_live_edit_never_brings_back_a_removed_channels_post(
     events: list[tuple[str, str, dict[str, Any]]] = []
 
     async def main() -> None:
-        client = new_client(fake)
-        sync = ChannelSync(index, client, pipeline=pipeline, listener=lambda *e: events.append(e))
-        await sync.sync_channel("technews")
-        live = register_live_handlers(client, sync)
+        client, sync, live = await synced_live(index, fake, pipeline, events)
         name = "by_channel_id" if removed_at == "lookup" else "lock"
         real = getattr(sync.registry, name)
 
@@ -422,10 +424,7 @@ def test_live_edit_of_an_unread_message_catches_up(index: Any, pipeline: PostPip
     events: list[tuple[str, str, dict[str, Any]]] = []
 
     async def main() -> None:
-        client = new_client(fake)
-        sync = ChannelSync(index, client, pipeline=pipeline, listener=lambda *e: events.append(e))
-        await sync.sync_channel("technews")
-        live = register_live_handlers(client, sync)
+        client, _, live = await synced_live(index, fake, pipeline, events)
         draft = news.post("Черновик")  # posted and edited before its NewMessage was handled
         edited = news.edit(draft.id, "Новая статья про нейросети")
         await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
