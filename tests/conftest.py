@@ -95,6 +95,15 @@ def index(settings: Settings) -> Iterator[Index]:
 
 
 @pytest.fixture
+def quick_index(tmp_path: Path) -> Iterator[Index]:
+    """An index whose sync locks expire after 0.6 s, so live retries come every 0.1 s."""
+    settings = Settings(data_dir=tmp_path / "quick", sync_lock_ttl=0.6,
+                        _env_file=None)  # type: ignore[call-arg]
+    with Index.open(settings, purpose="pytest") as idx:
+        yield idx
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"needs the shared data folder {SHARED} (set TGRAG_SHARED_DIR); CI has it")

@@ -13,9 +13,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +29,7 @@ from rag.errors import InputError
 from rag.index import Index
 from rag.settings import Settings
 from tests.fake_telegram import NOW, FakeChannel, FakeTelegram, dispatch, new_client, run
+from tests.lock_holder import LockHolder
 
 
 @pytest.fixture
@@ -310,15 +309,6 @@ def test_live_handlers(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
     assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 5, 6)}
 
 
-@pytest.fixture
-def quick_index(tmp_path: Path) -> Iterator[Index]:
-    """An index whose sync locks expire after 0.6 s, so live retries come every 0.1 s."""
-    settings = Settings(data_dir=tmp_path / "quick", sync_lock_ttl=0.6,
-                        _env_file=None)  # type: ignore[call-arg]
-    with Index.open(settings, purpose="pytest") as idx:
-        yield idx
-
-
 def text_of(index: Any, message_id: int) -> str | None:
     pts = points(index, f"tg:1500000001:{message_id}")
     return pts[0].payload["text"] if pts else None
@@ -330,53 +320,40 @@ def test_live_edit_and_deletion_wait_for_the_channels_lock(
 ) -> None:
     index = quick_index
     events: list[tuple[str, str, dict[str, Any]]] = []
-    other = ChannelRegistry(index.redis, index.namespace).lock("technews", ttl=30)
-    retry_delay = index.settings.sync_lock_ttl / 6
-    retries: list[tuple[str | None, bool]] = []  # post 1's text, post 2 indexed: at each retry
-    release_at = {"retry": 0}  # release the other worker's lock at this retry (0: never)
-    real_sleep = asyncio.sleep
-
-    async def spy_sleep(delay: float, result: Any = None) -> Any:
-        if delay == retry_delay:
-            retries.append((text_of(index, 1), "tg:1500000001:2" in doc_ids(index)))
-            if len(retries) == release_at["retry"]:
-                other.release()  # the other worker's sync ends
-        return await real_sleep(delay, result)
+    # At each retry: post 1's text, and whether post 2 is indexed.
+    other = LockHolder(index, "technews",
+                       lambda: (text_of(index, 1), "tg:1500000001:2" in doc_ids(index)))
 
     async def main() -> None:
         client, sync, live = await synced_live(index, fake, PostPipeline(index, batch_size=2),
                                                events)
-        monkeypatch.setattr(asyncio, "sleep", spy_sleep)
+        other.spy(monkeypatch)
 
         # Another worker syncs technews for longer than the retries last: the edit is given up.
-        assert other.acquire()
+        other.holds()
         edited = news.edit(1, "Спутник связи не вышел на орбиту")
         await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
         await live.drain()
-        assert retries == [("Запущен новый спутник связи", True)] * 5
+        assert other.retries == [("Запущен новый спутник связи", True)] * 5
         assert text_of(index, 1) == "Запущен новый спутник связи"
         assert not [e for e in events if e[1] == "live"]
-        other.release()
+        other.lock.release()
 
         # Its sync ends during the retries: the edit is applied then, not before.
-        retries.clear()
-        release_at["retry"] = 2
-        assert other.acquire()
+        other.holds(release_at=2)
         edited = news.edit(1, "Спутник связи выведен на орбиту")
         await dispatch(client, news, types.UpdateEditChannelMessage(edited, pts=3, pts_count=1))
         await live.drain()
-        assert retries == [("Запущен новый спутник связи", True)] * 2
+        assert other.retries == [("Запущен новый спутник связи", True)] * 2
         assert "выведен на орбиту" in (text_of(index, 1) or "")
 
         # A deletion waits the same way: a sync that read the post before cannot re-add it.
-        retries.clear()
-        release_at["retry"] = 1
-        assert other.acquire()
+        other.holds(release_at=1)
         del news.messages[2]
         await dispatch(client, news, types.UpdateDeleteChannelMessages(
             channel_id=news.id, messages=[2], pts=4, pts_count=1))
         await live.drain()
-        assert retries == [(text_of(index, 1), True)]
+        assert other.retries == [(text_of(index, 1), True)]
 
     with caplog.at_level(logging.WARNING, logger="tgrag.live"):
         run(main())
@@ -384,7 +361,7 @@ def test_live_edit_and_deletion_wait_for_the_channels_lock(
     assert doc_ids(index) == {f"tg:1500000001:{i}" for i in (1, 5)}
     assert [d for _, e, d in events if e == "live"] == [{"edited": 1, "reindexed": True},
                                                       {"deleted": [2]}]
-    assert index.redis.get(other.key) is None  # every lock released
+    assert index.redis.get(other.lock.key) is None  # every lock released
 
 
 @pytest.mark.parametrize("removed_at", ["lookup", "lock"])
