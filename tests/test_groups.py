@@ -4,6 +4,7 @@ updates and mentions — through the real ``TelegramClient`` over the fake Teleg
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +14,11 @@ from telethon import functions, types
 from ingest.chat_windows import ChatMessage, WindowRule, window_post, windows
 from ingest.documents import Post
 from ingest.pipeline import PostPipeline
-from ingest.telegram.live import register_live_handlers
+from ingest.telegram.live import LiveSync, register_live_handlers
 from ingest.telegram.state import AccountIdentity, ChannelRegistry
 from ingest.telegram.sync import ChannelSync
 from rag import ids
+from rag.index import Index
 from rag.mentions import MentionMatcher, MentionRule
 from rag.search import PostSearcher
 from rag.settings import Settings
@@ -31,6 +33,7 @@ from tests.fake_telegram import (
     new_client,
     run,
 )
+from tests.lock_holder import LockHolder
 
 GROUP_ID = 1700000001
 RULE = WindowRule(gap=600, max_chars=300)
@@ -279,17 +282,24 @@ def test_small_group_by_id(index: Any, pipeline: PostPipeline, fake: FakeTelegra
 # -- live updates ---------------------------------------------------------------------------------
 
 
+async def synced_live(index: Any, fake: FakeTelegram, pipeline: PostPipeline,
+                      events: list[tuple[str, dict[str, Any]]]) -> tuple[Any, LiveSync]:
+    """A client with devchat followed as a group and synced, and live handlers whose events
+    (name, data) go into ``events``."""
+    client = new_client(fake)
+    sync = ChannelSync(index, client, pipeline=pipeline,
+                       listener=lambda ref, ev, data: events.append((ev, data)))
+    sync.registry.add("@devchat", group=True)
+    await sync.sync_channel("devchat")
+    return client, register_live_handlers(client, sync)
+
+
 def test_live_updates_in_a_supergroup(index: Any, pipeline: PostPipeline, fake: FakeTelegram,
                                       group: FakeGroup, people: dict[str, types.User]) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def main() -> None:
-        client = new_client(fake)
-        sync = ChannelSync(index, client, pipeline=pipeline,
-                           listener=lambda ref, ev, data: events.append((ev, data)))
-        sync.registry.add("@devchat", group=True)
-        await sync.sync_channel("devchat")
-        live = register_live_handlers(client, sync)
+        client, live = await synced_live(index, fake, pipeline, events)
 
         new = group.say(people["ivan"], "Я приду к обеду",
                         age=timedelta(hours=2) - timedelta(minutes=1))
@@ -311,6 +321,70 @@ def test_live_updates_in_a_supergroup(index: Any, pipeline: PostPipeline, fake: 
     assert index.post_text(f"tg:{GROUP_ID}:6") == "Иван: Я приду к обеду"
     live_events = [d for e, d in events if e == "live"]
     assert {"edited": 2, "reindexed": True} in live_events and {"deleted": [5]} in live_events
+
+
+def test_live_group_edit_and_deletion_wait_for_the_chats_lock(
+    quick_index: Index, fake: FakeTelegram, group: FakeGroup, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An edit of an older message is outside the next sync's re-scan: while another worker
+    syncs the chat, the live update waits for its lock rather than being dropped."""
+    index = quick_index
+    events: list[tuple[str, dict[str, Any]]] = []
+    first, second = f"tg:{GROUP_ID}:1", f"tg:{GROUP_ID}:5"
+    # At each retry: window 1's text, and whether window 5 is indexed.
+    other = LockHolder(index, "devchat",
+                       lambda: (index.post_text(first), second in doc_ids(index)))
+
+    async def main() -> None:
+        client, live = await synced_live(index, fake, PostPipeline(index, batch_size=2), events)
+        before = index.post_text(first)
+        other.spy(monkeypatch)
+
+        # Another worker syncs devchat for longer than the retries last: the edit is given up.
+        other.holds()
+        edited = group.edit(2, "Да, обновились сегодня утром")
+        await dispatch(client, group, types.UpdateEditChannelMessage(edited, pts=1, pts_count=1))
+        await live.drain()
+        assert other.retries == [(before, True)] * 5
+        assert index.post_text(first) == before
+        other.lock.release()
+
+        # Its sync ends during the retries: the edit is applied then, not before.
+        other.holds(release_at=2)
+        edited = group.edit(2, "Да, обновились сегодня вечером")
+        await dispatch(client, group, types.UpdateEditChannelMessage(edited, pts=2, pts_count=1))
+        await live.drain()
+        assert other.retries == [(before, True)] * 2
+        after = index.post_text(first)
+        assert "сегодня вечером" in (after or "")
+
+        # A deletion waits the same way: given up while the lock is held throughout ...
+        other.holds()
+        del group.messages[5]
+        deletion = types.UpdateDeleteChannelMessages(channel_id=group.id, messages=[5], pts=3,
+                                                     pts_count=1)
+        await dispatch(client, group, deletion)
+        await live.drain()
+        assert other.retries == [(after, True)] * 5
+        assert second in doc_ids(index)
+        other.lock.release()
+
+        # ... and applied at the retry after the lock's release.
+        other.holds(release_at=1)
+        deletion.pts = 4
+        await dispatch(client, group, deletion)
+        await live.drain()
+        assert other.retries == [(after, True)]
+
+    with caplog.at_level(logging.WARNING, logger="tgrag.live"):
+        run(main())
+    assert "live edit of devchat/2 not applied (busy)" in caplog.text
+    assert "live deletion of devchat/[5] not applied (busy)" in caplog.text
+    assert doc_ids(index) == {first}
+    assert [d for e, d in events if e == "live"] == [{"edited": 2, "reindexed": True},
+                                                   {"deleted": [5]}]
+    assert index.redis.get(other.lock.key) is None  # every lock released
 
 
 def test_live_ignores_private_chats(index: Any, pipeline: PostPipeline, fake: FakeTelegram,

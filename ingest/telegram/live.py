@@ -7,10 +7,10 @@
 * ``MessageDeleted`` → the posts are removed (in channels the update carries ``channel_id``).
 
 Edits and deletions run under the channel's sync lock too (``ChannelSync.apply_edit`` /
-``apply_deletion``), so they never interleave with a sync's writes, and a channel unfollowed
-meanwhile (maybe with its posts deleted) is left alone.  While another worker holds the lock the
-update is retried (every sixth of ``TGRAG_SYNC_LOCK_TTL``, five times) rather than dropped: the
-next sync's re-scan covers recent posts only.
+``apply_deletion``; ``resync_group`` for a group chat), so they never interleave with a sync's
+writes, and a channel unfollowed meanwhile (maybe with its posts deleted) is left alone.  While
+another worker holds the lock the update is retried (every sixth of ``TGRAG_SYNC_LOCK_TTL``, five
+times) rather than dropped: the next sync's re-scan covers recent posts (or windows) only.
 
 Group chats followed with ``--group`` get the same updates: a new message extends or starts a
 window (the incremental sync re-reads from the newest window), an edit or a deletion in a
@@ -149,14 +149,18 @@ class LiveSync:
         if min(message_ids) > state.last_message_id:  # not read yet: the catch-up reads it
             await self._catch_up(state.ref)
             return
-        result = await self.sync.resync_group(state.ref, message_ids, date)
-        if result.status != "ok":
-            return
-        if date is None:
+        result = await self._when_free(
+            lambda: self.sync.resync_group(state.ref, message_ids, date))
+        if result.status == "ok" and date is None:
             self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
-        else:
+        elif result.status == "ok":
             self.sync.emit(state.ref, "live", {"edited": message_ids[0],
                                                "reindexed": bool(result.new or result.updated)})
+        elif result.status in ("busy", "failed"):
+            change, which = (("deletion", sorted(message_ids)) if date is None
+                             else ("edit", message_ids[0]))
+            log.warning("live %s of %s/%s not applied (%s): the next sync's re-scan may catch "
+                        "it", change, state.ref, which, result.error or result.status)
 
     async def _delete(self, state: ChannelState, message_ids: list[int]) -> None:
         result = await self._when_free(lambda: self.sync.apply_deletion(state.ref, message_ids))

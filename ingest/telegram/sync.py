@@ -15,9 +15,9 @@ workers never sync the same channel at once:
 :func:`remove_channel` stops following a channel and, if asked, deletes its posts, under the same
 lock, so a sync of that channel is never running (and re-adding posts) while they are deleted.
 Live edits and deletions of channel posts (``ChannelSync.apply_edit`` / ``apply_deletion``, called
-by ``ingest.telegram.live``) also work under that lock and re-read the registry under it: they
-never interleave with a sync's writes, and an edit never brings back a post of a channel removed
-meanwhile.
+by ``ingest.telegram.live``) and of group chats' messages (``resync_group``) also work under that
+lock and re-read the registry under it: they never interleave with a sync's writes, and an edit
+never brings back a post of a channel removed meanwhile.
 
 The ingestion pipeline is synchronous (embedding is CPU work), so it runs in a thread via
 ``asyncio.to_thread``; Telethon, this code, the scheduler and FastAPI share one event loop and
@@ -218,8 +218,9 @@ class ChannelSync:
     async def resync_group(self, ref: str, message_ids: Sequence[int],
                            date: float | None = None) -> SyncResult:
         """Rebuild a followed group chat's windows around edited or deleted messages (live
-        updates), under the chat's lock; status ``busy`` if a sync holds it (the re-scan of the
-        next sync covers the change)."""
+        updates), under the chat's lock.  Status ``busy`` if a sync holds the lock (nothing
+        done: the caller retries, as the next sync's re-scan covers recent windows only) or
+        ``removed`` as for :meth:`apply_edit`."""
         async with self._locked_state(ref, SyncResult) as (result, fresh):
             if fresh is None:
                 return result
