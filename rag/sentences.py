@@ -446,11 +446,9 @@ class SentenceSelector:
                  for kind in ("number", "date", "name")}
         wanted = frozenset(terms)
         kind = intent.name_kind or intent.wants or ""  # the answer type sentences must hold
-        own: dict[int, float] = {}
         typed: set[int] = set()  # the candidates holding what the question asks for
         for i, c in enumerate(cands):
-            own[i] = sum(w for t, w in weights.items() if t in c.stems) / total
-            c.lexical = max(own[i], self._context(i, cands, weights, total))
+            c.lexical = self._context(i, cands, weights, total)
             # (Not for stories: they follow the topic through the posts, whatever each adds.)
             if (intent.wants and not intent.story
                     and self._forms(answer_tokens(c.text, kind)) - asked[intent.wants]):
@@ -483,14 +481,15 @@ class SentenceSelector:
         # A factoid's sentences fit max_chars together (_choose), so only a long first one is
         # cut, keeping what the question asks for (the date for "когда"); a story's share it.
         if intent.story:
-            return Selection([self._pick(c, stems, max(120, cfg.max_chars // len(chosen)))
+            return Selection([self._pick(c, stems, self._shared_limit(len(chosen)))
                               for c in chosen], intent)
-        return Selection([self._pick(c, stems | self._answer_stems(c, kind),
+        return Selection([self._pick(c, stems | self._forms(answer_tokens(c.text, kind)),
                                      cfg.max_chars) for c in chosen], intent)
 
     def _context(self, i: int, cands: list[_Candidate], weights: dict[str, float],
                  total: float) -> float:
-        """The match of candidate ``i`` read with the two sentences before it in its post.
+        """The match of candidate ``i``: its own, or read with the two sentences before it in
+        its post when that is more.
 
         News and encyclopedias state the subject first and the fact after it ("Самолёт сел в
         Якутии. Один пассажир погиб.", "Warsaw's first stock exchange was established in 1817
@@ -516,13 +515,6 @@ class SentenceSelector:
                 union += share * sum(weights[t] for t in prev - held) / total
                 held |= prev
         return max(inherited, union)
-
-    def _answer_stems(self, c: _Candidate, kind: str) -> frozenset[str]:
-        """The stems of the answer tokens of ``kind`` in a candidate (none without a kind)."""
-        if not kind:
-            return frozenset()
-        return frozenset(self.analyzer.stem(t) or t for t in answer_tokens(c.text, kind)
-                         if " " not in t)
 
     def _name_stems(self, question: str) -> set[str]:
         """The stems of the question's names and Latin words (:func:`question_specifics`)."""
@@ -600,8 +592,7 @@ class SentenceSelector:
         chosen = self._choose(cands, max_sentences, max_chars or cfg.max_chars,
                               one_per_post=True, keep_ratio=0.0)
         chosen.sort(key=lambda c: (c.date, c.n))
-        limit = cfg.max_chars if len(chosen) <= 1 else max(120, cfg.max_chars // len(chosen))
-        return [self._pick(c, frozenset(), limit) for c in chosen]
+        return [self._pick(c, frozenset(), self._shared_limit(len(chosen))) for c in chosen]
 
     # -- shared -----------------------------------------------------------------------------------
 
@@ -642,6 +633,10 @@ class SentenceSelector:
         if a.vector is not None and b.vector is not None:
             return _dot(a.vector, b.vector) >= self.config.duplicate_cosine
         return False
+
+    def _shared_limit(self, count: int) -> int:
+        """Characters each of ``count`` sentences sharing ``max_chars`` may show (≥ 120)."""
+        return self.config.max_chars if count <= 1 else max(120, self.config.max_chars // count)
 
     def _pick(self, c: _Candidate, stems: frozenset[str], limit: int) -> Pick:
         text = c.text
