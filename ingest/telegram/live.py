@@ -140,9 +140,8 @@ class LiveSync:
         elif result.status == "ok" and not result.expired:
             self.sync.emit(state.ref, "live", {"edited": result.post_id,
                                                "reindexed": bool(result.new or result.updated)})
-        elif result.status in ("busy", "failed"):
-            log.warning("live edit of %s/%s not applied (%s): the next sync's re-scan may "
-                        "catch it", state.ref, message.id, result.error or result.status)
+        else:
+            _not_applied("edit", state.ref, message.id, result)
 
     async def _resync(self, state: ChannelState, message_ids: list[int],
                       date: float | None) -> None:
@@ -156,19 +155,25 @@ class LiveSync:
         elif result.status == "ok":
             self.sync.emit(state.ref, "live", {"edited": message_ids[0],
                                                "reindexed": bool(result.new or result.updated)})
-        elif result.status in ("busy", "failed"):
-            change, which = (("deletion", sorted(message_ids)) if date is None
-                             else ("edit", message_ids[0]))
-            log.warning("live %s of %s/%s not applied (%s): the next sync's re-scan may catch "
-                        "it", change, state.ref, which, result.error or result.status)
+        elif date is None:
+            _not_applied("deletion", state.ref, sorted(message_ids), result)
+        else:
+            _not_applied("edit", state.ref, message_ids[0], result)
 
     async def _delete(self, state: ChannelState, message_ids: list[int]) -> None:
         result = await self._when_free(lambda: self.sync.apply_deletion(state.ref, message_ids))
         if result.status == "ok":
             self.sync.emit(state.ref, "live", {"deleted": sorted(message_ids)})
-        elif result.status == "busy":
-            log.warning("live deletion of %s/%s not applied (busy): the next sync's re-scan "
-                        "may catch it", state.ref, sorted(message_ids))
+        else:
+            _not_applied("deletion", state.ref, sorted(message_ids), result)
+
+
+def _not_applied(change: str, ref: str, which: object, result: SyncResult) -> None:
+    """Warn of a live change given up: the lock stayed busy, or the chat failed (a channel
+    unfollowed meanwhile, ``removed``, is no loss)."""
+    if result.status in ("busy", "failed"):
+        log.warning("live %s of %s/%s not applied (%s): the next sync's re-scan may catch it",
+                    change, ref, which, result.error or result.status)
 
 
 def register_live_handlers(client: TelegramClient, sync: ChannelSync) -> LiveSync:
